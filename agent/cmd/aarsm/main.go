@@ -1,0 +1,180 @@
+// Command aarsm is the AI Agent Runtime Security Monitor: it reads what
+// processes write into TLS, before encryption, and stops e-mail data from
+// leaving the host against policy.
+//
+//	aarsm version
+//	aarsm trace [-v] [--pid PID,...] [--comm NAME,...]
+//	aarsm run --policy-dir DIR --log-format journal|json|auto
+//	aarsm policy check PATH...
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/aarsm/aarsm/agent/internal/probe"
+	"github.com/aarsm/aarsm/agent/internal/trace"
+)
+
+// version is set at link time: -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage: aarsm COMMAND [OPTIONS]
+
+Commands:
+  version                 print the version
+  trace                   show, live, what processes send over TLS (one line per HTTP request)
+  run                     the agent: judge outgoing mail against policies and enforce them
+  policy check PATH...    validate policy files or directories
+
+Run "aarsm COMMAND -h" for the options of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "aarsm %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "trace":
+		return runTrace(args[1:], stdout, stderr)
+	case "run":
+		return runAgent(args[1:], stdout, stderr)
+	case "policy":
+		return runPolicy(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "aarsm: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// listFlag collects comma-separated or repeated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func runTrace(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aarsm trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("v", false, "show headers, bodies and responses")
+	debug := fs.Bool("debug", false, "log every file examined")
+	var pids, comms listFlag
+	fs.Var(&pids, "pid", "only these process IDs (comma-separated or repeated)")
+	fs.Var(&comms, "comm", "only these command names (comma-separated or repeated)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: aarsm trace [-v] [--pid PID,...] [--comm NAME,...]\n\n"+
+			"Shows, live, every HTTP request that processes write into OpenSSL, read\n"+
+			"before encryption: one line per request; with -v also headers, body and\n"+
+			"responses. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN to read /proc).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "aarsm trace: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	opts := trace.Options{Comms: comms}
+	for _, p := range pids {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			fmt.Fprintf(stderr, "aarsm trace: --pid %q: not a process ID\n", p)
+			return 2
+		}
+		opts.PIDs = append(opts.PIDs, uint32(n))
+	}
+	log := newLogger(stderr, *debug)
+	opts.Sensor = probe.Options{Reads: *verbose, Logger: log}
+
+	t, err := trace.Start(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm trace: %v\n", err)
+		return 1
+	}
+	defer t.Close()
+	probed := 0
+	for _, tg := range t.Sensor().Targets() {
+		if tg.Probed() {
+			probed++
+		}
+	}
+	log.Info("tracing TLS writes; stop with Ctrl-C", "libraries", probed)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	var werr error
+	err = t.Run(ctx, func(r trace.Record) {
+		if werr == nil {
+			werr = trace.Format(stdout, r, *verbose)
+			if werr != nil {
+				cancel()
+			}
+		}
+	})
+	if err == nil && werr != nil && !errors.Is(werr, syscall.EPIPE) {
+		err = fmt.Errorf("write output: %w", werr)
+	}
+	ps, ss, hs, _ := t.Stats()
+	log.Info("trace stopped", "writes", ps.Writes, "reads", ps.Reads, "lost_events", ps.Lost,
+		"truncated", ps.Truncated, "connections", ss.Opened, "retries_dropped", ss.Retries, "messages", hs.Messages)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm trace: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runAgent(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aarsm run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
+	logFormat := fs.String("log-format", "auto", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch *logFormat {
+	case "journal", "json", "auto":
+	default:
+		fmt.Fprintf(stderr, "aarsm run: --log-format %q: want journal, json or auto\n", *logFormat)
+		return 2
+	}
+	fmt.Fprintln(stderr, "aarsm run: enforcement is not part of this build yet; use \"aarsm trace\" to observe")
+	return 1
+}

@@ -1,0 +1,409 @@
+// Package judge decides what to do with an e-mail message: a pure function
+// of the loaded policies, the parsed message, the sending process and an
+// explicit bulk-counting state. It does no I/O and reads no clock, so the
+// enforcement stage can call it on the hot path and tests need no kernel.
+package judge
+
+import (
+	"html"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/judge/detect"
+	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/policy"
+)
+
+// Rule names, as reported in Verdict.Rules and Finding.Rule.
+const (
+	RuleUnknownRecipient     = "unknown_recipient_domain"
+	RuleUnauthorizedBcc      = "unauthorized_bcc_recipients"
+	RuleExternalForwarding   = "external_email_forwarding"
+	RuleBulkToUnknown        = "bulk_email_to_unknown_domains"
+	RuleAPIKeys              = "block_api_keys_in_emails"
+	RuleCredentials          = "block_credentials_in_emails"
+	RuleSensitiveAttachments = "quarantine_sensitive_attachments"
+)
+
+// ruleOrder is the order rules are reported in.
+var ruleOrder = []string{
+	RuleUnauthorizedBcc, RuleUnknownRecipient, RuleExternalForwarding, RuleBulkToUnknown,
+	RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments,
+}
+
+// Context describes the process that sends the message. Scope blocks match
+// on Exe, Comm, Unit, CgroupPath and MCPServer; PID and StartTime key the
+// bulk counters.
+type Context struct {
+	PID        uint32
+	StartTime  uint64 // process start time (boot ticks); tells a reused PID apart
+	Comm       string
+	Exe        string
+	Unit       string // systemd unit, e.g. "postmark-mcp.service"
+	CgroupID   uint64
+	CgroupPath string
+	Dest       string // host:port the message is sent to
+	MCPServer  string // MCP server name, when the caller knows it
+}
+
+// Decision is the outcome for the message, in increasing severity.
+type Decision int
+
+// Decisions.
+const (
+	Allow Decision = iota // no violation
+	Alert                 // let it go, report it
+	Block                 // stop it
+)
+
+// String returns "allow", "alert" or "block".
+func (d Decision) String() string {
+	switch d {
+	case Alert:
+		return "alert"
+	case Block:
+		return "block"
+	}
+	return "allow"
+}
+
+// Finding is one violation of one rule of one policy.
+type Finding struct {
+	Policy string
+	Rule   string
+	Value  string // the offending value: an address, a redacted secret, a file name
+	Where  string // where it was found or why: "bcc", "text_body", "attachment:id_rsa"...
+}
+
+// Verdict is the judge's answer.
+type Verdict struct {
+	Decision Decision
+	// Actions are the effects to carry out now (policy.Effect*): "block",
+	// "quarantine", "terminate", "alert". Monitor-mode policies contribute
+	// "alert" only.
+	Actions []string
+	// Intended are the effects enforce mode would have carried out; equal
+	// to Actions unless Monitor.
+	Intended []string
+	// Policy is the policy that decided (the first with the most severe
+	// decision); Policies lists every policy with a violation.
+	Policy   string
+	Policies []string
+	// Rules are the rules violated and Violations the offending values,
+	// across all policies, without repetition.
+	Rules      []string
+	Violations []string
+	Findings   []Finding
+	// Priority is the syslog severity of the alert: the most severe
+	// alert_priority among the violated policies.
+	Priority      policy.Priority
+	Quarantine    bool
+	QuarantineFor time.Duration
+	// Monitor is set when every violated policy is in monitor mode, so the
+	// verdict only reports.
+	Monitor bool
+}
+
+// maxFindings bounds the findings kept per policy (a message to 10,000
+// unknown recipients reports the first ones).
+const maxFindings = 64
+
+// maxScanBytes bounds how much of each text or attachment the secret
+// detectors read.
+const maxScanBytes = 4 << 20
+
+// Judge evaluates msg against every policy of set that applies to ctx.
+// state holds the bulk counters and is updated (it may be nil: then only a
+// single message over the recipient threshold trips the bulk rule); now is
+// the time of the message. Judge is safe for concurrent use when state is
+// shared, as BulkState locks itself.
+func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, now time.Time) Verdict {
+	var v Verdict
+	if set == nil || msg == nil || len(set.Policies) == 0 {
+		return v
+	}
+	target := policy.Target{Exe: ctx.Exe, Comm: ctx.Comm, Unit: ctx.Unit, CgroupPath: ctx.CgroupPath, MCPServer: ctx.MCPServer}
+	ev := evaluation{msg: msg}
+	monitorOnly := true
+	for _, p := range set.Policies {
+		if !p.Applies(target) {
+			continue
+		}
+		fs := ev.policyFindings(p, ctx, state, now)
+		if len(fs) == 0 {
+			continue
+		}
+		effects := p.Effects
+		for _, f := range fs {
+			if f.Rule == RuleSensitiveAttachments {
+				effects = union(effects, []string{policy.EffectBlock, policy.EffectQuarantine})
+				break
+			}
+		}
+		actual := effects
+		if p.Mode == policy.ModeMonitor {
+			actual = []string{policy.EffectAlert}
+		} else {
+			monitorOnly = false
+		}
+		d := Alert
+		if contains(actual, policy.EffectBlock) {
+			d = Block
+		}
+		if d > v.Decision {
+			v.Decision = d
+			v.Policy = p.Name
+		}
+		v.Policies = append(v.Policies, p.Name)
+		v.Actions = union(v.Actions, actual)
+		v.Intended = union(v.Intended, effects)
+		if v.Priority == 0 || p.Priority < v.Priority {
+			v.Priority = p.Priority
+		}
+		if contains(actual, policy.EffectQuarantine) {
+			v.Quarantine = true
+			v.QuarantineFor = max(v.QuarantineFor, p.QuarantineFor)
+		}
+		v.Findings = append(v.Findings, fs...)
+	}
+	if v.Decision == Allow {
+		return Verdict{}
+	}
+	v.Monitor = monitorOnly
+	v.Actions = ordered(v.Actions)
+	v.Intended = ordered(v.Intended)
+	seenRule := map[string]bool{}
+	seenVal := map[string]bool{}
+	for _, f := range v.Findings {
+		seenRule[f.Rule] = true
+		if !seenVal[f.Value] {
+			seenVal[f.Value] = true
+			v.Violations = append(v.Violations, f.Value)
+		}
+	}
+	for _, r := range ruleOrder {
+		if seenRule[r] {
+			v.Rules = append(v.Rules, r)
+		}
+	}
+	return v
+}
+
+// evaluation caches what several policies need from one message.
+type evaluation struct {
+	msg       *mail.Message
+	rcpts     []mail.Address
+	blind     []mail.Address
+	haveRcpt  bool
+	markers   []string
+	haveMark  bool
+	secrets   []located
+	scanned   detect.Kinds
+	sensitive []located
+	haveSens  bool
+}
+
+type located struct {
+	f     detect.Finding
+	where string
+}
+
+func (e *evaluation) recipients() []mail.Address {
+	if !e.haveRcpt {
+		e.rcpts = e.msg.Recipients()
+		e.blind = e.msg.BlindRecipients()
+		e.haveRcpt = true
+	}
+	return e.rcpts
+}
+
+func (e *evaluation) forwardMarkers() []string {
+	if !e.haveMark {
+		e.markers = e.msg.ForwardMarkers()
+		e.haveMark = true
+	}
+	return e.markers
+}
+
+// scan runs the detectors of kinds not scanned yet over every text of the
+// message.
+func (e *evaluation) scan(kinds detect.Kinds) []located {
+	todo := kinds &^ e.scanned
+	if todo == 0 {
+		return e.secrets
+	}
+	e.scanned |= todo
+	m := e.msg
+	add := func(text, where string) {
+		if text == "" {
+			return
+		}
+		if len(text) > maxScanBytes {
+			text = text[:maxScanBytes]
+		}
+		for _, f := range detect.Scan(text, todo, maxFindings) {
+			e.secrets = append(e.secrets, located{f: f, where: where})
+		}
+	}
+	add(m.Subject, "subject")
+	add(m.TextBody, "text_body")
+	add(m.HTMLBody, "html_body")
+	if strings.Contains(m.HTMLBody, "&") {
+		// Character references could hide a secret ("AKIA&#x51;...").
+		add(html.UnescapeString(m.HTMLBody), "html_body")
+	}
+	for _, x := range m.Extra {
+		add(x, "template_or_header")
+	}
+	for _, a := range m.Attachments {
+		add(string(a.Content[:min(len(a.Content), maxScanBytes)]), "attachment:"+attachmentName(a))
+	}
+	return e.secrets
+}
+
+func (e *evaluation) sensitiveAttachments() []located {
+	if e.haveSens {
+		return e.sensitive
+	}
+	e.haveSens = true
+	for _, a := range e.msg.Attachments {
+		name := attachmentName(a)
+		if r := detect.SensitiveAttachment(a.Name, a.ContentType, a.Content); r != "" {
+			e.sensitive = append(e.sensitive, located{f: detect.Finding{Detector: r}, where: name})
+			continue
+		}
+		// Decoded content that trips a detector makes the file sensitive.
+		body := string(a.Content[:min(len(a.Content), maxScanBytes)])
+		if fs := detect.Scan(body, detect.KindAll, 1); len(fs) > 0 {
+			e.sensitive = append(e.sensitive, located{f: detect.Finding{Detector: "contains " + fs[0].Detector}, where: name})
+		}
+	}
+	return e.sensitive
+}
+
+func attachmentName(a mail.Attachment) string {
+	if a.Name != "" {
+		return a.Name
+	}
+	if a.ContentType != "" {
+		return "(" + a.ContentType + ")"
+	}
+	return "(unnamed)"
+}
+
+func (e *evaluation) policyFindings(p *policy.Policy, ctx Context, state *BulkState, now time.Time) []Finding {
+	var out []Finding
+	add := func(rule, value, where string) {
+		if len(out) < maxFindings {
+			out = append(out, Finding{Policy: p.Name, Rule: rule, Value: value, Where: where})
+		}
+	}
+	r := p.Rules
+	if r.UnknownRecipients || r.UnauthorizedBcc || r.ExternalForwarding || r.BulkToUnknown {
+		rcpts := e.recipients()
+		if r.UnauthorizedBcc {
+			for _, a := range e.blind {
+				if !p.IsInternal(a.Domain()) {
+					add(RuleUnauthorizedBcc, a.Addr, "bcc")
+				}
+			}
+		}
+		unknown := 0
+		for _, a := range rcpts {
+			if !p.IsAllowed(a.Domain()) {
+				unknown++
+				if r.UnknownRecipients {
+					add(RuleUnknownRecipient, a.Addr, "recipient")
+				}
+			}
+		}
+		if r.ExternalForwarding {
+			var marks string
+			for _, a := range rcpts {
+				if p.IsInternal(a.Domain()) {
+					continue
+				}
+				// Content is only examined for a message that leaves.
+				if marks == "" {
+					m := e.forwardMarkers()
+					if len(m) == 0 {
+						break
+					}
+					marks = strings.Join(m, ",")
+				}
+				add(RuleExternalForwarding, a.Addr, marks)
+			}
+		}
+		if r.BulkToUnknown && unknown > 0 {
+			msgs, n := 1, unknown
+			if state != nil {
+				msgs, n = state.observe(bulkKey{pid: ctx.PID, start: ctx.StartTime, policy: p.Name}, p.Bulk, now, unknown, !e.msg.Partial)
+			}
+			if msgs > p.Bulk.MaxMessages || n > p.Bulk.MaxRecipients {
+				add(RuleBulkToUnknown,
+					strconv.Itoa(msgs)+" messages, "+strconv.Itoa(n)+" recipients to unknown domains within "+p.Bulk.Window.String(),
+					"process "+strconv.FormatUint(uint64(ctx.PID), 10))
+			}
+		}
+	}
+	var kinds detect.Kinds
+	if r.APIKeys {
+		kinds |= detect.KindAPIKey
+	}
+	if r.Credentials {
+		kinds |= detect.KindCredential
+	}
+	if kinds != 0 {
+		for _, s := range e.scan(kinds) {
+			if s.f.Kind&kinds == 0 {
+				continue
+			}
+			rule := RuleAPIKeys
+			if s.f.Kind == detect.KindCredential {
+				rule = RuleCredentials
+			}
+			add(rule, s.f.Detector+":"+s.f.Redacted, s.where)
+		}
+	}
+	if r.SensitiveAttachments {
+		for _, s := range e.sensitiveAttachments() {
+			add(RuleSensitiveAttachments, s.where, s.f.Detector)
+		}
+	}
+	return out
+}
+
+// effectOrder is the order effects are listed in.
+var effectOrder = []string{policy.EffectBlock, policy.EffectQuarantine, policy.EffectTerminate, policy.EffectAlert}
+
+func ordered(l []string) []string {
+	out := make([]string, 0, len(l))
+	for _, e := range effectOrder {
+		if contains(l, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// union returns a new slice with the elements of a then those of b not in a.
+func union(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	out = append(out, a...)
+	for _, x := range b {
+		if !contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,84 @@
+package parse
+
+import (
+	"github.com/aarsm/aarsm/agent/internal/stream"
+)
+
+// Handler receives each complete message of a connection. It runs inside
+// the call that delivered the message's last byte; m is the handler's to keep.
+type Handler func(c *stream.Conn, m *Message)
+
+// Stats count what the parsers of closed connections passed over.
+type Stats struct {
+	Messages  uint64
+	JunkBytes uint64 // bytes that were not HTTP/1.x (other protocols, lost framing)
+	Malformed uint64 // messages given up
+}
+
+// HTTP makes the consumers that parse connections as HTTP/1.x.
+type HTTP struct {
+	limits Limits
+	handle Handler
+	stats  Stats
+}
+
+// NewHTTP returns a parser factory calling handle for each message.
+func NewHTTP(limits Limits, handle Handler) *HTTP {
+	limits.setDefaults()
+	return &HTTP{limits: limits, handle: handle}
+}
+
+// Factory is the stream.Factory of this parser.
+func (h *HTTP) Factory(c *stream.Conn) stream.Consumer {
+	hc := &httpConn{h: h}
+	hc.req = httpParser{limits: h.limits}
+	hc.resp = httpParser{limits: h.limits, response: true, noBody: hc.answersHead}
+	return hc
+}
+
+// Stats returns the counters, including those of closed connections.
+func (h *HTTP) Stats() Stats { return h.stats }
+
+// maxPending bounds the request methods remembered for pairing responses.
+const maxPending = 64
+
+type httpConn struct {
+	h         *HTTP
+	req, resp httpParser
+	methods   []string // methods of requests not answered yet
+}
+
+func (hc *httpConn) answersHead() bool {
+	if len(hc.methods) == 0 {
+		return false
+	}
+	m := hc.methods[0]
+	hc.methods = hc.methods[1:]
+	return m == "HEAD"
+}
+
+func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, mono uint64) {
+	if dir == stream.Egress {
+		hc.req.feed(data, lost, mono, func(m *Message) {
+			if len(hc.methods) < maxPending {
+				hc.methods = append(hc.methods, m.Method)
+			}
+			hc.h.stats.Messages++
+			hc.h.handle(c, m)
+		})
+		return
+	}
+	hc.resp.feed(data, lost, mono, func(m *Message) {
+		hc.h.stats.Messages++
+		hc.h.handle(c, m)
+	})
+}
+
+func (hc *httpConn) Close(c *stream.Conn) {
+	hc.resp.close(c.Last, func(m *Message) {
+		hc.h.stats.Messages++
+		hc.h.handle(c, m)
+	})
+	hc.h.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
+	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
+}

@@ -1,0 +1,115 @@
+package mail
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// The fuzz targets check that no parser panics or hangs, and a few
+// invariants that must hold on any input.
+
+func FuzzParseAddressList(f *testing.F) {
+	for _, s := range []string{"a@b.c", `"N" <a@b.c>, c@d.e`, "=?utf-8?q?a=40b.c?=", "ｐ@ｇ．ｃ", "a%40b.c", "<@r:a@b.c>", "g: a@b.c;", "\xff@\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, a := range ParseAddressList(s) {
+			if !strings.Contains(a.Addr, "@") {
+				t.Fatalf("address without @: %q", a.Addr)
+			}
+			// Normalisation is idempotent.
+			if n, ok := NormalizeAddress(a.Addr); ok && n != a.Addr {
+				t.Fatalf("not idempotent: %q -> %q", a.Addr, n)
+			}
+		}
+	})
+}
+
+func FuzzParseRFC822(f *testing.F) {
+	f.Add([]byte(rawMIME))
+	f.Add([]byte("To: a@b.c\r\n\r\nbody"))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: message/rfc822\r\n\r\nTo: x@y.z\r\n\r\nhi\r\n--a--"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := ParseRFC822(b, "fuzz", "")
+		if m.used > MaxBodyBytes {
+			t.Fatalf("budget exceeded: %d", m.used)
+		}
+		_ = m.ForwardMarkers()
+		_ = m.Recipients()
+	})
+}
+
+func FuzzSMTPSession(f *testing.F) {
+	f.Add([]byte(smtpSession), uint8(7))
+	f.Add([]byte("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 5 LAST\r\nhello"), uint8(3))
+	f.Add([]byte("DATA\r\n.\r\n"), uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
+		s := NewSMTPSession()
+		n := int(step%32) + 1
+		for len(b) > 0 {
+			k := min(n, len(b))
+			for _, m := range s.Feed(b[:k]) {
+				_ = m.BlindRecipients()
+			}
+			_ = s.Pending()
+			b = b[k:]
+		}
+		if len(s.line) > maxSMTPLine || len(s.dline) > maxSMTPDataLine || len(s.data) > MaxBodyBytes {
+			t.Fatal("buffer bound exceeded")
+		}
+	})
+}
+
+func FuzzFromHTTP(f *testing.F) {
+	seeds := []struct{ host, path, ct, body string }{
+		{"api.postmarkapp.com", "/email", "application/json", `{"To":"a@b.c","Bcc":"x@y.z","Attachments":[{"Name":"a","Content":"aGk="}]}`},
+		{"api.postmarkapp.com", "/email/batch", "application/json", `[{"To":"a@b.c"}]`},
+		{"api.sendgrid.com", "/v3/mail/send", "application/json", `{"personalizations":[{"to":[{"email":"a@b.c"}]}],"content":[{"type":"text/plain","value":"x"}]}`},
+		{"api.mailgun.net", "/v3/d/messages", "application/x-www-form-urlencoded", "to=a%40b.c&bcc=x@y.z&h:Bcc=q@r.s"},
+		{"email.us-east-1.amazonaws.com", "/", "application/x-www-form-urlencoded", "Action=SendRawEmail&RawMessage.Data=" + base64.StdEncoding.EncodeToString([]byte(rawMIME))},
+		{"email.us-east-1.amazonaws.com", "/v2/email/outbound-emails", "application/json", `{"Destination":{"ToAddresses":["a@b.c"]},"Content":{"Raw":{"Data":"VG86IGFAYi5jDQoNCmhp"}}}`},
+		{"api.resend.com", "/emails", "application/json", `{"to":["a@b.c"],"attachments":[{"content":[1,2,3]}]}`},
+		{"gmail.googleapis.com", "/gmail/v1/users/me/messages/send", "application/json", `{"raw":"VG86IGFAYi5jDQoNCmhp"}`},
+		{"graph.microsoft.com", "/v1.0/$batch", "application/json", `{"requests":[{"method":"POST","url":"/me/sendMail","body":{"message":{"toRecipients":[{"emailAddress":{"address":"a@b.c"}}]}}}]}`},
+		{"x.example", "/send", "application/json", `{"a":[{"to":"a@b.c","bcc":["x@y.z"]}]}`},
+		{"x.example", "/send", "multipart/form-data; boundary=zz", "--zz\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@b.c\r\n--zz--\r\n"},
+	}
+	for _, s := range seeds {
+		f.Add(s.host, s.path, s.ct, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, host, path, ct string, body []byte) {
+		r := &HTTPRequest{Method: "POST", Host: host, Path: path, Header: http.Header{"Content-Type": {ct}}, Body: body}
+		msgs, err := FromHTTP(r)
+		if err != nil && msgs != nil {
+			t.Fatal("messages returned with an error")
+		}
+		if len(msgs) > MaxParts {
+			t.Fatalf("%d messages", len(msgs))
+		}
+		for _, m := range msgs {
+			_ = m.ForwardMarkers()
+			_ = m.BlindRecipients()
+		}
+	})
+}
+
+func FuzzParseJSON(f *testing.F) {
+	f.Add([]byte(`{"a":[1,"x",{"b":null,"b":true}]}`))
+	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := parseJSON(b)
+		if err != nil {
+			return
+		}
+		// Re-serialising and re-parsing gives the same text.
+		again, err := parseJSON(n.json())
+		if err != nil {
+			t.Fatalf("re-parse of %q: %v", n.json(), err)
+		}
+		if string(again.json()) != string(n.json()) {
+			t.Fatalf("round trip differs")
+		}
+	})
+}

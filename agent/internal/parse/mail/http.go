@@ -1,0 +1,199 @@
+package mail
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// HTTPRequest is one plaintext HTTP request as the stream layer reassembled
+// it.
+type HTTPRequest struct {
+	Method string
+	Host   string // Host header or :authority, with or without port
+	Path   string // request target including the query string
+	Header http.Header
+	Body   []byte // already de-chunked and decompressed
+}
+
+// FromHTTP returns the messages that r sends, or nil, nil when r is not an
+// e-mail submission. Known providers are recognised by host and path; other
+// JSON and form bodies are searched for to/cc/bcc keys holding addresses.
+// An error is returned only for a request to a known mail endpoint whose
+// body cannot be parsed.
+func FromHTTP(r *HTTPRequest) ([]*Message, error) {
+	if r == nil {
+		return nil, nil
+	}
+	method := strings.ToUpper(r.Method)
+	host := normalizeHost(r.Host)
+	p, rawQuery, _ := strings.Cut(r.Path, "?")
+	// Absolute-form request targets ("https://host/path").
+	if i := strings.Index(p, "://"); i >= 0 {
+		rest := p[i+3:]
+		h, after, _ := strings.Cut(rest, "/")
+		if host == "" {
+			host = normalizeHost(h)
+		}
+		p = "/" + after
+	}
+	if unesc, err := url.PathUnescape(p); err == nil {
+		p = unesc
+	}
+	lp := strings.ToLower(p)
+	lp = strings.TrimRight(lp, "/")
+	if lp == "" {
+		lp = "/"
+	}
+	query, _ := url.ParseQuery(rawQuery)
+	endpoint := method + " " + host + p
+	c := &call{r: r, method: method, host: host, path: lp, query: query, endpoint: endpoint}
+
+	var (
+		msgs []*Message
+		err  error
+	)
+	switch {
+	case host == "api.postmarkapp.com":
+		msgs, err = c.postmark()
+	case host == "api.sendgrid.com" || strings.HasSuffix(lp, "/v3/mail/send"):
+		msgs, err = c.sendgrid()
+	case isMailgunHost(host) || mailgunPath.MatchString(lp):
+		msgs, err = c.mailgun()
+	case isSESHost(host):
+		msgs, err = c.ses()
+	case host == "api.resend.com":
+		msgs, err = c.resend()
+	case strings.Contains(lp, "/gmail/v1/users/"):
+		msgs, err = c.gmail()
+	case isGraphHost(host):
+		msgs, err = c.graph(0)
+	default:
+		msgs, err = c.generic()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", endpoint, err)
+	}
+	return msgs, nil
+}
+
+// call is the parsed request being examined.
+type call struct {
+	r        *HTTPRequest
+	method   string
+	host     string
+	path     string // lower-case, no query, no trailing slash
+	query    url.Values
+	endpoint string
+}
+
+func (c *call) msg(provider string) *Message { return newMessage(provider, c.endpoint) }
+
+func (c *call) contentType() string {
+	if c.r.Header == nil {
+		return ""
+	}
+	mt, _, _ := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	return mt
+}
+
+func (c *call) isPost() bool { return c.method == "POST" }
+
+// json parses the body as JSON; an empty body is nil, nil.
+func (c *call) json() (*jnode, error) {
+	b := bytes.TrimSpace(c.r.Body)
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return parseJSON(b)
+}
+
+func normalizeHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if strings.HasPrefix(h, "[") {
+		if i := strings.Index(h, "]"); i > 0 {
+			return h[:i+1]
+		}
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.Count(h, ":") == 1 {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, ".")
+}
+
+// formField is one field of an urlencoded or multipart/form-data body.
+type formField struct {
+	Key, Value  string // Key lower-cased
+	FileName    string
+	ContentType string
+	Content     []byte
+	IsFile      bool
+}
+
+// formFields returns the fields of the query string and of a form body, in
+// order. Malformed escapes are kept undecoded rather than dropped.
+func (c *call) formFields() []formField {
+	var out []formField
+	addValues := func(raw string) {
+		for pair := range strings.SplitSeq(raw, "&") {
+			if pair == "" || len(out) >= MaxRecipients {
+				continue
+			}
+			k, v, _ := strings.Cut(pair, "=")
+			k = formUnescape(k)
+			v = formUnescape(v)
+			out = append(out, formField{Key: strings.ToLower(k), Value: v})
+		}
+	}
+	if q := strings.SplitN(c.r.Path, "?", 2); len(q) == 2 {
+		addValues(q[1])
+	}
+	ct := ""
+	var params map[string]string
+	if c.r.Header != nil {
+		ct, params, _ = mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	}
+	switch {
+	case strings.HasPrefix(ct, "multipart/") && params["boundary"] != "":
+		mr := multipart.NewReader(bytes.NewReader(c.r.Body), params["boundary"])
+		for n := 0; n < MaxRecipients; n++ {
+			p, err := mr.NextRawPart()
+			if err != nil {
+				break
+			}
+			data, _ := io.ReadAll(io.LimitReader(p, MaxBodyBytes))
+			data = decodeTransfer(p.Header.Get("Content-Transfer-Encoding"), data)
+			f := formField{
+				Key:         strings.ToLower(p.FormName()),
+				FileName:    p.FileName(),
+				ContentType: p.Header.Get("Content-Type"),
+			}
+			if f.FileName != "" || (f.ContentType != "" && !strings.HasPrefix(strings.ToLower(f.ContentType), "text/plain")) {
+				f.IsFile = true
+				f.Content = data
+			} else {
+				f.Value = string(data)
+			}
+			out = append(out, f)
+		}
+	case ct == "" || ct == "application/x-www-form-urlencoded" || ct == "text/plain":
+		b := bytes.TrimSpace(c.r.Body)
+		if len(b) > 0 && b[0] != '{' && b[0] != '[' {
+			addValues(string(b))
+		}
+	}
+	return out
+}
+
+// formUnescape decodes '+' and %XX leniently.
+func formUnescape(s string) string {
+	if v, err := url.QueryUnescape(s); err == nil {
+		return v
+	}
+	return percentDecode(strings.ReplaceAll(s, "+", " "))
+}

@@ -1,0 +1,6 @@
+# A second file reusing the name.
+email_security_policy "company" {
+  allowed_destinations {
+    internal_domains = ["@company.com"]
+  }
+}

@@ -1,0 +1,5 @@
+email_security_policy "company" {
+  allowed_destinations {
+    internal_domains = ["@company.com", "@subsidiaries.com"
+  }
+}

@@ -1,0 +1,278 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/bpf/ssl"
+)
+
+// Values of known_files: 0 is written by the kernel on first sight.
+const fileExamined uint8 = 1
+
+// scanLibraries probes every libssl.so* under the library directories.
+func (s *Sensor) scanLibraries() {
+	for _, root := range s.opts.LibraryDirs {
+		base := strings.Count(filepath.Clean(root), "/")
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // unreadable or vanished directories are passed over
+			}
+			if d.IsDir() {
+				if strings.Count(path, "/")-base >= 4 {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !strings.HasPrefix(d.Name(), "libssl.so") {
+				return nil
+			}
+			id, st, err := proc.StatID(path) // follows symbolic links
+			if err != nil || st.Mode&0o170000 != 0o100000 {
+				return nil
+			}
+			s.examine(path, id)
+			return nil
+		})
+	}
+}
+
+// scanProcesses probes what running processes map.
+func (s *Sensor) scanProcesses() {
+	pids, err := s.opts.Proc.PIDs()
+	if err != nil {
+		s.log.Warn("cannot list processes; only new ones will be probed", "err", err)
+		return
+	}
+	self := uint32(os.Getpid())
+	for _, pid := range pids {
+		if pid != self {
+			s.examineProcess(pid, proc.FileID{})
+		}
+	}
+}
+
+// discover serves the kernel's reports of unknown executables and mappings.
+func (s *Sensor) discover() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case d := <-s.queue:
+			if !s.examineProcess(d.pid, d.file) {
+				// The mapping was not visible (yet), or the process is gone:
+				// let the kernel report the file again next time.
+				s.retry(d)
+			}
+		}
+	}
+}
+
+// retry looks again a little later for a file the kernel reported but
+// that was not found in the process's mappings.
+func (s *Sensor) retry(d discovery) {
+	for _, wait := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond} {
+		select {
+		case <-s.done:
+			return
+		case <-time.After(wait):
+		}
+		if s.examineProcess(d.pid, d.file) {
+			return
+		}
+		if _, err := os.Stat(s.opts.Proc.Path(d.pid, "maps")); err != nil {
+			break
+		}
+	}
+	s.forget(d.file)
+}
+
+// forget lets the kernel report file again.
+func (s *Sensor) forget(file proc.FileID) {
+	if file.Ino == 0 {
+		return
+	}
+	key := ssl.SensorInodeKey{Ino: file.Ino, Dev: file.Dev}
+	if err := s.objs.KnownFiles.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		s.log.Debug("forget file", "file", file, "err", err)
+	}
+}
+
+// examineProcess examines the executable and every executable mapping of
+// pid. It reports whether want (if set) was among them.
+func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
+	found := false
+	if id, _, err := proc.StatID(s.opts.Proc.Path(pid, "exe")); err == nil {
+		if exe, err := s.opts.Proc.Exe(pid); err == nil {
+			s.examine(s.openPath(pid, exe, id), id)
+		}
+		found = found || id == want
+	}
+	maps, err := s.opts.Proc.Maps(pid, false)
+	if err != nil {
+		return found
+	}
+	seen := map[proc.FileID]bool{}
+	for _, m := range maps {
+		id := proc.FileID{Dev: m.KernelDev(), Ino: m.Inode}
+		if id == want {
+			found = true
+		}
+		if seen[id] || !(m.Exec || id == want) {
+			continue
+		}
+		seen[id] = true
+		path := s.openPath(pid, m.Path, id)
+		if m.Deleted || path == "" {
+			path = s.opts.Proc.MapFile(pid, m)
+		}
+		s.examine(path, id)
+	}
+	return found
+}
+
+// openPath returns a path that reaches the file id that pid knows as path:
+// the host's own path when it is the same file, else the path through the
+// process's root (another mount namespace), else "".
+func (s *Sensor) openPath(pid uint32, path string, id proc.FileID) string {
+	if got, _, err := proc.StatID(path); err == nil && got == id {
+		return path
+	}
+	inRoot := s.opts.Proc.RootPath(pid, path)
+	if got, _, err := proc.StatID(inRoot); err == nil && got == id {
+		return inRoot
+	}
+	return ""
+}
+
+// examine looks at a file once and probes it if it has TLS functions.
+func (s *Sensor) examine(path string, id proc.FileID) {
+	if path == "" {
+		return
+	}
+	s.mu.Lock()
+	_, done := s.files[id]
+	if !done {
+		s.files[id] = &Target{ID: id, Path: path}
+	}
+	s.mu.Unlock()
+	if done {
+		return
+	}
+	key := ssl.SensorInodeKey{Ino: id.Ino, Dev: id.Dev}
+	if err := s.objs.KnownFiles.Put(&key, fileExamined); err != nil {
+		s.log.Debug("mark file examined", "path", path, "err", err)
+	}
+
+	t := Target{ID: id, Path: path}
+	info, err := readELF(path)
+	switch {
+	case errors.Is(err, errNotELF):
+		return
+	case err != nil:
+		t.Err = err
+		s.log.Info("cannot examine file; skipped", "path", path, "file", id, "err", err)
+	case info.writes():
+		var links []link.Link
+		links, t.Symbols, t.Err = s.attach(path, info)
+		if t.Err != nil {
+			s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
+		} else {
+			s.log.Info("probing TLS library", "path", path, "file", id, "functions", strings.Join(t.Symbols, ","))
+		}
+		s.mu.Lock()
+		if s.flinks != nil && t.Err == nil {
+			s.flinks[id] = links
+			s.targets++
+		} else {
+			closeLinks(links)
+		}
+		s.mu.Unlock()
+	case info.embedsOpenSSL:
+		t.Err = errors.New("carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)")
+		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
+	}
+	s.mu.Lock()
+	s.files[id] = &t
+	s.mu.Unlock()
+	if s.opts.OnAttach != nil {
+		s.opts.OnAttach(t)
+	}
+}
+
+func readELF(path string) (elfInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return elfInfo{}, fmt.Errorf("open: %w", err)
+	}
+	defer f.Close()
+	return examineELF(f)
+}
+
+// attach probes the TLS functions of the file at path.
+func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error) {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open executable: %w", err)
+	}
+	type probe struct {
+		sym  string
+		prog *ebpf.Program
+		ret  bool
+	}
+	probes := []probe{
+		{symWrite, s.objs.SslWrite, false},
+		{symWriteEx, s.objs.SslWriteEx, false},
+		{symGetError, s.objs.SslGetError, false},
+		{symFree, s.objs.SslFree, false},
+	}
+	if s.opts.Reads {
+		probes = append(probes,
+			probe{symRead, s.objs.SslRead, false},
+			probe{symRead, s.objs.SslReadRet, true},
+			probe{symReadEx, s.objs.SslReadEx, false},
+			probe{symReadEx, s.objs.SslReadRet, true})
+	}
+	var links []link.Link
+	var attached []string
+	for _, p := range probes {
+		off := info.symbols[p.sym]
+		if off == 0 {
+			continue
+		}
+		// The offset is given, so that the library does not read the
+		// whole symbol table again (seconds for node's).
+		opts := &link.UprobeOptions{Address: off}
+		var l link.Link
+		if p.ret {
+			l, err = ex.Uretprobe(p.sym, p.prog, opts)
+		} else {
+			l, err = ex.Uprobe(p.sym, p.prog, opts)
+		}
+		if err != nil {
+			closeLinks(links)
+			return nil, nil, fmt.Errorf("attach %s: %w", p.sym, err)
+		}
+		links = append(links, l)
+		if !p.ret {
+			attached = append(attached, p.sym)
+		}
+	}
+	return links, attached, nil
+}
+
+func closeLinks(links []link.Link) {
+	for _, l := range links {
+		_ = l.Close()
+	}
+}

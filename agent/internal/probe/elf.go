@@ -1,0 +1,100 @@
+package probe
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The TLS functions a target may export, and the program each one gets.
+const (
+	symWrite    = "SSL_write"
+	symWriteEx  = "SSL_write_ex"
+	symRead     = "SSL_read"
+	symReadEx   = "SSL_read_ex"
+	symGetError = "SSL_get_error"
+	symFree     = "SSL_free"
+)
+
+var tlsSymbols = []string{symWrite, symWriteEx, symRead, symReadEx, symGetError, symFree}
+
+// elfInfo is what examining a file tells.
+type elfInfo struct {
+	symbols map[string]uint64 // TLS functions defined by the file -> file offset of their entry
+	// embedsOpenSSL: no TLS symbol is exported but the file carries an
+	// OpenSSL version string: a statically linked, stripped copy that
+	// cannot be probed by symbol.
+	embedsOpenSSL bool
+}
+
+func (i elfInfo) writes() bool { return i.symbols[symWrite] != 0 || i.symbols[symWriteEx] != 0 }
+
+var errNotELF = errors.New("not an ELF file")
+
+// examineELF reads the dynamic symbol table of the file at path.
+func examineELF(r io.ReaderAt) (elfInfo, error) {
+	info := elfInfo{symbols: map[string]uint64{}}
+	f, err := elf.NewFile(r)
+	if err != nil {
+		var fe *elf.FormatError
+		if errors.As(err, &fe) {
+			return info, errNotELF
+		}
+		return info, fmt.Errorf("read elf: %w", err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		return info, fmt.Errorf("elf machine %s is not supported", f.Machine)
+	}
+	syms, err := f.DynamicSymbols()
+	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
+		return info, fmt.Errorf("read dynamic symbols: %w", err)
+	}
+	for _, s := range syms {
+		if s.Section == elf.SHN_UNDEF || elf.ST_TYPE(s.Info) != elf.STT_FUNC {
+			continue
+		}
+		for _, want := range tlsSymbols {
+			if s.Name == want {
+				if off, ok := fileOffset(f, s.Value); ok {
+					info.symbols[want] = off
+				}
+			}
+		}
+	}
+	if !info.writes() {
+		info.embedsOpenSSL = carriesOpenSSL(f)
+	}
+	return info, nil
+}
+
+// carriesOpenSSL looks in read-only data for the source file name OpenSSL's
+// TLS library records in its errors (libcrypto alone does not carry it).
+func carriesOpenSSL(f *elf.File) bool {
+	sec := f.Section(".rodata")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > 256<<20 {
+		return false
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(data, []byte("ssl/ssl_lib.c"))
+}
+
+// fileOffset converts a virtual address of the file into the file offset
+// the kernel's uprobes take, through the executable PT_LOAD segment that
+// contains it.
+func fileOffset(f *elf.File, addr uint64) (uint64, bool) {
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 {
+			continue
+		}
+		if addr >= p.Vaddr && addr < p.Vaddr+p.Filesz {
+			return addr - p.Vaddr + p.Off, true
+		}
+	}
+	return 0, false
+}

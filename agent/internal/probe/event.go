@@ -1,0 +1,128 @@
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/aarsm/aarsm/agent/internal/proc"
+)
+
+// Kind is what an event reports. The values are those of enum
+// aarsm_event_kind in bpf/include/aarsm.h.
+type Kind uint8
+
+const (
+	KindWrite       Kind = 1 // plaintext about to be encrypted (SSL_write, SSL_write_ex)
+	KindRead        Kind = 2 // plaintext just decrypted (SSL_read, SSL_read_ex)
+	KindWriteFailed Kind = 3 // the previous write on this thread and SSL* failed; it will be retried
+	KindFree        Kind = 4 // SSL_free: the connection is gone
+	KindExec        Kind = 5 // a process replaced its image
+	KindExit        Kind = 6 // a process exited
+	KindMmap        Kind = 7 // an unexamined file was mapped executable (handled by the sensor)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindWrite:
+		return "write"
+	case KindRead:
+		return "read"
+	case KindWriteFailed:
+		return "write-failed"
+	case KindFree:
+		return "free"
+	case KindExec:
+		return "exec"
+	case KindExit:
+		return "exit"
+	case KindMmap:
+		return "mmap"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+const (
+	flagTruncated   = 1 << 0
+	flagUnknownFile = 1 << 1
+
+	headerSize   = 56  // sizeof(struct event_header)
+	fileEventLen = 328 // sizeof(struct file_event)
+	// MaxData is the most plaintext one event carries (MAX_DATA in aarsm.h).
+	MaxData = 16384
+)
+
+// Event is one record of the sensor. An Event handed to a handler, and its
+// Data, are only valid during the call: copy what must outlive it.
+type Event struct {
+	Kind   Kind
+	PID    uint32
+	TID    uint32
+	Mono   uint64 // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns)
+	Cgroup uint64 // cgroup v2 id
+	SSL    uint64 // the SSL* of the connection
+	comm   [16]byte
+
+	// Write and read events.
+	Len       uint32 // true length of the call
+	Truncated bool   // Len > len(Data)
+	Data      []byte
+
+	// Exec events.
+	PPID        uint32
+	File        proc.FileID
+	Filename    string
+	UnknownFile bool
+}
+
+// Comm returns the command name of the calling thread.
+func (e *Event) Comm() string {
+	n := bytes.IndexByte(e.comm[:], 0)
+	if n < 0 {
+		n = len(e.comm)
+	}
+	return string(e.comm[:n])
+}
+
+// decode fills e from a raw ring buffer record. Data aliases raw.
+func (e *Event) decode(raw []byte) error {
+	if len(raw) < headerSize {
+		return fmt.Errorf("short event: %d bytes", len(raw))
+	}
+	le := binary.LittleEndian
+	*e = Event{
+		Kind:   Kind(raw[0]),
+		PID:    le.Uint32(raw[4:]),
+		TID:    le.Uint32(raw[8:]),
+		Len:    le.Uint32(raw[12:]),
+		Mono:   le.Uint64(raw[16:]),
+		Cgroup: le.Uint64(raw[24:]),
+		SSL:    le.Uint64(raw[32:]),
+	}
+	flags := raw[1]
+	copy(e.comm[:], raw[40:56])
+	switch e.Kind {
+	case KindWrite, KindRead:
+		e.Data = raw[headerSize:]
+		e.Truncated = flags&flagTruncated != 0
+		if uint32(len(e.Data)) > e.Len {
+			return fmt.Errorf("%s event: %d bytes of data for a call of %d", e.Kind, len(e.Data), e.Len)
+		}
+	case KindExec, KindMmap:
+		if len(raw) < fileEventLen {
+			return fmt.Errorf("short %s event: %d bytes", e.Kind, len(raw))
+		}
+		e.File = proc.FileID{Ino: le.Uint64(raw[56:]), Dev: le.Uint32(raw[64:])}
+		e.PPID = le.Uint32(raw[68:])
+		name := raw[72:fileEventLen]
+		if n := bytes.IndexByte(name, 0); n >= 0 {
+			name = name[:n]
+		}
+		e.Filename = string(name)
+		e.UnknownFile = flags&flagUnknownFile != 0
+	case KindWriteFailed, KindFree, KindExit:
+	default:
+		return fmt.Errorf("unknown event kind %d", raw[0])
+	}
+	return nil
+}

@@ -1,0 +1,330 @@
+// Package probe is the first stage of the pipeline: it loads the eBPF "ssl"
+// sensor, attaches it to every OpenSSL on the host (shared libssl, and
+// executables such as node that carry OpenSSL and export its functions),
+// follows new processes and libraries, and delivers the plaintext events.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/bpf/ssl"
+)
+
+// Options configure a Sensor. The zero value is usable.
+type Options struct {
+	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
+	// It costs a return probe per read; the enforcing agent does not need it.
+	Reads bool
+	// RingBytes is the size of the ring buffer (a power of two, at least a
+	// page). Default 8 MiB.
+	RingBytes int
+	// WakeupBytes: the reader is woken once this much data waits in the
+	// ring; below it, events are drained every Poll. 0 means RingBytes/4.
+	// Negative wakes the reader for every event.
+	WakeupBytes int
+	// Poll is how often the reader drains the ring when not woken. Default 5ms.
+	Poll time.Duration
+	// LibraryDirs are searched (recursively, a few levels deep) for
+	// libssl.so* at start. Default: the usual system library directories.
+	LibraryDirs []string
+	// Logger receives operational messages. Default: slog.Default().
+	Logger *slog.Logger
+	// Proc is the procfs to read. Default /proc.
+	Proc proc.FS
+	// OnAttach, if set, is called (from the discovery goroutine) after a
+	// file has been examined and, if it has TLS functions, probed.
+	OnAttach func(Target)
+}
+
+// DefaultLibraryDirs returns where Linux distributions put shared libraries.
+func DefaultLibraryDirs() []string {
+	return []string{"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64", "/opt"}
+}
+
+func (o *Options) setDefaults() {
+	if o.RingBytes == 0 {
+		o.RingBytes = 8 << 20
+	}
+	if o.WakeupBytes == 0 {
+		o.WakeupBytes = o.RingBytes / 4
+	}
+	if o.Poll == 0 {
+		o.Poll = 5 * time.Millisecond
+	}
+	if o.LibraryDirs == nil {
+		o.LibraryDirs = DefaultLibraryDirs()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Target is a file the sensor has examined.
+type Target struct {
+	ID      proc.FileID
+	Path    string   // the path it was opened through
+	Symbols []string // TLS functions probed; empty if none
+	Err     error    // why it could not be probed, if it could not
+}
+
+// Probed reports whether the target has at least one probe attached.
+func (t Target) Probed() bool { return len(t.Symbols) > 0 && t.Err == nil }
+
+// Stats are the sensor's counters.
+type Stats struct {
+	Writes, Reads  uint64 // calls seen in the kernel
+	Truncated      uint64 // calls longer than MaxData
+	Lost           uint64 // events dropped because the ring was full
+	CopyFailed     uint64 // plaintext that could not be read
+	Events         uint64 // events delivered
+	Malformed      uint64 // records that did not decode
+	DiscoveryDrops uint64 // discovery requests dropped because the queue was full
+	Targets        int    // files with probes attached
+}
+
+type discovery struct {
+	pid  uint32
+	file proc.FileID // as reported by the kernel
+	exec bool
+}
+
+// Sensor is the loaded "ssl" sensor: programs, maps and links that live and
+// die together.
+type Sensor struct {
+	opts   Options
+	log    *slog.Logger
+	objs   ssl.SensorObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+
+	queue chan discovery
+	done  chan struct{}
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	files   map[proc.FileID]*Target // examined files
+	flinks  map[proc.FileID][]link.Link
+	targets int
+
+	events, malformed, drops atomic.Uint64
+	closeOnce               sync.Once
+}
+
+// Load loads the sensor into the kernel, attaches the process tracepoints,
+// probes every OpenSSL found on the host and in running processes, and
+// starts following new ones. Close releases everything.
+func Load(opts Options) (*Sensor, error) {
+	opts.setDefaults()
+	if opts.RingBytes < os.Getpagesize() || opts.RingBytes&(opts.RingBytes-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least a page", opts.RingBytes)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := ensureTracefs(); err != nil {
+		return nil, err
+	}
+	spec, err := ssl.LoadSensor()
+	if err != nil {
+		return nil, fmt.Errorf("read sensor object: %w", err)
+	}
+	spec.Maps[ssl.SensorMapEvents].MaxEntries = uint32(opts.RingBytes)
+	wakeup := uint64(opts.WakeupBytes)
+	if opts.WakeupBytes < 0 {
+		wakeup = 0
+	}
+	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
+		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+
+	s := &Sensor{
+		opts:   opts,
+		log:    opts.Logger,
+		queue:  make(chan discovery, 4096),
+		done:   make(chan struct{}),
+		files:  map[proc.FileID]*Target{},
+		flinks: map[proc.FileID][]link.Link{},
+	}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load sensor: verifier: %+v", ve)
+		}
+		return nil, fmt.Errorf("load sensor: %w", err)
+	}
+	if err := s.attachTracepoints(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	// Tracepoints first, then the scan: a process started during the scan
+	// is reported by an event.
+	s.scanLibraries()
+	s.scanProcesses()
+	s.wg.Add(1)
+	go s.discover()
+	return s, nil
+}
+
+// ensureTracefs mounts tracefs where the kernel expects it if nothing is
+// mounted there: syscall tracepoints are attached through it.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/events"); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("mount tracefs on /sys/kernel/tracing: %w", err)
+	}
+	return nil
+}
+
+func (s *Sensor) attachTracepoints() error {
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sched_process_exec", s.objs.SchedExec}, {"sched_process_exit", s.objs.SchedExit}} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
+		}
+		s.links = append(s.links, l)
+	}
+	l, err := link.Tracepoint("syscalls", "sys_enter_mmap", s.objs.SysEnterMmap, nil)
+	if err != nil {
+		return fmt.Errorf("attach tracepoint syscalls/sys_enter_mmap: %w", err)
+	}
+	s.links = append(s.links, l)
+	return nil
+}
+
+// Run delivers events to handle until ctx is done. Events are delivered
+// from a single goroutine, in the order the kernel produced them.
+func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
+	var rec ringbuf.Record
+	var ev Event
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil
+		}
+		s.reader.SetDeadline(time.Now().Add(s.opts.Poll))
+		err := s.reader.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if err := ev.decode(rec.RawSample); err != nil {
+			if s.malformed.Add(1) == 1 {
+				s.log.Warn("malformed sensor event", "err", err)
+			}
+			continue
+		}
+		switch ev.Kind {
+		case KindMmap:
+			s.enqueue(discovery{pid: ev.PID, file: ev.File})
+			continue
+		case KindExec:
+			if ev.UnknownFile {
+				s.enqueue(discovery{pid: ev.PID, file: ev.File, exec: true})
+			}
+		}
+		s.events.Add(1)
+		handle(&ev)
+	}
+}
+
+func (s *Sensor) enqueue(d discovery) {
+	select {
+	case s.queue <- d:
+	default:
+		// Forget the sighting so that the next mapping reports it again.
+		s.drops.Add(1)
+		s.forget(d.file)
+	}
+}
+
+// Stats returns the sensor's counters.
+func (s *Sensor) Stats() (Stats, error) {
+	var st Stats
+	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed} {
+		var perCPU []uint64
+		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return st, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	st.Events = s.events.Load()
+	st.Malformed = s.malformed.Load()
+	st.DiscoveryDrops = s.drops.Load()
+	s.mu.Lock()
+	st.Targets = s.targets
+	s.mu.Unlock()
+	return st, nil
+}
+
+// Targets returns the files examined so far that have TLS functions.
+func (s *Sensor) Targets() []Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Target
+	for _, t := range s.files {
+		if len(t.Symbols) > 0 || t.Err != nil {
+			out = append(out, *t)
+		}
+	}
+	return out
+}
+
+// Close detaches every probe and unloads the sensor.
+func (s *Sensor) Close() error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.reader != nil {
+			errs = append(errs, s.reader.Close())
+		}
+		s.wg.Wait()
+		s.mu.Lock()
+		for _, ls := range s.flinks {
+			for _, l := range ls {
+				errs = append(errs, l.Close())
+			}
+		}
+		s.flinks = nil
+		s.mu.Unlock()
+		for _, l := range s.links {
+			errs = append(errs, l.Close())
+		}
+		errs = append(errs, s.objs.Close())
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close sensor: %w", err)
+	}
+	return nil
+}

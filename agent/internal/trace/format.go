@@ -1,0 +1,100 @@
+package trace
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// Format writes r as one line and, with verbose, its headers and body
+// indented below it. Responses are only shown with verbose.
+func Format(w io.Writer, r Record, verbose bool) error {
+	m := r.Msg
+	if m.Response && !verbose {
+		return nil
+	}
+	var b strings.Builder
+	ts := r.Time.Format("15:04:05.000000")
+	if m.Response {
+		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Reason, size(m.WireSize))
+	} else {
+		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), m.Target, size(m.WireSize))
+	}
+	if m.Chunked {
+		b.WriteString(" chunked")
+	}
+	if m.Encoding != "" {
+		fmt.Fprintf(&b, " %s(%s)", m.Encoding, size(int64(len(m.Data))))
+	}
+	if m.Missing > 0 {
+		fmt.Fprintf(&b, " truncated(%s not captured)", size(m.Missing))
+	} else if m.Truncated {
+		b.WriteString(" truncated")
+	}
+	if m.DecodeErr != nil {
+		fmt.Fprintf(&b, " decode-error=%q", m.DecodeErr.Error())
+	}
+	b.WriteByte('\n')
+	if verbose {
+		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
+		names := make([]string, 0, len(m.Header))
+		for k := range m.Header {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			for _, v := range m.Header[k] {
+				fmt.Fprintf(&b, "    %s: %s\n", k, printable(v))
+			}
+		}
+		if len(m.Data) > 0 {
+			b.WriteString("    \n")
+			for _, line := range strings.Split(printable(string(m.Data)), "\n") {
+				fmt.Fprintf(&b, "    %s\n", line)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func quote(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\"") {
+		return fmt.Sprintf("%q", s)
+	}
+	return s
+}
+
+func size(n int64) string {
+	return fmt.Sprintf("%dB", n)
+}
+
+// printable escapes control characters and invalid UTF-8, keeping newlines.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r == '\r':
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}

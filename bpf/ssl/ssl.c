@@ -1,0 +1,421 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/* The "ssl" sensor: plaintext of OpenSSL's SSL_write/SSL_write_ex before
+ * encryption and of SSL_read/SSL_read_ex after decryption, plus the process
+ * events user space needs to find new TLS libraries (exec, executable mmap)
+ * and to forget old connections (exit, SSL_free).
+ *
+ * Hot path: ssl_write. It copies at most MAX_DATA bytes into a per-CPU
+ * scratch buffer and submits exactly the captured length to the ring buffer.
+ * It does not wake the reader unless the ring is filling up (wakeup_bytes):
+ * user space drains it on a short timer, so a write costs no context switch. */
+
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "aarsm.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Keep the event types in BTF so that bpf2go emits Go types for them. */
+const struct file_event *unused_file_event __attribute__((unused));
+const struct event_header *unused_event_header __attribute__((unused));
+
+/* Set by the loader before the programs are loaded. */
+/* Wake the reader once this many bytes wait in the ring; 0 wakes on every event. */
+const volatile __u64 wakeup_bytes = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* resized by the loader */
+} events SEC(".maps");
+
+/* One data_event per CPU: the copy target of the hot path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct data_event);
+} scratch SEC(".maps");
+
+/* The last SSL call made on this CPU, so that SSL_get_error can tell a
+ * failed write (which the application will retry with the same bytes) from
+ * a failed read. A thread migrating between the two calls only costs a
+ * duplicate that user space may then see. */
+struct last_op {
+	__u32 tid;
+	__u32 op;
+	__u64 ssl;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_op);
+} last_ops SEC(".maps");
+
+/* Arguments of an SSL_read in progress, by thread, until it returns. */
+struct read_args {
+	__u64 ssl;
+	__u64 buf;
+	__u64 readbytes; /* SSL_read_ex: size_t *readbytes; 0 for SSL_read */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct read_args);
+} reads SEC(".maps");
+
+/* Files (dev, inode) that user space has examined or is examining: a mapping
+ * of one of them does not wake user space again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct inode_key);
+	__type(value, __u8);
+} known_files SEC(".maps");
+
+/* Counters, per CPU: see enum counter in agent/internal/probe. */
+enum {
+	CNT_WRITES,
+	CNT_READS,
+	CNT_TRUNCATED,
+	CNT_LOST,      /* events dropped because the ring buffer was full */
+	CNT_COPY_FAIL, /* plaintext not readable (paged out, bad pointer) */
+	CNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 ring_flags(void)
+{
+	if (wakeup_bytes == 0)
+		return 0;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void fill_header(struct event_header *h, __u8 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	h->kind = kind;
+	h->flags = 0;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->ts = bpf_ktime_get_ns();
+	h->cgroup = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void set_last_op(__u32 tid, __u32 op, __u64 ssl)
+{
+	__u32 zero = 0;
+	struct last_op *l = bpf_map_lookup_elem(&last_ops, &zero);
+	if (l) {
+		l->tid = tid;
+		l->op = op;
+		l->ssl = ssl;
+	}
+}
+
+/* Copy up to MAX_DATA bytes of buf and submit them. */
+static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len)
+{
+	__u32 zero = 0;
+	struct data_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 0;
+
+	fill_header(&e->h, kind);
+	e->h.ssl = ssl;
+	e->h.len = len > 0xffffffff ? 0xffffffff : (__u32)len;
+
+	__u64 n = len;
+	if (n > MAX_DATA) {
+		n = MAX_DATA;
+		e->h.flags |= EV_F_TRUNCATED;
+		count(CNT_TRUNCATED);
+	}
+	barrier_var(n);
+	if (n > MAX_DATA)
+		return 0;
+	if (bpf_probe_read_user(e->data, n, buf) < 0) {
+		count(CNT_COPY_FAIL);
+		n = 0;
+		e->h.flags |= EV_F_TRUNCATED;
+	}
+	__u64 size = sizeof(struct event_header) + n;
+	barrier_var(size);
+	if (size > sizeof(*e))
+		return 0;
+	if (bpf_ringbuf_output(&events, e, size, ring_flags()) < 0)
+		count(CNT_LOST);
+	return 0;
+}
+
+static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
+{
+	__u64 ssl = PT_REGS_PARM1(ctx);
+	const void *buf = (const void *)PT_REGS_PARM2(ctx);
+
+	count(CNT_WRITES);
+	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
+	return submit_data(EV_WRITE, ssl, buf, len);
+}
+
+/* int SSL_write(SSL *ssl, const void *buf, int num) */
+SEC("uprobe/SSL_write")
+int ssl_write(struct pt_regs *ctx)
+{
+	int num = (int)PT_REGS_PARM3(ctx);
+	if (num <= 0)
+		return 0;
+	return on_write(ctx, (__u64)num);
+}
+
+/* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
+SEC("uprobe/SSL_write_ex")
+int ssl_write_ex(struct pt_regs *ctx)
+{
+	__u64 num = PT_REGS_PARM3(ctx);
+	if (num == 0)
+		return 0;
+	return on_write(ctx, num);
+}
+
+/* int SSL_get_error(const SSL *s, int ret_code): called by applications
+ * after a failed SSL_write to learn whether to retry it. */
+SEC("uprobe/SSL_get_error")
+int ssl_get_error(struct pt_regs *ctx)
+{
+	__u64 ssl = PT_REGS_PARM1(ctx);
+	int ret = (int)PT_REGS_PARM2(ctx);
+	__u32 zero = 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	if (ret > 0)
+		return 0;
+	struct last_op *l = bpf_map_lookup_elem(&last_ops, &zero);
+	if (!l || l->tid != tid || l->op != EV_WRITE || l->ssl != ssl)
+		return 0;
+	l->op = 0;
+
+	struct event_header h = {};
+	fill_header(&h, EV_WRITE_FAILED);
+	h.ssl = ssl;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
+		count(CNT_LOST);
+	return 0;
+}
+
+static __always_inline int on_read_entry(struct pt_regs *ctx, __u64 readbytes)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct read_args a = {
+		.ssl = PT_REGS_PARM1(ctx),
+		.buf = PT_REGS_PARM2(ctx),
+		.readbytes = readbytes,
+	};
+
+	set_last_op((__u32)id, EV_READ, a.ssl);
+	bpf_map_update_elem(&reads, &id, &a, BPF_ANY);
+	return 0;
+}
+
+/* int SSL_read(SSL *ssl, void *buf, int num) */
+SEC("uprobe/SSL_read")
+int ssl_read(struct pt_regs *ctx)
+{
+	return on_read_entry(ctx, 0);
+}
+
+/* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe/SSL_read_ex")
+int ssl_read_ex(struct pt_regs *ctx)
+{
+	return on_read_entry(ctx, PT_REGS_PARM4(ctx));
+}
+
+SEC("uretprobe/SSL_read")
+int ssl_read_ret(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct read_args *a = bpf_map_lookup_elem(&reads, &id);
+	if (!a)
+		return 0;
+	struct read_args args = *a;
+	bpf_map_delete_elem(&reads, &id);
+
+	long ret = (int)PT_REGS_RC(ctx);
+	__u64 n;
+	if (args.readbytes) {
+		if (ret != 1)
+			return 0;
+		if (bpf_probe_read_user(&n, sizeof(n), (void *)args.readbytes) < 0)
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (n == 0)
+		return 0;
+	count(CNT_READS);
+	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n);
+}
+
+/* void SSL_free(SSL *ssl) */
+SEC("uprobe/SSL_free")
+int ssl_free(struct pt_regs *ctx)
+{
+	struct event_header h = {};
+	fill_header(&h, EV_FREE);
+	h.ssl = PT_REGS_PARM1(ctx);
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
+		count(CNT_LOST);
+	return 0;
+}
+
+/* Reserve a file_event and fill what is common. */
+static __always_inline struct file_event *file_event(__u8 kind)
+{
+	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_LOST);
+		return NULL;
+	}
+	fill_header(&e->h, kind);
+	e->h.len = 0;
+	e->h.ssl = 0;
+	e->ino = 0;
+	e->dev = 0;
+	e->ppid = 0;
+	e->filename[0] = 0;
+	return e;
+}
+
+/* Marks (dev, ino) as known; returns 1 if it was not known before. */
+static __always_inline int first_sight(__u32 dev, __u64 ino)
+{
+	struct inode_key k = {.ino = ino, .dev = dev};
+	__u8 pending = 0;
+	if (ino == 0)
+		return 0;
+	if (bpf_map_lookup_elem(&known_files, &k))
+		return 0;
+	return bpf_map_update_elem(&known_files, &k, &pending, BPF_NOEXIST) == 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	struct file_event *e = file_event(EV_EXEC);
+	if (!e)
+		return 0;
+
+	struct inode *ino = BPF_CORE_READ(p, mm, exe_file, f_inode);
+	if (ino) {
+		e->ino = BPF_CORE_READ(ino, i_ino);
+		e->dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	}
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (first_sight(e->dev, e->ino)) {
+		e->h.flags |= EV_F_UNKNOWN_FILE;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_exit, struct task_struct *p)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if ((__u32)id != (__u32)(id >> 32))
+		return 0; /* a thread, not the whole process */
+
+	struct event_header h = {};
+	fill_header(&h, EV_EXIT);
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) < 0)
+		count(CNT_LOST);
+	return 0;
+}
+
+/* Layout of tracepoint/syscalls/sys_enter_mmap. */
+struct sys_enter_mmap_args {
+	__u64 _common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__u64 addr;
+	__u64 len;
+	__u64 prot;
+	__u64 flags;
+	__u64 fd;
+	__u64 off;
+};
+
+#define PROT_EXEC 0x4
+
+/* A file mapped executable that nobody examined yet (a library loaded by
+ * ld.so or dlopen, possibly in another mount namespace): wake user space so
+ * it can look for TLS functions in it. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int sys_enter_mmap(struct sys_enter_mmap_args *args)
+{
+	if (!(args->prot & PROT_EXEC))
+		return 0;
+	long fd = (long)args->fd;
+	if (fd < 0)
+		return 0;
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return 0;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max_fds)
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) < 0 || !f)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode)
+		return 0;
+	__u64 ino = BPF_CORE_READ(inode, i_ino);
+	__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (!first_sight(dev, ino))
+		return 0;
+
+	struct file_event *e = file_event(EV_MMAP);
+	if (!e)
+		return 0;
+	e->ino = ino;
+	e->dev = dev;
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
