@@ -133,7 +133,7 @@ func Load(opts Options) (*Sensor, error) {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least a page", opts.RingBytes)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock limit: %w", err)
+		return nil, fmt.Errorf("remove memlock limit (the sensor needs root: CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE): %w", err)
 	}
 	if err := ensureTracefs(); err != nil {
 		return nil, err

@@ -1,0 +1,73 @@
+# AARSM — build, generate, test. Run the test targets as root: they load
+# eBPF programs into the running kernel and drive real TLS clients.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+GOFLAGS   := -trimpath
+BIN       := bin/aarsm
+PKGS      := ./...
+FUZZTIME  ?= 60s
+
+.PHONY: all build generate check-generate test test-go fuzz fuzz-short bench vet clean
+
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find agent bpf hcl -name '*.go' -o -name '*.o' -o -name '*.hcl' 2>/dev/null) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./agent/cmd/aarsm
+
+# Rebuild the eBPF objects and their Go bindings (needs clang, llvm-strip
+# and libbpf headers: apt-get install clang llvm libbpf-dev).
+generate:
+	$(GO) generate ./bpf/...
+
+# Fails when the committed objects or bindings differ from what the sources
+# generate: CI runs it so that nobody commits C without its object.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones; run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "bpf/: untracked generated files" >&2; exit 1; }
+
+vet:
+	@test -z "$$(gofmt -l agent bpf hcl $(wildcard packaging vagrant))" || { gofmt -l agent bpf hcl; echo "gofmt: files above need formatting" >&2; exit 1; }
+	$(GO) vet $(PKGS)
+
+# Everything CI checks, as root.
+test: check-generate vet test-go fuzz-short
+
+test-go:
+	@[ "$$(id -u)" = 0 ] || { echo "make test must run as root (it loads eBPF programs)" >&2; exit 1; }
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# Every fuzz target for a few seconds (make fuzz runs them longer).
+FUZZ_TARGETS := \
+	./agent/internal/parse:FuzzHTTPParser \
+	./agent/internal/parse/mail:FuzzParseAddressList \
+	./agent/internal/parse/mail:FuzzParseRFC822 \
+	./agent/internal/parse/mail:FuzzSMTPSession \
+	./agent/internal/parse/mail:FuzzFromHTTP \
+	./agent/internal/parse/mail:FuzzParseJSON \
+	./agent/internal/policy:FuzzParseSource \
+	./agent/internal/judge/detect:FuzzScan \
+	./agent/internal/judge/detect:FuzzSensitiveAttachment
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || \
+			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+clean:
+	rm -rf bin dist
+
+-include packaging/packaging.mk
+-include vagrant/vm.mk
