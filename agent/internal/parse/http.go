@@ -93,9 +93,9 @@ type httpParser struct {
 	left     int64 // bytes left in the body or in the current chunk
 	// noBody, for responses, is called once per final response and tells
 	// whether it answers a HEAD request (and so has no body).
-	noBody func() bool
-	junk     int64 // bytes passed over
-	malform  int64 // messages given up
+	noBody  func() bool
+	junk    int64 // bytes passed over
+	malform int64 // messages given up
 }
 
 var (

@@ -121,7 +121,7 @@ type Sensor struct {
 	targets int
 
 	events, malformed, drops atomic.Uint64
-	closeOnce               sync.Once
+	closeOnce                sync.Once
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
