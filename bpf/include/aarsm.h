@@ -25,6 +25,7 @@ enum aarsm_event_kind {
 enum aarsm_event_flags {
 	EV_F_TRUNCATED = 1 << 0, /* len > captured bytes */
 	EV_F_UNKNOWN_FILE = 1 << 1, /* EV_EXEC: the executable's inode has not been examined yet */
+	EV_F_HELD = 1 << 2,      /* EV_WRITE: the process was stopped until user space judges the write */
 };
 
 /* Common header of every event, 64 bytes. */
@@ -54,6 +55,27 @@ struct file_event {
 	__u32 dev;  /* kernel dev_t: major << 20 | minor */
 	__u32 ppid;
 	char filename[FILENAME_MAX_LEN];
+};
+
+/* Run-time settings written by user space (array map "config", key 0). */
+struct config {
+	__u32 holds;     /* 1: hold candidate writes of processes in scope */
+	__u32 scope_all; /* 1: every process is in scope; else only cgroups in "scope" */
+};
+
+/* A connection: process and SSL*. */
+struct conn_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 ssl;
+};
+
+/* A write held for judgement, by thread id. */
+struct hold {
+	__u32 pid;
+	__u32 _pad;
+	__u64 ssl;
+	__u64 ts;
 };
 
 struct inode_key {

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SensorConfig struct {
+	_        structs.HostLayout
+	Holds    uint32
+	ScopeAll uint32
+}
+
+type SensorConnKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Ssl uint64
+}
+
 type SensorDataEvent struct {
 	_    structs.HostLayout
 	H    SensorEventHeader
@@ -42,6 +55,14 @@ type SensorFileEvent struct {
 	Filename [256]int8
 }
 
+type SensorHold struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Ssl uint64
+	Ts  uint64
+}
+
 type SensorInodeKey struct {
 	_   structs.HostLayout
 	Ino uint64
@@ -69,10 +90,14 @@ type SensorReadArgs struct {
 const (
 	SensorMapCounters          = "counters"
 	SensorMapEvents            = "events"
+	SensorMapHolds             = "holds"
 	SensorMapKnownFiles        = "known_files"
 	SensorMapLastOps           = "last_ops"
 	SensorMapReads             = "reads"
+	SensorMapScope             = "scope"
 	SensorMapScratch           = "scratch"
+	SensorMapSettings          = "settings"
+	SensorMapWatch             = "watch"
 	SensorProgSchedExec        = "sched_exec"
 	SensorProgSchedExit        = "sched_exit"
 	SensorProgSslFree          = "ssl_free"
@@ -82,6 +107,7 @@ const (
 	SensorProgSslReadRet       = "ssl_read_ret"
 	SensorProgSslWrite         = "ssl_write"
 	SensorProgSslWriteEx       = "ssl_write_ex"
+	SensorProgSslWriteGuard    = "ssl_write_guard"
 	SensorProgSysEnterMmap     = "sys_enter_mmap"
 	SensorVarUnusedEventHeader = "unused_event_header"
 	SensorVarUnusedFileEvent   = "unused_file_event"
@@ -130,16 +156,17 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
-	SchedExec    *ebpf.ProgramSpec `ebpf:"sched_exec"`
-	SchedExit    *ebpf.ProgramSpec `ebpf:"sched_exit"`
-	SslFree      *ebpf.ProgramSpec `ebpf:"ssl_free"`
-	SslGetError  *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
-	SslRead      *ebpf.ProgramSpec `ebpf:"ssl_read"`
-	SslReadEx    *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
-	SslReadRet   *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
-	SslWrite     *ebpf.ProgramSpec `ebpf:"ssl_write"`
-	SslWriteEx   *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
-	SysEnterMmap *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	SchedExec     *ebpf.ProgramSpec `ebpf:"sched_exec"`
+	SchedExit     *ebpf.ProgramSpec `ebpf:"sched_exit"`
+	SslFree       *ebpf.ProgramSpec `ebpf:"ssl_free"`
+	SslGetError   *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
+	SslRead       *ebpf.ProgramSpec `ebpf:"ssl_read"`
+	SslReadEx     *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
+	SslReadRet    *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
+	SslWrite      *ebpf.ProgramSpec `ebpf:"ssl_write"`
+	SslWriteEx    *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
+	SslWriteGuard *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
+	SysEnterMmap  *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -148,10 +175,14 @@ type SensorProgramSpecs struct {
 type SensorMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Holds      *ebpf.MapSpec `ebpf:"holds"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
 	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
 	Reads      *ebpf.MapSpec `ebpf:"reads"`
+	Scope      *ebpf.MapSpec `ebpf:"scope"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	Settings   *ebpf.MapSpec `ebpf:"settings"`
+	Watch      *ebpf.MapSpec `ebpf:"watch"`
 }
 
 // SensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -185,20 +216,28 @@ func (o *SensorObjects) Close() error {
 type SensorMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Holds      *ebpf.Map `ebpf:"holds"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
 	LastOps    *ebpf.Map `ebpf:"last_ops"`
 	Reads      *ebpf.Map `ebpf:"reads"`
+	Scope      *ebpf.Map `ebpf:"scope"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
+	Settings   *ebpf.Map `ebpf:"settings"`
+	Watch      *ebpf.Map `ebpf:"watch"`
 }
 
 func (m *SensorMaps) Close() error {
 	return _SensorClose(
 		m.Counters,
 		m.Events,
+		m.Holds,
 		m.KnownFiles,
 		m.LastOps,
 		m.Reads,
+		m.Scope,
 		m.Scratch,
+		m.Settings,
+		m.Watch,
 	)
 }
 
@@ -215,16 +254,17 @@ type SensorVariables struct {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
-	SchedExec    *ebpf.Program `ebpf:"sched_exec"`
-	SchedExit    *ebpf.Program `ebpf:"sched_exit"`
-	SslFree      *ebpf.Program `ebpf:"ssl_free"`
-	SslGetError  *ebpf.Program `ebpf:"ssl_get_error"`
-	SslRead      *ebpf.Program `ebpf:"ssl_read"`
-	SslReadEx    *ebpf.Program `ebpf:"ssl_read_ex"`
-	SslReadRet   *ebpf.Program `ebpf:"ssl_read_ret"`
-	SslWrite     *ebpf.Program `ebpf:"ssl_write"`
-	SslWriteEx   *ebpf.Program `ebpf:"ssl_write_ex"`
-	SysEnterMmap *ebpf.Program `ebpf:"sys_enter_mmap"`
+	SchedExec     *ebpf.Program `ebpf:"sched_exec"`
+	SchedExit     *ebpf.Program `ebpf:"sched_exit"`
+	SslFree       *ebpf.Program `ebpf:"ssl_free"`
+	SslGetError   *ebpf.Program `ebpf:"ssl_get_error"`
+	SslRead       *ebpf.Program `ebpf:"ssl_read"`
+	SslReadEx     *ebpf.Program `ebpf:"ssl_read_ex"`
+	SslReadRet    *ebpf.Program `ebpf:"ssl_read_ret"`
+	SslWrite      *ebpf.Program `ebpf:"ssl_write"`
+	SslWriteEx    *ebpf.Program `ebpf:"ssl_write_ex"`
+	SslWriteGuard *ebpf.Program `ebpf:"ssl_write_guard"`
+	SysEnterMmap  *ebpf.Program `ebpf:"sys_enter_mmap"`
 }
 
 func (p *SensorPrograms) Close() error {
@@ -238,6 +278,7 @@ func (p *SensorPrograms) Close() error {
 		p.SslReadRet,
 		p.SslWrite,
 		p.SslWriteEx,
+		p.SslWriteGuard,
 		p.SysEnterMmap,
 	)
 }

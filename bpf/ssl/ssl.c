@@ -82,6 +82,41 @@ struct {
 	__type(value, __u8);
 } known_files SEC(".maps");
 
+/* Run-time settings (struct config). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+/* Cgroups whose processes are in a policy's scope. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} scope SEC(".maps");
+
+/* Connections in the middle of a message that may be mail: every write on
+ * them is held until user space clears the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} watch SEC(".maps");
+
+/* Writes held for judgement, by thread. User space deletes the entry and
+ * then sends SIGCONT; a thread that runs on while its entry is still here
+ * was resumed by someone else, and is killed by ssl_write_guard. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct hold);
+} holds SEC(".maps");
+
 /* Counters, per CPU: see enum counter in agent/internal/probe. */
 enum {
 	CNT_WRITES,
@@ -89,6 +124,8 @@ enum {
 	CNT_TRUNCATED,
 	CNT_LOST,      /* events dropped because the ring buffer was full */
 	CNT_COPY_FAIL, /* plaintext not readable (paged out, bad pointer) */
+	CNT_HOLDS,     /* writes held for judgement */
+	CNT_GUARD_KILLS, /* held threads resumed by someone else, killed */
 	CNT_MAX,
 };
 
@@ -139,6 +176,45 @@ static __always_inline void set_last_op(__u32 tid, __u32 op, __u64 ssl)
 	}
 }
 
+#define SIGKILL 9
+#define SIGSTOP 19
+
+/* Does the write begin something that may carry mail? An HTTP request with
+ * a body, or an SMTP envelope command (any case). Only the first bytes are
+ * looked at: cheap enough for every write. */
+static __always_inline int starts_candidate(const __u8 *d, __u64 n)
+{
+	if (n < 4)
+		return 0;
+	__u32 w = (__u32)d[0] | (__u32)d[1] << 8 | (__u32)d[2] << 16 | (__u32)d[3] << 24;
+	if (w == 0x54534f50 /* POST */ || w == 0x20545550 /* "PUT " */ || w == 0x43544150 /* PATC */)
+		return 1;
+	w |= 0x20202020; /* lower case */
+	return w == 0x6c69616d /* mail */ || w == 0x74706372 /* rcpt */ ||
+	       w == 0x61746164 /* data */ || w == 0x74616462 /* bdat */;
+}
+
+/* Decide whether to hold this write; if so, stop the process and record
+ * the hold. */
+static __always_inline int maybe_hold(struct data_event *e, __u64 n)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg || !cfg->holds)
+		return 0;
+	if (!cfg->scope_all && !bpf_map_lookup_elem(&scope, &e->h.cgroup))
+		return 0;
+	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
+	if (!bpf_map_lookup_elem(&watch, &ck) && !starts_candidate(e->data, n))
+		return 0;
+	struct hold h = {.pid = e->h.pid, .ssl = e->h.ssl, .ts = e->h.ts};
+	if (bpf_map_update_elem(&holds, &e->h.tid, &h, BPF_ANY) < 0)
+		return 0;
+	bpf_send_signal(SIGSTOP);
+	count(CNT_HOLDS);
+	return 1;
+}
+
 /* Copy up to MAX_DATA bytes of buf and submit them. */
 static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len)
 {
@@ -165,12 +241,23 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 		n = 0;
 		e->h.flags |= EV_F_TRUNCATED;
 	}
+	__u64 flags = ring_flags();
+	if (kind == EV_WRITE && maybe_hold(e, n)) {
+		e->h.flags |= EV_F_HELD;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
 	__u64 size = sizeof(struct event_header) + n;
 	barrier_var(size);
 	if (size > sizeof(*e))
 		return 0;
-	if (bpf_ringbuf_output(&events, e, size, ring_flags()) < 0)
+	if (bpf_ringbuf_output(&events, e, size, flags) < 0) {
 		count(CNT_LOST);
+		if (e->h.flags & EV_F_HELD) {
+			/* Nobody will ever judge it: fail closed. */
+			bpf_map_delete_elem(&holds, &e->h.tid);
+			bpf_send_signal(SIGKILL);
+		}
+	}
 	return 0;
 }
 
@@ -202,6 +289,20 @@ int ssl_write_ex(struct pt_regs *ctx)
 	if (num == 0)
 		return 0;
 	return on_write(ctx, num);
+}
+
+/* At the instruction after the write probe: a thread that gets here while
+ * its hold is still recorded was resumed by a SIGCONT that did not come
+ * from the agent (which deletes the hold first). */
+SEC("uprobe/SSL_write_guard")
+int ssl_write_guard(struct pt_regs *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (!bpf_map_lookup_elem(&holds, &tid))
+		return 0;
+	bpf_send_signal(SIGKILL);
+	count(CNT_GUARD_KILLS);
+	return 0;
 }
 
 /* int SSL_get_error(const SSL *s, int ret_code): called by applications

@@ -245,6 +245,17 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 	}
 	var links []link.Link
 	var attached []string
+	// The hold guard, one instruction after each write probe.
+	for _, sym := range []string{symWrite, symWriteEx} {
+		if off := info.next[sym]; off != 0 {
+			l, err := ex.Uprobe(sym, s.objs.SslWriteGuard, &link.UprobeOptions{Address: off})
+			if err != nil {
+				closeLinks(links)
+				return nil, nil, fmt.Errorf("attach hold guard of %s: %w", sym, err)
+			}
+			links = append(links, l)
+		}
+	}
 	for _, p := range probes {
 		off := info.symbols[p.sym]
 		if off == 0 {

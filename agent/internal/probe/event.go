@@ -45,6 +45,7 @@ func (k Kind) String() string {
 const (
 	flagTruncated   = 1 << 0
 	flagUnknownFile = 1 << 1
+	flagHeld        = 1 << 2
 
 	headerSize   = 56  // sizeof(struct event_header)
 	fileEventLen = 328 // sizeof(struct file_event)
@@ -66,6 +67,7 @@ type Event struct {
 	// Write and read events.
 	Len       uint32 // true length of the call
 	Truncated bool   // Len > len(Data)
+	Held      bool   // the process is stopped until Release (or a kill)
 	Data      []byte
 
 	// Exec events.
@@ -105,6 +107,7 @@ func (e *Event) decode(raw []byte) error {
 	case KindWrite, KindRead:
 		e.Data = raw[headerSize:]
 		e.Truncated = flags&flagTruncated != 0
+		e.Held = flags&flagHeld != 0
 		if uint32(len(e.Data)) > e.Len {
 			return fmt.Errorf("%s event: %d bytes of data for a call of %d", e.Kind, len(e.Data), e.Len)
 		}

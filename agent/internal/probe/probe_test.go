@@ -100,7 +100,14 @@ func TestLibraryLoadedLater(t *testing.T) {
 	s, err := Load(Options{
 		LibraryDirs: []string{},
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnAttach:    func(tg Target) { attached <- tg },
+		OnAttach: func(tg Target) {
+			if tg.ID == id {
+				select {
+				case attached <- tg:
+				default:
+				}
+			}
+		},
 	})
 	if err != nil {
 		t.Fatalf("load sensor: %v", err)

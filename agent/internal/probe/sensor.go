@@ -90,6 +90,8 @@ type Stats struct {
 	Truncated      uint64 // calls longer than MaxData
 	Lost           uint64 // events dropped because the ring was full
 	CopyFailed     uint64 // plaintext that could not be read
+	Holds          uint64 // writes held for judgement
+	GuardKills     uint64 // held threads resumed by someone else than the agent, killed
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
 	DiscoveryDrops uint64 // discovery requests dropped because the queue was full
@@ -270,7 +272,7 @@ func (s *Sensor) enqueue(d discovery) {
 // Stats returns the sensor's counters.
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
-	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed} {
+	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

@@ -1,0 +1,203 @@
+package probe
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+type heldWrite struct {
+	pid, tid uint32
+	data     string
+}
+
+// holdingSensor loads a sensor that holds candidate writes of processes in
+// cg only, and reports held writes.
+func holdingSensor(t *testing.T, cg *testenv.Cgroup) (*Sensor, chan heldWrite) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	s, err := Load(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("load sensor: %v", err)
+	}
+	if err := s.SetScope([]uint64{cg.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHolds(true, false); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan heldWrite, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx, func(ev *Event) {
+			if ev.Kind == KindWrite && ev.Held {
+				held <- heldWrite{ev.PID, ev.TID, string(ev.Data)}
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		// Never leave a process stopped: release whatever is still held.
+		if hs, err := s.Holds(); err == nil {
+			for _, h := range hs {
+				_ = s.Release(h.PID, h.TID)
+			}
+		}
+		cancel()
+		<-done
+		s.Close()
+	})
+	return s, held
+}
+
+func processState(t *testing.T, pid uint32) byte {
+	t.Helper()
+	b, err := os.ReadFile(proc.FS{}.Path(pid, "stat"))
+	if err != nil {
+		t.Fatalf("read state of pid %d: %v", pid, err)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return b[i+2]
+}
+
+func waitHeld(t *testing.T, held chan heldWrite, pid int) heldWrite {
+	t.Helper()
+	select {
+	case h := <-held:
+		if h.pid != uint32(pid) {
+			t.Fatalf("held pid %d, want %d", h.pid, pid)
+		}
+		return h
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write was not held")
+	}
+	return heldWrite{}
+}
+
+func TestHoldThenRelease(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	s, held := holdingSensor(t, cg)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+
+	cmd := testenv.Python(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`), WaitForStdinLine: true})
+	gate := testenv.NewGate(t, cmd)
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	pid := gate.Ready(t, 10*time.Second)
+	gate.Go(t)
+
+	h := waitHeld(t, held, pid)
+	if !strings.HasPrefix(h.data, "POST /email HTTP/1.1") {
+		t.Fatalf("held write %q", h.data)
+	}
+	// Stopped before the write ran: the server has nothing.
+	deadline := time.Now().Add(2 * time.Second)
+	for processState(t, uint32(pid)) != 'T' {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d not stopped: state %c", pid, processState(t, uint32(pid)))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(srv.Requests()); n != 0 {
+		t.Fatalf("server got %d requests while the write was held", n)
+	}
+	if err := s.Release(h.pid, h.tid); err != nil {
+		t.Fatal(err)
+	}
+	// python writes the body separately: it starts no request, so it is not held.
+	srv.WaitFor(t, nil, 10*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("client after release: %v", err)
+	}
+	st, err := s.Stats()
+	if err != nil || st.Holds == 0 || st.GuardKills != 0 {
+		t.Fatalf("stats %+v, %v", st, err)
+	}
+}
+
+// A SIGCONT from anyone but the agent does not let a held write through:
+// the guard one instruction later kills the thread.
+func TestRogueContinueIsKilled(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	s, held := holdingSensor(t, cg)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	for _, client := range []string{"curl", "node"} {
+		t.Run(client, func(t *testing.T) {
+			req := testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"Bcc":"phan@giftshop.club"}`), WaitForStdinLine: true}
+			cmd := testenv.Curl(t, ca, srv.URL(), req)
+			if client == "node" {
+				cmd = testenv.Node(t, ca, srv.URL(), req)
+			}
+			gate := testenv.NewGate(t, cmd)
+			if err := cg.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			pid := gate.Ready(t, 10*time.Second)
+			gate.Go(t)
+			waitHeld(t, held, pid)
+			// A helper spamming SIGCONT at the held process.
+			stop := make(chan struct{})
+			go func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						_ = syscall.Kill(pid, syscall.SIGCONT)
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}()
+			err := cmd.Wait()
+			close(stop)
+			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if err == nil || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("client resumed by a rogue SIGCONT: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			if n := len(srv.Requests()); n != 0 {
+				t.Fatalf("server got %d requests", n)
+			}
+		})
+	}
+	if st, _ := s.Stats(); st.GuardKills < 2 {
+		t.Fatalf("guard kills %d, want 2", st.GuardKills)
+	}
+}
+
+// Processes outside the scope are never held.
+func TestOutOfScopeNotHeld(t *testing.T) {
+	scoped := testenv.NewCgroup(t)
+	other := testenv.NewCgroup(t)
+	s, held := holdingSensor(t, scoped)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte("x")})
+	if err := other.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("curl out of scope: %v", err)
+	}
+	select {
+	case h := <-held:
+		t.Fatalf("write of pid %d held out of scope", h.pid)
+	default:
+	}
+	if st, _ := s.Stats(); st.Holds != 0 {
+		t.Fatalf("holds %d", st.Holds)
+	}
+}
