@@ -1,0 +1,174 @@
+package act
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+)
+
+// The action names of the judge's verdicts (policy.Effect*).
+const (
+	ActionAlert      = "alert"
+	ActionBlock      = "block"
+	ActionTerminate  = "terminate"
+	ActionQuarantine = "quarantine"
+)
+
+// Target is the process a verdict is about.
+type Target struct {
+	PID       uint32
+	StartTime uint64 // clock ticks since boot, as in /proc/PID/stat
+	// CgroupID is the process's cgroup v2 id as the sensor saw it; used for
+	// the quarantine when the process's unit cannot be read any more.
+	CgroupID uint64
+}
+
+// Plan is what to do about one verdict.
+type Plan struct {
+	// Actions are verdict actions (Action*), in any order and possibly
+	// repeated; unknown names are reported as errors.
+	Actions []string
+	// QuarantineFor is how long a "quarantine" cuts the process's unit
+	// (or cgroup) off the network; 0 means no network quarantine (the
+	// message quarantine of the vault is not done here).
+	QuarantineFor time.Duration
+	// StopUnit also stops the process's systemd unit after a "terminate".
+	StopUnit bool
+}
+
+// Executor carries out plans. The zero value can kill and destroy
+// sockets; Quarantine and Systemd enable the other responses.
+type Executor struct {
+	// Quarantine, if set, is where "quarantine" adds cgroups.
+	Quarantine *Quarantine
+	// Systemd, if set, is the manager StopUnit talks to (see DialSystemd).
+	Systemd *sdbus.Conn
+	// CgroupMount is the cgroup v2 mount; empty means CgroupMount().
+	CgroupMount string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Execute does the plan's actions to t and returns, for the journal
+// (AARSM_ACTIONS), one line per response actually carried out, e.g.
+// "quarantine cgroup=1234 unit=x.service until=2026-11-02T10:00:00Z",
+// "block sockets=2", "terminate pid=4242", "stop-unit x.service", "alert".
+// Every response is attempted even if an earlier one failed; the errors
+// are joined.
+//
+// Order: the quarantine first (while the process, and with it its unit,
+// can still be looked up, and so that it cannot open a new connection once
+// its sockets are gone), then the sockets are destroyed (block), then the
+// process is killed (terminate), then its unit is stopped (Plan.StopUnit
+// with terminate), then "alert" is recorded (raising it is the caller's).
+// Resuming a held process is the caller's job, after Execute.
+func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, error) {
+	var done []string
+	var errs []error
+	want := make(map[string]bool)
+	for _, a := range p.Actions {
+		switch a {
+		case ActionAlert, ActionBlock, ActionTerminate, ActionQuarantine:
+			want[a] = true
+		default:
+			errs = append(errs, fmt.Errorf("pid %d: unknown action %q", t.PID, a))
+		}
+	}
+	// Read the unit before anything can kill the process.
+	unit, unitErr := LookupUnit(t.PID)
+
+	if want[ActionQuarantine] && p.QuarantineFor > 0 {
+		s, err := e.quarantine(p, t, unit, unitErr)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			done = append(done, s)
+		}
+	}
+	if want[ActionBlock] {
+		n, err := DestroySockets(t.PID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("block: %w", err))
+		}
+		if err == nil || n > 0 {
+			done = append(done, fmt.Sprintf("block sockets=%d", n))
+		}
+	}
+	if want[ActionTerminate] {
+		if err := Kill(t.PID, t.StartTime); err != nil {
+			errs = append(errs, fmt.Errorf("terminate: %w", err))
+		} else {
+			done = append(done, fmt.Sprintf("terminate pid=%d", t.PID))
+		}
+		if p.StopUnit {
+			if s, err := e.stopUnit(ctx, t, unit, unitErr); err != nil {
+				errs = append(errs, err)
+			} else {
+				done = append(done, s)
+			}
+		}
+	}
+	if want[ActionAlert] {
+		done = append(done, ActionAlert)
+	}
+	return done, errors.Join(errs...)
+}
+
+func (e *Executor) quarantine(p Plan, t Target, unit Unit, unitErr error) (string, error) {
+	if e.Quarantine == nil {
+		return "", fmt.Errorf("quarantine pid %d: no quarantine configured", t.PID)
+	}
+	now := time.Now
+	if e.Now != nil {
+		now = e.Now
+	}
+	until := now().Add(p.QuarantineFor).UTC()
+	id, unitName := t.CgroupID, ""
+	if unitErr == nil {
+		mnt := e.CgroupMount
+		if mnt == "" {
+			m, err := CgroupMount()
+			if err != nil {
+				return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
+			}
+			mnt = m
+		}
+		if uid, err := CgroupID(mnt, unit.Cgroup); err == nil {
+			id, unitName = uid, unit.Name
+		}
+	}
+	if id == 0 {
+		return "", fmt.Errorf("quarantine pid %d: cgroup unknown", t.PID)
+	}
+	if err := e.Quarantine.Add(id, until); err != nil {
+		return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
+	}
+	s := fmt.Sprintf("quarantine cgroup=%d", id)
+	if unitName != "" {
+		s += " unit=" + unitName
+	}
+	return s + " until=" + until.Format(time.RFC3339), nil
+}
+
+func (e *Executor) stopUnit(ctx context.Context, t Target, unit Unit, unitErr error) (string, error) {
+	if unitErr != nil {
+		return "", fmt.Errorf("stop unit of pid %d: %w", t.PID, unitErr)
+	}
+	if e.Systemd == nil {
+		return "", fmt.Errorf("stop unit %s of pid %d: no systemd connection", unit.Name, t.PID)
+	}
+	if unit.Manager != "" {
+		return "", fmt.Errorf("stop unit %s of pid %d: a unit of %s, not of the system manager", unit.Name, t.PID, unit.Manager)
+	}
+	// Never stop the agent's own unit.
+	if self, err := LookupUnit(uint32(selfPID())); err == nil && self.Cgroup == unit.Cgroup {
+		return "", fmt.Errorf("stop unit %s of pid %d: it is the agent's own unit", unit.Name, t.PID)
+	}
+	if err := StopUnit(ctx, e.Systemd, unit.Name); err != nil {
+		return "", fmt.Errorf("pid %d: %w", t.PID, err)
+	}
+	return "stop-unit " + unit.Name, nil
+}

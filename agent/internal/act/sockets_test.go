@@ -1,0 +1,159 @@
+package act
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// TestDestroySockets: a TLS client blocked in a read on a loopback server
+// has its connection destroyed; its read fails with ECONNABORTED, the
+// server's read with ECONNRESET, and the client lives on.
+func TestDestroySockets(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct{ network, addr string }{
+		{"tcp4", "127.0.0.1:0"},
+		{"tcp6", "[::1]:0"},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			ca := testenv.NewCA(t)
+			ln, err := tls.Listen(tc.network, tc.addr, ca.ServerTLSConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			serverErr := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					serverErr <- err
+					return
+				}
+				defer c.Close()
+				_, err = c.Read(make([]byte, 1)) // handshake, then wait
+				serverErr <- err
+			}()
+
+			cg := testenv.NewCgroup(t)
+			cmd, lines := helperCmd(t, "hold", tc.network, ln.Addr().String()+","+ca.CAFile)
+			if err := cg.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			killAtCleanup(t, cmd)
+			if l := nextLine(t, lines, 10*time.Second); l != "ready" {
+				t.Fatalf("helper: %q", l)
+			}
+			pid := uint32(cmd.Process.Pid)
+			st, err := proc.FS{}.StartTime(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			start := time.Now()
+			n, err := DestroySockets(pid)
+			elapsed := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("destroyed %d sockets, want 1", n)
+			}
+			t.Logf("DestroySockets (1 socket, incl. fd walk and 2 dumps): %v", elapsed)
+
+			if l := nextLine(t, lines, 5*time.Second); l != "read ECONNABORTED" {
+				t.Fatalf("client: %q, want \"read ECONNABORTED\"", l)
+			}
+			select {
+			case err := <-serverErr:
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("server read: %v, want ECONNRESET", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("server read did not fail")
+			}
+			// The process lives: same PID, same start time, not a zombie.
+			if got, err := (proc.FS{}).StartTime(pid); err != nil || got != st {
+				t.Fatalf("client gone: start time %d, %v", got, err)
+			}
+			if s := procState(t, pid); s == "Z" {
+				t.Fatal("client exited")
+			}
+			// Nothing left to destroy.
+			n, err = DestroySockets(pid)
+			if err != nil || n != 0 {
+				t.Fatalf("second DestroySockets: %d, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestDestroySocketsGone(t *testing.T) {
+	cmd, _ := helperCmd(t, "sleep", "", "")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if _, err := DestroySockets(pid); !errors.Is(err, ErrGone) {
+		t.Fatalf("DestroySockets of a reaped process: %v, want ErrGone", err)
+	}
+}
+
+// BenchmarkSockDestroy measures one SOCK_DESTROY request on a loopback
+// connection (without the fd walk and dumps).
+func BenchmarkSockDestroy(b *testing.B) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	s, err := newDiagSocket()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	for b.Loop() {
+		b.StopTimer()
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		socks, err := s.dump(syscall.AF_INET, destroyStates)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var id *diagEntry
+		la := c.LocalAddr().(*net.TCPAddr)
+		for i := range socks {
+			if int(socks[i].id[0])<<8|int(socks[i].id[1]) == la.Port {
+				id = &socks[i]
+			}
+		}
+		if id == nil {
+			b.Fatal("client socket not in dump")
+		}
+		b.StartTimer()
+		if err := s.destroy(syscall.AF_INET, id.id); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		c.Close()
+		b.StartTimer()
+	}
+}

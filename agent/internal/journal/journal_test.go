@@ -1,0 +1,374 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// blockVerdict is the example of the package documentation.
+func blockVerdict() Verdict {
+	return Verdict{
+		Reason:     "unauthorized Bcc phan@giftshop.club",
+		Priority:   PriWarning,
+		Decision:   Block,
+		Actions:    []string{"block", "alert"},
+		Policy:     "company",
+		Rules:      []string{"unauthorized_bcc_recipients"},
+		Violations: []string{"phan@giftshop.club"},
+		PID:        4242,
+		Comm:       "node",
+		Exe:        "/usr/bin/node",
+		Unit:       "postmark-mcp.service",
+		Cgroup:     "/system.slice/postmark-mcp.service",
+		Dest:       "api.postmarkapp.com:443",
+		Recipients: []string{"ceo@company.example", "phan@giftshop.club"},
+		Latency:    57*time.Microsecond + 900*time.Nanosecond,
+	}
+}
+
+// blockFields are the fields blockVerdict must show in the journal.
+var blockFields = map[string]string{
+	"MESSAGE":           "blocked mail from pid 4242 (node, /usr/bin/node, unit postmark-mcp.service) to api.postmarkapp.com:443: unauthorized Bcc phan@giftshop.club (policy company, rules unauthorized_bcc_recipients)",
+	"MESSAGE_ID":        "1e6d0debf976458f86720059eece6864",
+	"PRIORITY":          "4",
+	"SYSLOG_IDENTIFIER": "aarsm",
+	"AARSM_VERDICT":     "block",
+	"AARSM_ACTIONS":     "block,alert",
+	"AARSM_POLICY":      "company",
+	"AARSM_RULES":       "unauthorized_bcc_recipients",
+	"AARSM_VIOLATIONS":  "phan@giftshop.club",
+	"AARSM_PID":         "4242",
+	"AARSM_COMM":        "node",
+	"AARSM_EXE":         "/usr/bin/node",
+	"AARSM_UNIT":        "postmark-mcp.service",
+	"AARSM_CGROUP":      "/system.slice/postmark-mcp.service",
+	"AARSM_DEST":        "api.postmarkapp.com:443",
+	"AARSM_RECIPIENTS":  "ceo@company.example,phan@giftshop.club",
+	"AARSM_LATENCY_US":  "57",
+}
+
+func newJournalLogger(t *testing.T, j *testenv.Journald, opts Options) *Logger {
+	t.Helper()
+	opts.Format = FormatJournal
+	opts.SocketPath = j.SocketPath
+	l, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func checkFields(t *testing.T, e map[string]any, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got, ok := e[k]; !ok || got != v {
+			t.Errorf("%s = %#v, want %q", k, got, v)
+		}
+	}
+}
+
+func TestJournaldBlockVerdict(t *testing.T) {
+	j := testenv.NewJournald(t)
+	l := newJournalLogger(t, j, Options{})
+	if l.Format() != FormatJournal {
+		t.Fatalf("format %s", l.Format())
+	}
+	if err := l.Log(blockVerdict()); err != nil {
+		t.Fatal(err)
+	}
+	got := j.WaitFor(t, 1, "AARSM_VERDICT=block")
+	if len(got) != 1 {
+		t.Fatalf("want one entry, got %d", len(got))
+	}
+	checkFields(t, got[0], blockFields)
+	// The catalog's query finds it too.
+	if n := len(j.Query(t, "MESSAGE_ID="+MessageID, "-t", "aarsm")); n != 1 {
+		t.Errorf("MESSAGE_ID query found %d entries", n)
+	}
+	if s := l.Stats(); s != (Stats{Blocked: 1, Written: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestJournaldHardValues(t *testing.T) {
+	j := testenv.NewJournald(t)
+	l := newJournalLogger(t, j, Options{})
+	big := strings.Repeat("0123456789abcdef", 640) // 10 KiB
+	v := blockVerdict()
+	v.Message = "line one\nline two\n\tindented"
+	v.Violations = []string{"evil\r\nBcc: x@y.example", "a\x00b"}
+	v.Cgroup = big
+	v.Exe = "/opt/\xff\xfebin/é"
+	if err := l.Log(v); err != nil {
+		t.Fatal(err)
+	}
+	e := j.WaitFor(t, 1, "AARSM_VERDICT=block")[0]
+	checkFields(t, e, map[string]string{
+		"MESSAGE":          v.Message,
+		"AARSM_VIOLATIONS": `evil\x0d` + "\n" + `Bcc: x@y.example,a\x00b`,
+		"AARSM_EXE":        `/opt/\xff\xfebin/é`,
+	})
+	cg, ok := e["AARSM_CGROUP"].(string)
+	if !ok {
+		t.Fatalf("AARSM_CGROUP = %#v, want a string", e["AARSM_CGROUP"])
+	}
+	kept, more, ok := strings.Cut(cg, "…(+")
+	if !ok || len(cg) > MaxValueBytes || !strings.HasPrefix(big, kept) {
+		t.Fatalf("AARSM_CGROUP not capped as expected: %d bytes, %q…", len(cg), cg[:min(len(cg), 40)])
+	}
+	if want := strconv.Itoa(len(big)-len(kept)) + " more)"; more != want {
+		t.Errorf("suffix %q, want %q", more, want)
+	}
+	// Without --all journalctl shows it too: it is below 4 KiB.
+	if !strings.Contains(runJournalctlNoAll(t, j), `"AARSM_CGROUP":"0123`) {
+		t.Errorf("capped field not shown by journalctl -o json without --all")
+	}
+}
+
+// runJournalctlNoAll returns journalctl -o json output without --all.
+func runJournalctlNoAll(t *testing.T, j *testenv.Journald) string {
+	t.Helper()
+	out, err := execJournalctl(j.JournalDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestJournaldMemfd(t *testing.T) {
+	j := testenv.NewJournald(t)
+	s, err := newNativeSink(j.SocketPath, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.forceMemfd = true
+	huge := strings.Repeat("x", 300<<10) // beyond one datagram
+	if err := s.write([]Field{{"MESSAGE", "memfd"}, {"AARSM_VERDICT", "alert"}, {"AARSM_HUGE", huge}}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	e := j.WaitFor(t, 1, "AARSM_VERDICT=alert")[0]
+	if e["MESSAGE"] != "memfd" || e["AARSM_HUGE"] != huge {
+		t.Fatalf("memfd entry: MESSAGE %#v, AARSM_HUGE %d bytes", e["MESSAGE"], len(e["AARSM_HUGE"].(string)))
+	}
+}
+
+func TestJournaldAllows(t *testing.T) {
+	j := testenv.NewJournald(t)
+	allow := blockVerdict()
+	allow.Decision, allow.Priority = Allow, PriInfo
+
+	quiet := newJournalLogger(t, j, Options{})
+	for range 3 {
+		if err := quiet.Log(allow); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An alert sent after the allows: once it is in, any allow would be.
+	alert := blockVerdict()
+	alert.Decision = Alert
+	if err := quiet.Log(alert); err != nil {
+		t.Fatal(err)
+	}
+	j.WaitFor(t, 1, "AARSM_VERDICT=alert")
+	if n := len(j.Query(t, "AARSM_VERDICT=allow")); n != 0 {
+		t.Errorf("allows logged without LogAllows: %d", n)
+	}
+	if s := quiet.Stats(); s != (Stats{Allowed: 3, Alerted: 1, Written: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+
+	loud := newJournalLogger(t, j, Options{LogAllows: true})
+	if err := loud.Log(allow); err != nil {
+		t.Fatal(err)
+	}
+	e := j.WaitFor(t, 1, "AARSM_VERDICT=allow")[0]
+	checkFields(t, e, map[string]string{"PRIORITY": "6", "MESSAGE": strings.Replace(blockFields["MESSAGE"], "blocked", "allowed", 1)})
+	if s := loud.Stats(); s != (Stats{Allowed: 1, Written: 1}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestJournaldJSONSink(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 11, 25, 5, 37, 1, 123456789, time.FixedZone("CET", 3600))
+	l, err := New(Options{Format: FormatJSON, Out: &buf, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := blockVerdict()
+	if err := l.Log(v); err != nil {
+		t.Fatal(err)
+	}
+	v.Message = "two\nlines <&>"
+	if err := l.Log(v); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %q", buf.String())
+	}
+	var e map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"TIMESTAMP": "2026-11-25T04:37:01.123456Z"}
+	for k, v := range blockFields {
+		want[k] = v
+	}
+	checkFields(t, e, want)
+	if len(e) != len(want) {
+		t.Errorf("json entry has %d fields, want %d: %v", len(e), len(want), e)
+	}
+	if !strings.HasPrefix(lines[0], `{"TIMESTAMP":`) || !strings.Contains(lines[1], `"MESSAGE":"two\nlines <&>"`) {
+		t.Errorf("json lines %q", lines)
+	}
+}
+
+func TestJournaldAutoFormat(t *testing.T) {
+	absent := filepath.Join(t.TempDir(), "socket")
+	l, err := New(Options{Format: FormatAuto, SocketPath: absent, Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Format() != FormatJSON {
+		t.Errorf("auto without journald chose %s", l.Format())
+	}
+	if _, err := New(Options{Format: FormatJournal, SocketPath: absent}); !errors.Is(err, ErrJournalUnavailable) {
+		t.Errorf("journal without journald: %v, want ErrJournalUnavailable", err)
+	}
+
+	j := testenv.NewJournald(t)
+	l, err = New(Options{SocketPath: j.SocketPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.Format() != FormatJournal {
+		t.Errorf("auto with journald chose %s", l.Format())
+	}
+
+	var f Format
+	if err := f.Set("json"); err != nil || f != FormatJSON {
+		t.Errorf("Set json: %v %s", err, f)
+	}
+	if err := f.Set("syslog"); err == nil {
+		t.Error("Set syslog: no error")
+	}
+}
+
+func TestJournaldInvalidVerdict(t *testing.T) {
+	l, err := New(Options{Format: FormatJSON, Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []Verdict{{Decision: "deny"}, {Decision: Block, Priority: 8}} {
+		if err := l.Log(v); !errors.Is(err, ErrInvalidVerdict) {
+			t.Errorf("Log(%+v) = %v, want ErrInvalidVerdict", v, err)
+		}
+	}
+	if s := l.Stats(); s != (Stats{}) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestJournaldSanitize(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":        "plain",
+		"a\nb\tc":      "a\nb\tc",
+		"nul\x00":      `nul\x00`,
+		"cr\r":         `cr\x0d`,
+		"del\x7f":      `del\x7f`,
+		"bad\xc3":      `bad\xc3`,
+		"c1\u0085":     `c1\u0085`,
+		"ünïcödé ok ✓": "ünïcödé ok ✓",
+	} {
+		if got := Sanitize(in); got != want {
+			t.Errorf("Sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, n := range []int{MaxValueBytes, MaxValueBytes + 1, 10 << 10, 1 << 20} {
+		for _, unit := range []string{"a", "é", "✓", "\x00"} {
+			in := strings.Repeat(unit, n/len(unit)+1)[:n]
+			got := Sanitize(in)
+			if len(got) > MaxValueBytes || !utf8.ValidString(got) {
+				t.Errorf("Sanitize(%d × %q): %d bytes, valid UTF-8 %v", n, unit, len(got), utf8.ValidString(got))
+			}
+		}
+	}
+	if got := Sanitize(strings.Repeat("a", 5000)); !strings.HasSuffix(got, "…(+"+strconv.Itoa(5000-strings.Index(got, "…"))+" more)") {
+		t.Errorf("suffix of capped value: %q", got[len(got)-30:])
+	}
+}
+
+// TestJournaldGoSystemdParity sends the same entry with go-systemd's
+// journal.Send (whose socket path is fixed, so it runs in journald's mount
+// namespace) and with the native sink, and compares what journald stored.
+func TestJournaldGoSystemdParity(t *testing.T) {
+	j := testenv.NewJournald(t)
+	v := blockVerdict()
+	v.Message = "multi\nline"
+	fields := v.Fields()
+	vars := map[string]string{"AARSM_SINK": "go-systemd"}
+	for _, f := range fields[3:] { // after MESSAGE, MESSAGE_ID, PRIORITY
+		vars[f.Name] = f.Value
+	}
+	vars[FieldMessageID] = MessageID
+	var sendErr error
+	if err := j.InNamespace(func() {
+		if !sdjournal.Enabled() {
+			sendErr = errors.New("go-systemd: journal not enabled in the namespace")
+			return
+		}
+		sendErr = sdjournal.Send(v.Message, sdjournal.PriWarning, vars)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	l := newJournalLogger(t, j, Options{})
+	if err := l.Log(v); err != nil {
+		t.Fatal(err)
+	}
+	got := j.WaitFor(t, 2, "AARSM_VERDICT=block")
+	ref := got[0]
+	if got[0]["AARSM_SINK"] == nil {
+		ref = got[1]
+	}
+	for _, e := range got {
+		for _, f := range fields {
+			if e[f.Name] != ref[f.Name] {
+				t.Errorf("%s: go-systemd stored %#v, native %#v", f.Name, ref[f.Name], e[f.Name])
+			}
+		}
+	}
+}
+
+// execJournalctl runs journalctl -o json on dir without --all.
+func execJournalctl(dir string) (string, error) {
+	jc, err := exec.LookPath("journalctl")
+	if err != nil {
+		return "", fmt.Errorf("find journalctl: %w", err)
+	}
+	out, err := exec.Command(jc, "--directory="+dir, "--no-pager", "-o", "json").Output()
+	if err != nil {
+		return "", fmt.Errorf("run journalctl: %w", err)
+	}
+	return string(out), nil
+}
