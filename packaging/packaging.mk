@@ -23,7 +23,7 @@
 
 # All variables are PKG_-prefixed so they do not collide with the top Makefile.
 PKG_GO            ?= go
-NFPM              ?= $(PKG_GO) tool nfpm
+NFPM              ?= $(PKG_GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 PKG_DIST          ?= dist
 PKG_ARCH          ?= $(shell $(PKG_GO) env GOARCH)
 PKG_MAINTAINER    ?= AARSM developers <aarsm@users.noreply.github.com>

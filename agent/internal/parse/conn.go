@@ -82,3 +82,8 @@ func (hc *httpConn) Close(c *stream.Conn) {
 	hc.h.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
 	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
 }
+
+// Busy reports whether a request is partly written.
+func (hc *httpConn) Busy() bool {
+	return hc.req.msg != nil || (hc.req.state != stHead && hc.req.state != stJunk)
+}

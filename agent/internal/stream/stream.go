@@ -64,7 +64,13 @@ type Conn struct {
 type Consumer interface {
 	Data(c *Conn, dir Dir, data []byte, lost int, mono uint64)
 	Close(c *Conn)
+	// Busy reports whether the consumer is in the middle of an outgoing
+	// message: the next write may complete it.
+	Busy() bool
 }
+
+// Busy reports whether the connection is in the middle of an outgoing message.
+func (c *Conn) Busy() bool { return c.consumer.Busy() }
 
 // Factory makes the consumer of a new connection.
 type Factory func(c *Conn) Consumer
@@ -191,6 +197,9 @@ func (a *Assembler) Stats() Stats {
 	st.Open = a.lru.Len()
 	return st
 }
+
+// Lookup returns the open connection k, or nil.
+func (a *Assembler) Lookup(k Key) *Conn { return a.lookup(k) }
 
 func (a *Assembler) lookup(k Key) *Conn {
 	return a.conns[k.PID][k.SSL]

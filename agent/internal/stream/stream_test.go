@@ -23,6 +23,8 @@ func (c recConsumer) Data(conn *Conn, dir Dir, data []byte, lost int, mono uint6
 
 func (c recConsumer) Close(conn *Conn) { c.r.closed = append(c.r.closed, conn.Key) }
 
+func (c recConsumer) Busy() bool { return false }
+
 func newRec(opts Options) (*Assembler, *recorder) {
 	r := &recorder{data: map[Key]string{}, lost: map[Key]int{}}
 	return New(func(*Conn) Consumer { return recConsumer{r} }, opts), r

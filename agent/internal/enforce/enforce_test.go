@@ -1,0 +1,184 @@
+package enforce
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/journal"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// The company policy of the case study, verbatim.
+func companyPolicy(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "company.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "company.hcl"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+type env struct {
+	agent *Agent
+	jd    *testenv.Journald
+	cg    *testenv.Cgroup
+	ca    *testenv.CA
+	srv   *testenv.Server
+}
+
+// start runs the agent on the company policy, holding only the writes of
+// processes in a cgroup of the test's own, with verdicts going to a
+// private journald.
+func start(t *testing.T) *env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	e := &env{jd: testenv.NewJournald(t), cg: testenv.NewCgroup(t), ca: testenv.NewCA(t)}
+	e.srv = testenv.NewServer(t, e.ca)
+	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: e.jd.SocketPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logger.Close() })
+	a, err := New(Options{
+		PolicyDir:    companyPolicy(t),
+		Verdicts:     logger,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ScopeCgroups: []uint64{e.cg.ID()},
+	})
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	e.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent run: %v", err)
+		}
+		a.Close()
+	})
+	return e
+}
+
+func postmark(marker, bcc string) testenv.Request {
+	body := fmt.Sprintf(`{"From":"ops@company.com","To":"ceo@company.com","Subject":"Q3 %s","TextBody":"numbers"%s}`, marker, bcc)
+	return testenv.Request{
+		Method: "POST",
+		Path:   "/email?m=" + marker,
+		Header: map[string]string{"Content-Type": "application/json", "X-Postmark-Server-Token": "server-token"},
+		Body:   []byte(body),
+	}
+}
+
+func marker(t *testing.T) string {
+	return fmt.Sprintf("m%d", time.Now().UnixNano())
+}
+
+// The postmark-mcp backdoor: a hidden Bcc to an outside domain. Not one
+// byte reaches the API, the process is killed, and the journal names the
+// address.
+func TestHiddenBccIsBlocked(t *testing.T) {
+	e := start(t)
+	for _, client := range []string{"node", "curl", "python"} {
+		t.Run(client, func(t *testing.T) {
+			m := marker(t)
+			req := postmark(m, `,"Bcc":"phan@giftshop.club"`)
+			var cmd *exec.Cmd
+			switch client {
+			case "node":
+				cmd = testenv.Node(t, e.ca, e.srv.URL(), req)
+			case "curl":
+				cmd = testenv.Curl(t, e.ca, e.srv.URL(), req)
+			default:
+				cmd = testenv.Python(t, e.ca, e.srv.URL(), req)
+			}
+			if err := e.cg.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("%s not killed: %v", client, err)
+			}
+			entries := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(cmd.Process.Pid))
+			v := entries[0]
+			if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "phan@giftshop.club") || v["AARSM_POLICY"] != "company" ||
+				!strings.Contains(fmt.Sprint(v["AARSM_RULES"]), "unauthorized_bcc_recipients") ||
+				!strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "terminate") || v["MESSAGE_ID"] != journal.MessageID {
+				t.Errorf("verdict %v", v)
+			}
+			for _, f := range []string{"MESSAGE", "PRIORITY", "AARSM_ACTIONS", "AARSM_COMM", "AARSM_EXE", "AARSM_CGROUP", "AARSM_DEST", "AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
+				if v[f] == nil || v[f] == "" {
+					t.Errorf("verdict lacks %s: %v", f, v)
+				}
+			}
+			for _, r := range e.srv.Requests() {
+				if strings.Contains(r.Path, m) {
+					t.Fatalf("the mail reached the API: %s %s", r.Method, r.Path)
+				}
+			}
+		})
+	}
+}
+
+// Benign mail is delivered and no block verdict is written.
+func TestBenignMailIsDelivered(t *testing.T) {
+	e := start(t)
+	for _, client := range []string{"node", "python"} {
+		m := marker(t)
+		req := postmark(m, `,"Cc":"cfo@subsidiaries.com"`)
+		cmd := testenv.Node(t, e.ca, e.srv.URL(), req)
+		if client == "python" {
+			cmd = testenv.Python(t, e.ca, e.srv.URL(), req)
+		}
+		if err := e.cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s: benign mail failed: %v", client, err)
+		}
+		e.srv.WaitFor(t, func(r testenv.Recorded) bool { return strings.Contains(r.Path, m) }, 10*time.Second)
+	}
+	if got := e.jd.Query(t, "AARSM_VERDICT=block"); len(got) != 0 {
+		t.Fatalf("block verdicts for benign mail: %v", got)
+	}
+	if st := e.agent.Sensor(); st == nil {
+		t.Fatal("no sensor")
+	}
+}
+
+// A SendGrid-shaped request from python with an AWS access key in the body.
+func TestAPIKeyInMailIsBlocked(t *testing.T) {
+	e := start(t)
+	body := `{"personalizations":[{"to":[{"email":"dev@company.com"}]}],"from":{"email":"ops@company.com"},"subject":"creds","content":[{"type":"text/plain","value":"aws_access_key_id = AKIAQYLPMN5HHHFPZAM2"}]}`
+	req := testenv.Request{Method: "POST", Path: "/v3/mail/send", Header: map[string]string{"Content-Type": "application/json"}, Body: []byte(body)}
+	cmd := testenv.Python(t, e.ca, e.srv.URL(), req)
+	if err := e.cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("python with an AWS key in a mail was not stopped")
+	}
+	v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(cmd.Process.Pid))[0]
+	if !strings.Contains(fmt.Sprint(v["AARSM_RULES"]), "block_api_keys_in_emails") {
+		t.Errorf("verdict %v", v)
+	}
+	if n := len(e.srv.Requests()); n != 0 {
+		t.Fatalf("the API got %d requests", n)
+	}
+}
