@@ -21,7 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/enforce"
+	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/trace"
 )
@@ -164,17 +170,91 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 func runAgent(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("aarsm run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
-	logFormat := fs.String("log-format", "auto", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
+	policyDir := fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
+	format := journal.FormatAuto
+	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
+	debug := fs.Bool("debug", false, "log every file examined")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: aarsm run [--policy-dir DIR] [--log-format journal|json|auto]\n\n"+
+			"The agent: holds every write that may carry mail, judges it against the\n"+
+			"policies and blocks violations before a byte leaves. SIGHUP reloads the\n"+
+			"policies (a broken policy is reported and the old one stays in force);\n"+
+			"SIGTERM releases every held write and exits.\n\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	switch *logFormat {
-	case "journal", "json", "auto":
-	default:
-		fmt.Fprintf(stderr, "aarsm run: --log-format %q: want journal, json or auto\n", *logFormat)
-		return 2
+	log := newLogger(stderr, *debug)
+	verdicts, err := journal.New(journal.Options{Format: format, Out: stdout})
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
 	}
-	fmt.Fprintln(stderr, "aarsm run: enforcement is not part of this build yet; use \"aarsm trace\" to observe")
-	return 1
+	defer verdicts.Close()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	exec := &act.Executor{}
+	if q, err := act.OpenQuarantine(act.QuarantineOptions{}); err != nil {
+		log.Warn("network quarantine unavailable", "err", err)
+	} else {
+		defer q.Close()
+		exec.Quarantine = q
+	}
+	if conn, err := act.DialSystemd(ctx, act.SystemBus); err != nil {
+		log.Warn("systemd unavailable: units will not be stopped", "err", err)
+	} else {
+		defer conn.Close()
+		exec.Systemd = conn
+	}
+	agent, err := enforce.New(enforce.Options{
+		PolicyDir: *policyDir,
+		Verdicts:  verdicts,
+		Logger:    log,
+		Executor:  exec,
+		DiagOut:   stderr,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
+	defer agent.Close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := agent.Reload(); err != nil {
+				log.Error("reload failed; the previous policies stay in force", "err", err)
+			}
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		}
+	}()
+	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		go func() {
+			t := time.NewTicker(wd / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				}
+			}
+		}()
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	log.Info("enforcing", "policy_dir", *policyDir, "verdicts", verdicts.Format().String())
+	err = agent.Run(ctx)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	st := agent.Stats()
+	log.Info("agent stopped", "judged", st.Judged, "blocked", st.Blocked, "alerted", st.Alerted, "released", st.Released)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
+	return 0
 }
