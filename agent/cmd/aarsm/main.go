@@ -65,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAgent(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], stdout, stderr)
+	case "hold-guard": // started by "aarsm run"; not for people
+		return runHoldGuard(stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -174,6 +176,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	format := journal.FormatAuto
 	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
 	debug := fs.Bool("debug", false, "log every file examined")
+	var holdCgroups listFlag
+	fs.Var(&holdCgroups, "hold-cgroup", "hold only writes of processes in these cgroup v2 directories (comma-separated or repeated; default: every process)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: aarsm run [--policy-dir DIR] [--log-format journal|json|auto]\n\n"+
 			"The agent: holds every write that may carry mail, judges it against the\n"+
@@ -208,18 +212,34 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		defer conn.Close()
 		exec.Systemd = conn
 	}
+	var scope []uint64
+	for _, dir := range holdCgroups {
+		id, err := cgroupID(dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "aarsm run: --hold-cgroup %q: %v\n", dir, err)
+			return 2
+		}
+		scope = append(scope, id)
+	}
 	agent, err := enforce.New(enforce.Options{
-		PolicyDir: *policyDir,
-		Verdicts:  verdicts,
-		Logger:    log,
-		Executor:  exec,
-		DiagOut:   stderr,
+		ScopeCgroups: scope,
+		PolicyDir:    *policyDir,
+		Verdicts:     verdicts,
+		Logger:       log,
+		Executor:     exec,
+		DiagOut:      stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 1
 	}
 	defer agent.Close()
+	guard, err := startHoldGuard(agent.Sensor())
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
+	defer guard.stop()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -257,4 +277,21 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// cgroupID returns the id of a cgroup v2 directory: its inode number.
+func cgroupID(dir string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("stat cgroup: %w", err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return 0, fmt.Errorf("statfs cgroup: %w", err)
+	}
+	const cgroup2Magic = 0x63677270
+	if fs.Type != cgroup2Magic {
+		return 0, fmt.Errorf("%s is not a cgroup v2 directory", dir)
+	}
+	return st.Ino, nil
 }
