@@ -113,6 +113,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.sensor = s
 	a.http = parse.NewHTTP(parse.Limits{}, a.message)
+	a.http.OnSMTP(a.smtpMessage)
 	a.asm = stream.New(a.http.Factory, stream.Options{})
 	scopeAll := opts.ScopeCgroups == nil
 	if !scopeAll {
@@ -213,8 +214,18 @@ func (a *Agent) message(c *stream.Conn, m *parse.Message) {
 	if len(msgs) == 0 {
 		return
 	}
+	a.judge(c, m.Host, msgs)
+}
+
+// smtpMessage judges a mail sent over SMTP (called by the parser when the
+// write with the end of its DATA arrives).
+func (a *Agent) smtpMessage(c *stream.Conn, m *mail.Message) {
+	a.judge(c, "smtp", []*mail.Message{m})
+}
+
+func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
 	set := a.set.Load()
-	ctx := a.context(c, m.Host)
+	ctx := a.context(c, dest)
 	now := time.Now()
 	for _, msg := range msgs {
 		v := judge.Judge(set, msg, ctx, a.bulk, now)

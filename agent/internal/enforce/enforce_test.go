@@ -182,3 +182,36 @@ func TestAPIKeyInMailIsBlocked(t *testing.T) {
 		t.Fatalf("the API got %d requests", n)
 	}
 }
+
+// curl over SMTPS with an external RCPT TO: the end of DATA never leaves.
+func TestSMTPExternalRecipientIsBlocked(t *testing.T) {
+	e := start(t)
+	smtp := testenv.NewSMTPServer(t, e.ca)
+	data := []byte("From: ops@company.com\r\nTo: ceo@company.com\r\nSubject: numbers\r\n\r\nQ3 numbers attached.\r\n")
+
+	// Internal recipients: delivered.
+	ok := testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com"}, data)
+	if err := e.cg.Start(ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := ok.Wait(); err != nil {
+		t.Fatalf("internal mail over SMTP failed: %v", err)
+	}
+	smtp.WaitFor(t, nil, 10*time.Second)
+
+	bad := testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", "partner@outside.example"}, data)
+	if err := e.cg.Start(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Wait(); err == nil {
+		t.Fatal("curl sent mail to an outside recipient")
+	}
+	v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(bad.Process.Pid))[0]
+	if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "partner@outside.example") {
+		t.Errorf("verdict %v", v)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(smtp.Mails()); n != 1 {
+		t.Fatalf("SMTP server got %d mails, want only the internal one", n)
+	}
+}

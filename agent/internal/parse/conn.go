@@ -1,6 +1,9 @@
 package parse
 
 import (
+	"bytes"
+
+	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 	"github.com/aarsm/aarsm/agent/internal/stream"
 )
 
@@ -15,12 +18,20 @@ type Stats struct {
 	Malformed uint64 // messages given up
 }
 
-// HTTP makes the consumers that parse connections as HTTP/1.x.
+// MailHandler receives each mail message a connection sent over SMTP.
+type MailHandler func(c *stream.Conn, m *mail.Message)
+
+// HTTP makes the consumers that parse connections: as HTTP/1.x, or, when
+// the client opens with EHLO/HELO and a mail handler is set, as SMTP.
 type HTTP struct {
 	limits Limits
 	handle Handler
+	smtp   MailHandler
 	stats  Stats
 }
+
+// OnSMTP sets the handler of SMTP messages; without one, SMTP is junk.
+func (h *HTTP) OnSMTP(handle MailHandler) { h.smtp = handle }
 
 // NewHTTP returns a parser factory calling handle for each message.
 func NewHTTP(limits Limits, handle Handler) *HTTP {
@@ -46,6 +57,17 @@ type httpConn struct {
 	h         *HTTP
 	req, resp httpParser
 	methods   []string // methods of requests not answered yet
+	started   bool     // the first egress bytes were seen
+	smtp      *mail.SMTPSession
+}
+
+// isSMTPGreeting tells whether a client's first bytes open an SMTP session.
+func isSMTPGreeting(b []byte) bool {
+	if len(b) < 4 {
+		return false
+	}
+	w := bytes.ToUpper(b[:4])
+	return bytes.Equal(w, []byte("EHLO")) || bytes.Equal(w, []byte("HELO")) || bytes.Equal(w, []byte("LHLO"))
 }
 
 func (hc *httpConn) answersHead() bool {
@@ -58,6 +80,21 @@ func (hc *httpConn) answersHead() bool {
 }
 
 func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, mono uint64) {
+	if dir == stream.Egress && !hc.started {
+		hc.started = true
+		if hc.h.smtp != nil && isSMTPGreeting(data) {
+			hc.smtp = mail.NewSMTPSession()
+		}
+	}
+	if hc.smtp != nil {
+		if dir == stream.Egress {
+			for _, m := range hc.smtp.Feed(data) {
+				hc.h.stats.Messages++
+				hc.h.smtp(c, m)
+			}
+		}
+		return
+	}
 	if dir == stream.Egress {
 		hc.req.feed(data, lost, mono, func(m *Message) {
 			if len(hc.methods) < maxPending {
@@ -83,7 +120,10 @@ func (hc *httpConn) Close(c *stream.Conn) {
 	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
 }
 
-// Busy reports whether a request is partly written.
+// Busy reports whether a request, or an SMTP transaction, is partly written.
 func (hc *httpConn) Busy() bool {
+	if hc.smtp != nil {
+		return hc.smtp.Pending() != nil
+	}
 	return hc.req.msg != nil || (hc.req.state != stHead && hc.req.state != stJunk)
 }
