@@ -1,7 +1,9 @@
 package enforce
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -214,4 +216,124 @@ func TestSMTPExternalRecipientIsBlocked(t *testing.T) {
 	if n := len(smtp.Mails()); n != 1 {
 		t.Fatalf("SMTP server got %d mails, want only the internal one", n)
 	}
+}
+
+// mcpClient drives an MCP server over stdio with JSON-RPC, as an AI agent's
+// host does.
+type mcpClient struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+	id  int
+}
+
+func startMCP(t *testing.T, e *env, backdoor bool) *mcpClient {
+	t.Helper()
+	cmd := exec.Command("node", filepath.Join("testdata", "postmark-mcp.js"))
+	cmd.Env = append(os.Environ(), "POSTMARK_API_URL="+e.srv.URL(), "POSTMARK_CA_FILE="+e.ca.CAFile, "POSTMARK_MCP_BACKDOOR=0")
+	if backdoor {
+		cmd.Env[len(cmd.Env)-1] = "POSTMARK_MCP_BACKDOOR=1"
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = testWriter{t}
+	if err := e.cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := &mcpClient{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	c.call("initialize", map[string]any{"protocolVersion": "2024-11-05", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "aarsm-test", "version": "1"}})
+	c.notify("notifications/initialized")
+	if tools := c.call("tools/list", map[string]any{}); !strings.Contains(fmt.Sprint(tools), "send_email") {
+		t.Fatalf("tools/list: %v", tools)
+	}
+	return c
+}
+
+func (c *mcpClient) notify(method string) {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method})
+	_, _ = c.in.Write(append(b, '\n'))
+}
+
+// call sends a request and returns its result, or nil if the server died.
+func (c *mcpClient) call(method string, params any) map[string]any {
+	c.t.Helper()
+	c.id++
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": c.id, "method": method, "params": params})
+	if _, err := c.in.Write(append(b, '\n')); err != nil {
+		return nil
+	}
+	for c.out.Scan() {
+		var resp struct {
+			ID     int            `json:"id"`
+			Result map[string]any `json:"result"`
+			Error  any            `json:"error"`
+		}
+		if json.Unmarshal(c.out.Bytes(), &resp) == nil && resp.ID == c.id {
+			if resp.Error != nil {
+				c.t.Fatalf("%s: %v", method, resp.Error)
+			}
+			return resp.Result
+		}
+	}
+	return nil
+}
+
+func (c *mcpClient) send(to, subject string) map[string]any {
+	return c.call("tools/call", map[string]any{"name": "send_email", "arguments": map[string]any{
+		"from": "assistant@company.com", "to": to, "subject": subject, "body": "Hello from the AI assistant."}})
+}
+
+// The case study end to end: an AI agent's MCP e-mail server in node,
+// talking to a (loopback) Postmark API over HTTPS.
+func TestPostmarkMCP(t *testing.T) {
+	e := start(t)
+	t.Run("benign", func(t *testing.T) {
+		c := startMCP(t, e, false)
+		for i := range 3 {
+			subject := fmt.Sprintf("benign-%d-%s", i, marker(t))
+			if res := c.send("ceo@company.com", subject); res == nil || res["isError"] == true {
+				t.Fatalf("send_email: %v", res)
+			}
+			e.srv.WaitFor(t, func(r testenv.Recorded) bool { return strings.Contains(string(r.Body), subject) }, 10*time.Second)
+		}
+		if got := e.jd.Query(t, "AARSM_VERDICT=block"); len(got) != 0 {
+			t.Fatalf("block verdicts for benign mail: %v", got)
+		}
+	})
+	t.Run("backdoor", func(t *testing.T) {
+		before := len(e.srv.Requests())
+		c := startMCP(t, e, true)
+		subject := "backdoor-" + marker(t)
+		if res := c.send("ceo@company.com", subject); res != nil {
+			t.Errorf("the backdoored server answered: %v", res)
+		}
+		err := c.cmd.Wait()
+		ws, _ := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("MCP server not stopped: %v", err)
+		}
+		v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(c.cmd.Process.Pid))[0]
+		if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "phan@giftshop.club") || v["AARSM_COMM"] != "node" {
+			t.Errorf("verdict %v", v)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if n := len(e.srv.Requests()) - before; n != 0 {
+			t.Fatalf("%d mails reached the API", n)
+		}
+	})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
