@@ -74,6 +74,11 @@ type Agent struct {
 	procs  proc.FS
 	exes   map[uint32]string
 
+	// holdLatency records, for the last held writes, the time from the
+	// probe hit to the release (a ring of maxLatencies).
+	holdLatency []time.Duration
+	holdNext    int
+
 	// Verdicts of the messages completed by the event being handled.
 	verdicts []judged
 	current  *probe.Event
@@ -285,6 +290,26 @@ func (a *Agent) decide(ev *probe.Event) {
 		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
 	}
 	a.stats.Released++
+	a.recordLatency(sinceMono(ev.Mono))
+}
+
+const maxLatencies = 1 << 16
+
+func (a *Agent) recordLatency(d time.Duration) {
+	if len(a.holdLatency) < maxLatencies {
+		a.holdLatency = append(a.holdLatency, d)
+		return
+	}
+	a.holdLatency[a.holdNext] = d
+	a.holdNext = (a.holdNext + 1) % maxLatencies
+}
+
+// HoldLatencies returns the hit-to-release times of the last released
+// writes, sorted. Call it after Run returned.
+func (a *Agent) HoldLatencies() []time.Duration {
+	out := append([]time.Duration(nil), a.holdLatency...)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // respond carries out a verdict and logs it; it reports whether the write
