@@ -9,7 +9,10 @@ BIN       := bin/aarsm
 PKGS      := ./...
 FUZZTIME  ?= 60s
 
-.PHONY: all build generate check-generate test test-go fuzz fuzz-short bench vet clean
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+
+.PHONY: install all build generate check-generate test test-go fuzz fuzz-short bench vet clean
 
 all: build
 
@@ -65,6 +68,14 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+# Installs the binary and, unless one is there already, the default policy
+# (an edited policy is never overwritten).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/aarsm
+	install -d -m 0755 $(DESTDIR)/etc/aarsm/policy.d
+	test -e $(DESTDIR)/etc/aarsm/policy.d/default.hcl || install -m 0644 hcl/policies/default.hcl $(DESTDIR)/etc/aarsm/policy.d/default.hcl
+	install -D -m 0644 systemd/aarsm.catalog $(DESTDIR)/usr/lib/systemd/catalog/aarsm.catalog
 
 clean:
 	rm -rf bin dist
