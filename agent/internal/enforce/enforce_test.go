@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
@@ -336,4 +338,90 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// violation_action = "quarantine" with a short duration: the message is
+// blocked and the sender's cgroup gets EPERM on every new connection until
+// the quarantine expires.
+func TestQuarantine(t *testing.T) {
+	testenv.RequireRoot(t)
+	jd := testenv.NewJournald(t)
+	cg := testenv.NewCgroup(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
+	q, err := act.OpenQuarantine(act.QuarantineOptions{PinDir: pins, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("open quarantine: %v", err)
+	}
+	t.Cleanup(func() { _ = q.Unpin() })
+	dir := t.TempDir()
+	policy := `email_security_policy "quarantine" {
+  allowed_destinations {
+    internal_domains = ["company.com"]
+  }
+  response {
+    violation_action    = "quarantine"
+    quarantine_duration = "3s"
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "q.hcl"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logger.Close()
+	a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ScopeCgroups: []uint64{cg.ID()}, Executor: &act.Executor{Quarantine: q}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done; a.Close() }()
+
+	bad := testenv.Curl(t, ca, srv.URL(), postmark(marker(t), `,"Bcc":"phan@giftshop.club"`))
+	if err := cg.Start(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Wait(); err == nil {
+		t.Fatal("the mail went through")
+	}
+	v := jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(bad.Process.Pid))[0]
+	if !strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "quarantine cgroup=") {
+		t.Fatalf("verdict actions %v", v["AARSM_ACTIONS"])
+	}
+	// Any new connection of the cgroup, even a plain GET, is refused...
+	probe := func() (string, error) {
+		var out strings.Builder
+		cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Path: "/ping"})
+		cmd.Stderr = &out
+		if err := cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		return out.String(), err
+	}
+	if msg, err := probe(); err == nil || !strings.Contains(msg, "(7)") {
+		t.Fatalf("quarantined cgroup connected: %v %s", err, msg)
+	}
+	// ...while the test itself, outside the cgroup, is not affected.
+	if _, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", srv.Addr()); err != nil {
+		t.Fatalf("the quarantine reached another cgroup: %v", err)
+	}
+	// After expiry the cgroup connects again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := probe(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("quarantine never expired")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

@@ -188,7 +188,7 @@ func decodePolicy(b *hcl.Block) (*Policy, hcl.Diagnostics) {
 					diags = append(diags, unknownValue(a, "alert_priority", s, []string{"low", "medium", "high", "critical"}))
 				}
 			}
-			diags = append(diags, durationAttr(bc.Attributes["quarantine_duration"], time.Minute, 365*24*time.Hour, &p.QuarantineFor)...)
+			diags = append(diags, durationAttr(bc.Attributes["quarantine_duration"], time.Second, 365*24*time.Hour, &p.QuarantineFor)...)
 		}
 	}
 	p.Effects = p.Action.Effects()
