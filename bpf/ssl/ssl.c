@@ -194,6 +194,26 @@ static __always_inline int starts_candidate(const __u8 *d, __u64 n)
 	       w == 0x61746164 /* data */ || w == 0x74616462 /* bdat */;
 }
 
+#define SCOPE_DEPTH 16
+
+/* Is the current cgroup, or one of its ancestors, in scope? A scope names
+ * a unit or a slice; its processes may sit in cgroups below it. */
+static __always_inline int in_scope(void)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&scope, &id))
+		return 1;
+#pragma unroll
+	for (int level = 1; level < SCOPE_DEPTH; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			break;
+		if (bpf_map_lookup_elem(&scope, &id))
+			return 1;
+	}
+	return 0;
+}
+
 /* Decide whether to hold this write; if so, stop the process and record
  * the hold. */
 static __always_inline int maybe_hold(struct data_event *e, __u64 n)
@@ -202,10 +222,10 @@ static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg || !cfg->holds)
 		return 0;
-	if (!cfg->scope_all && !bpf_map_lookup_elem(&scope, &e->h.cgroup))
-		return 0;
 	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
-	if (!bpf_map_lookup_elem(&watch, &ck) && !starts_candidate(e->data, n))
+	if (!starts_candidate(e->data, n) && !bpf_map_lookup_elem(&watch, &ck))
+		return 0;
+	if (!cfg->scope_all && !in_scope())
 		return 0;
 	struct hold h = {.pid = e->h.pid, .ssl = e->h.ssl, .ts = e->h.ts};
 	if (bpf_map_update_elem(&holds, &e->h.tid, &h, BPF_ANY) < 0)

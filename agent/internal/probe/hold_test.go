@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,5 +200,34 @@ func TestOutOfScopeNotHeld(t *testing.T) {
 	}
 	if st, _ := s.Stats(); st.Holds != 0 {
 		t.Fatalf("holds %d", st.Holds)
+	}
+}
+
+// A scope names a unit or slice: processes in cgroups below it are in scope.
+func TestScopeCoversChildCgroups(t *testing.T) {
+	parent := testenv.NewCgroup(t)
+	child := filepath.Join(parent.Path(), "app.slice", "mail.service")
+	if err := os.MkdirAll(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, held := holdingSensor(t, parent)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte("x")})
+	dir, err := os.Open(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := waitHeld(t, held, cmd.Process.Pid)
+	if err := s.Release(h.pid, h.tid); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("curl after release: %v", err)
 	}
 }
