@@ -223,6 +223,14 @@ func (c *container) stop(t *testing.T) {
 			<-c.done
 		}
 	}
+	// If nspawn itself died (killed above, or crashed), the container's
+	// systemd is reparented and lives on: end it by its host PID, which
+	// ends its whole PID namespace.
+	if c.leader > 0 {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.leader)); err == nil && strings.TrimSpace(string(comm)) == "systemd" {
+			syscall.Kill(c.leader, syscall.SIGKILL)
+		}
+	}
 	for _, d := range []string{"propagate", "unix-export", "incoming"} {
 		os.RemoveAll(filepath.Join("/run/systemd/nspawn", d, c.name))
 	}
