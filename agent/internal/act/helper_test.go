@@ -158,6 +158,5 @@ func nextLine(t *testing.T, lines <-chan string, timeout time.Duration) string {
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
-func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }
 
 func itoa(v uint32) string { return fmt.Sprint(v) }

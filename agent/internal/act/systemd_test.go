@@ -5,12 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,99 +38,6 @@ func TestParseUnit(t *testing.T) {
 		got, ok := ParseUnit(tc.cgroup)
 		if ok != tc.ok || got != tc.want {
 			t.Errorf("ParseUnit(%q) = %+v, %v; want %+v, %v", tc.cgroup, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-// userManager starts "systemd --user" in a test cgroup inside a private
-// mount namespace in which /run/systemd is a tmpfs with a "system"
-// directory (so systemd believes it runs on a systemd system); nothing
-// changes on the host. It returns the path of the manager's private
-// socket. At cleanup every process of the cgroup tree is killed by PID
-// and the child cgroups the manager made are removed.
-func userManager(t *testing.T) string {
-	t.Helper()
-	sd, err := exec.LookPath("systemd")
-	if err != nil {
-		for _, p := range []string{"/lib/systemd/systemd", "/usr/lib/systemd/systemd"} {
-			if _, err := os.Stat(p); err == nil {
-				sd = p
-			}
-		}
-	}
-	if sd == "" {
-		t.Fatal("systemd not found: apt-get install systemd")
-	}
-	cg := testenv.NewCgroup(t)
-	rt := t.TempDir()
-	script := `set -e
-mount -t tmpfs tmpfs /run/systemd
-mkdir /run/systemd/system
-export XDG_RUNTIME_DIR="$1"
-exec "$2" --user`
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", rt, sd)
-	var log strings.Builder
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cg.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		killTree(t, cg.Path())
-		_ = cmd.Wait()
-		removeChildren(t, cg.Path())
-	})
-	sock := filepath.Join(rt, "systemd", "private")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("systemd --user did not create %s: %s", sock, log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// killTree kills, by PID, every process in the cgroup dir and below.
-func killTree(t *testing.T, dir string) {
-	for range 50 {
-		n := 0
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.Name() != "cgroup.procs" {
-				return nil
-			}
-			b, _ := os.ReadFile(p)
-			for _, f := range strings.Fields(string(b)) {
-				var pid int
-				if _, err := fmtSscan(f, &pid); err == nil && pid > 0 {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-					n++
-				}
-			}
-			return nil
-		})
-		if n == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Errorf("processes left in %s", dir)
-}
-
-// removeChildren removes the cgroups below dir, deepest first.
-func removeChildren(t *testing.T, dir string) {
-	var dirs []string
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() && p != dir {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	slices.Reverse(dirs)
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil {
-			t.Errorf("remove cgroup: %v", err)
 		}
 	}
 }
@@ -185,7 +88,7 @@ func waitGone(t *testing.T, pid uint32, st uint64) {
 // unit from the process's /proc/PID/cgroup and stops it.
 func TestStopUnit(t *testing.T) {
 	testenv.RequireRoot(t)
-	sock := userManager(t)
+	sock := testenv.NewUserSystemd(t).Socket
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, err := DialSystemd(ctx, sock)

@@ -89,7 +89,7 @@ type judged struct {
 	conn    stream.Key
 	verdict judge.Verdict
 	msg     *mail.Message
-	dest    string
+	ctx     judge.Context // the process as it was when the message was judged
 }
 
 // ErrPolicy is wrapped by errors in the policies.
@@ -235,7 +235,7 @@ func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
 	for _, msg := range msgs {
 		v := judge.Judge(set, msg, ctx, a.bulk, now)
 		a.stats.Judged++
-		a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, dest: ctx.Dest})
+		a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, ctx: ctx})
 	}
 }
 
@@ -326,7 +326,7 @@ func (a *Agent) respond(ev *probe.Event, j judged) bool {
 	var done []string
 	blocked := false
 	if v.Decision == judge.Block {
-		start, _ := a.procs.StartTime(ev.PID)
+		start := j.ctx.StartTime
 		plan := act.Plan{Actions: v.Actions, StopUnit: contains(v.Actions, policy.EffectTerminate)}
 		if contains(v.Actions, policy.EffectQuarantine) {
 			plan.QuarantineFor = v.QuarantineFor
@@ -351,7 +351,6 @@ func (a *Agent) respond(ev *probe.Event, j judged) bool {
 		done = []string{"alert"}
 		a.stats.Alerted++
 	}
-	unit, _ := act.UnitOf(ev.PID)
 	rec := journal.Verdict{
 		Reason:     reason(v),
 		Priority:   journal.Priority(v.Priority),
@@ -362,10 +361,10 @@ func (a *Agent) respond(ev *probe.Event, j judged) bool {
 		Violations: v.Violations,
 		PID:        int(ev.PID),
 		Comm:       ev.Comm(),
-		Exe:        a.exe(ev.PID),
-		Unit:       unit,
+		Exe:        j.ctx.Exe,
+		Unit:       j.ctx.Unit,
 		Cgroup:     fmt.Sprint(ev.Cgroup),
-		Dest:       j.dest,
+		Dest:       j.ctx.Dest,
 		Recipients: addresses(j.msg.Recipients()),
 		Latency:    sinceMono(ev.Mono),
 	}

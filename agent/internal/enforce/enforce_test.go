@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
@@ -424,4 +427,84 @@ func TestQuarantine(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// The offending process runs as a transient unit of a real systemd: the
+// agent finds the unit from the process's cgroup and stops it.
+func TestUnitIsStopped(t *testing.T) {
+	testenv.RequireRoot(t)
+	sd := testenv.NewUserSystemd(t)
+	jd := testenv.NewJournald(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := act.DialSystemd(ctx, sd.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logger.Close()
+	a, err := New(Options{PolicyDir: companyPolicy(t), Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ScopeCgroups: []uint64{sd.Cgroup.ID()}, Executor: &act.Executor{Systemd: conn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() { stop(); <-done; a.Close() }()
+
+	// A mail server that sends one backdoored mail a second, forever, as
+	// a service would.
+	req := postmark(marker(t), `,"Bcc":"phan@giftshop.club"`)
+	client := testenv.Node(t, ca, srv.URL(), req)
+	loop := fmt.Sprintf("while true; do %s; sleep 1; done", strings.Join(quoteAll(client.Args), " "))
+	unit := fmt.Sprintf("postmark-mcp-%d.service", time.Now().UnixNano())
+	ch := make(chan string, 1)
+	if _, err := conn.StartTransientUnitContext(ctx, unit, "replace", []sdbus.Property{
+		sdbus.PropExecStart([]string{"/bin/sh", "-c", loop}, false),
+		{Name: "DefaultDependencies", Value: dbus.MakeVariant(false)},
+	}, ch); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-ch; res != "done" {
+		t.Fatalf("start %s: %s", unit, res)
+	}
+	v := jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_UNIT="+unit)[0]
+	if !strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "stop-unit "+unit) {
+		t.Errorf("actions %v", v["AARSM_ACTIONS"])
+	}
+	for _, f := range []string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "AARSM_VERDICT", "AARSM_ACTIONS", "AARSM_POLICY", "AARSM_RULES",
+		"AARSM_VIOLATIONS", "AARSM_PID", "AARSM_COMM", "AARSM_EXE", "AARSM_UNIT", "AARSM_CGROUP", "AARSM_DEST", "AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
+		if v[f] == nil || v[f] == "" {
+			t.Errorf("verdict lacks %s: %v", f, v)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")
+		if err != nil || p.Value.Value() != "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still active", unit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Fatalf("%d mails reached the API", n)
+	}
+}
+
+func quoteAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return out
 }
