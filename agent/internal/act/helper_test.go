@@ -158,5 +158,4 @@ func nextLine(t *testing.T, lines <-chan string, timeout time.Duration) string {
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
-
 func itoa(v uint32) string { return fmt.Sprint(v) }
