@@ -508,3 +508,51 @@ func quoteAll(args []string) []string {
 	}
 	return out
 }
+
+// A policy in monitor mode reports and does nothing else: the mail goes,
+// the process lives, the journal has an alert.
+func TestMonitorModeOnlyAlerts(t *testing.T) {
+	testenv.RequireRoot(t)
+	jd := testenv.NewJournald(t)
+	cg := testenv.NewCgroup(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "default.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "default.hcl"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logger.Close()
+	a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScopeCgroups: []uint64{cg.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done; a.Close() }()
+
+	m := marker(t)
+	cmd := testenv.Node(t, ca, srv.URL(), postmark(m, `,"Bcc":"phan@giftshop.club"`))
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("monitor mode stopped the client: %v", err)
+	}
+	srv.WaitFor(t, func(r testenv.Recorded) bool { return strings.Contains(r.Path, m) }, 10*time.Second)
+	v := jd.WaitFor(t, 1, "AARSM_VERDICT=alert", "AARSM_PID="+fmt.Sprint(cmd.Process.Pid))[0]
+	if v["AARSM_ACTIONS"] != "alert" || !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "phan@giftshop.club") {
+		t.Errorf("verdict %v", v)
+	}
+	if got := jd.Query(t, "AARSM_VERDICT=block"); len(got) != 0 {
+		t.Fatalf("monitor mode blocked: %v", got)
+	}
+}
