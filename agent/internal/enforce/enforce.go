@@ -112,6 +112,7 @@ func New(opts Options) (*Agent, error) {
 		a.exec = &act.Executor{}
 	}
 	opts.Sensor.Logger = opts.Logger
+	opts.Sensor.Holds = true
 	s, err := probe.Load(opts.Sensor)
 	if err != nil {
 		return nil, err

@@ -247,7 +247,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 	var attached []string
 	// The hold guard, one instruction after each write probe.
 	for _, sym := range []string{symWrite, symWriteEx} {
-		if off := info.next[sym]; off != 0 {
+		if off := info.next[sym]; off != 0 && s.opts.Holds {
 			l, err := ex.Uprobe(sym, s.objs.SslWriteGuard, &link.UprobeOptions{Address: off})
 			if err != nil {
 				closeLinks(links)

@@ -19,6 +19,9 @@ import (
 // SetHolds turns holding on or off. With scopeAll every process is in
 // scope; otherwise only processes in the cgroups given to SetScope.
 func (s *Sensor) SetHolds(enabled, scopeAll bool) error {
+	if enabled && !s.opts.Holds {
+		return fmt.Errorf("hold writes: the sensor was loaded without Options.Holds")
+	}
 	cfg := ssl.SensorConfig{}
 	if enabled {
 		cfg.Holds = 1

@@ -25,7 +25,7 @@ type heldWrite struct {
 func holdingSensor(t *testing.T, cg *testenv.Cgroup) (*Sensor, chan heldWrite) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	s, err := Load(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("load sensor: %v", err)
 	}

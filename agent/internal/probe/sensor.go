@@ -26,6 +26,11 @@ import (
 
 // Options configure a Sensor. The zero value is usable.
 type Options struct {
+	// Holds prepares the sensor for holding writes (SetHolds): it attaches
+	// the guard probe that kills a held thread resumed by someone else.
+	// The guard costs a probe hit per write, so a tracing-only sensor
+	// leaves it out.
+	Holds bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
