@@ -148,16 +148,7 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			p.buf = p.buf[:0]
 			p.startBody(mono, emit)
 		case stBody:
-			n := min(int64(len(data)), p.left)
-			p.take(data[:n])
-			data = data[n:]
-			p.left -= n
-			if p.left > 0 && lost > 0 {
-				m := min(int64(lost), p.left)
-				p.miss(m)
-				p.left -= m
-				lost -= int(m)
-			}
+			data, lost = p.takeCounted(data, lost)
 			if p.left == 0 {
 				p.finish(mono, emit)
 			}
@@ -193,16 +184,7 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			p.left = size
 			p.state = stChunkData
 		case stChunkData:
-			n := min(int64(len(data)), p.left)
-			p.take(data[:n])
-			data = data[n:]
-			p.left -= n
-			if p.left > 0 && lost > 0 {
-				m := min(int64(lost), p.left)
-				p.miss(m)
-				p.left -= m
-				lost -= int(m)
-			}
+			data, lost = p.takeCounted(data, lost)
 			if p.left == 0 {
 				p.left = 2
 				p.state = stChunkCRLF
@@ -253,6 +235,22 @@ func (p *httpParser) giveUp() {
 	p.msg = nil
 	p.buf = p.buf[:0]
 	p.state = stJunk
+}
+
+// takeCounted takes up to p.left bytes of data, then up to the rest of
+// p.left from the lost bytes, and returns what is left of both.
+func (p *httpParser) takeCounted(data []byte, lost int) ([]byte, int) {
+	n := min(int64(len(data)), p.left)
+	p.take(data[:n])
+	data = data[n:]
+	p.left -= n
+	if p.left > 0 && lost > 0 {
+		m := min(int64(lost), p.left)
+		p.miss(m)
+		p.left -= m
+		lost -= int(m)
+	}
+	return data, lost
 }
 
 func (p *httpParser) take(b []byte) {

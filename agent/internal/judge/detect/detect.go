@@ -11,6 +11,8 @@ import (
 	"encoding/base64"
 	"regexp"
 	"strings"
+
+	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 )
 
 // Kinds selects detector families; combine with |.
@@ -186,7 +188,7 @@ func hasHint(text string, d *detector) bool {
 	}
 	for _, h := range d.hint {
 		if d.fold {
-			if indexFold(text, h) >= 0 {
+			if mail.IndexFold(text, h) >= 0 {
 				return true
 			}
 		} else if strings.Contains(text, h) {
@@ -194,51 +196,6 @@ func hasHint(text string, d *detector) bool {
 		}
 	}
 	return false
-}
-
-// indexFold is strings.Index ignoring ASCII case of the first byte of sub
-// and Unicode case of the rest; it does not allocate.
-func indexFold(s, sub string) int {
-	n := len(sub)
-	if n == 0 {
-		return 0
-	}
-	lo, up := sub[0], sub[0]
-	if c := sub[0] | 0x20; c >= 'a' && c <= 'z' {
-		lo, up = c, c&^0x20
-	}
-	// Next positions of each case of the first byte; -1 none left, -2 not
-	// searched yet. Each is searched again only once passed, so the whole
-	// scan is linear.
-	nextLo, nextUp := -2, -2
-	for i := 0; i+n <= len(s); {
-		if nextLo != -1 && nextLo < i {
-			if k := strings.IndexByte(s[i:], lo); k >= 0 {
-				nextLo = i + k
-			} else {
-				nextLo = -1
-			}
-		}
-		if nextUp != -1 && nextUp < i {
-			if k := strings.IndexByte(s[i:], up); k >= 0 {
-				nextUp = i + k
-			} else {
-				nextUp = -1
-			}
-		}
-		j := nextLo
-		if nextUp >= 0 && (j < 0 || nextUp < j) {
-			j = nextUp
-		}
-		if j < 0 || j+n > len(s) {
-			return -1
-		}
-		if strings.EqualFold(s[j:j+n], sub) {
-			return j
-		}
-		i = j + 1
-	}
-	return -1
 }
 
 // classes counts character classes: lower, upper, digit, other.
