@@ -176,6 +176,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	format := journal.FormatAuto
 	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
 	debug := fs.Bool("debug", false, "log every file examined")
+	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine is pinned (survives restarts)")
+	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (quarantine list, kept across reboots)")
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "hold only writes of processes in these cgroup v2 directories (comma-separated or repeated; default: every process)")
 	fs.Usage = func() {
@@ -200,7 +202,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	exec := &act.Executor{}
-	if q, err := act.OpenQuarantine(act.QuarantineOptions{}); err != nil {
+	if q, err := act.OpenQuarantine(act.QuarantineOptions{PinDir: *pinDir, StateDir: *stateDir}); err != nil {
 		log.Warn("network quarantine unavailable", "err", err)
 	} else {
 		defer q.Close()

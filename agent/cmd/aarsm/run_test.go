@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +42,10 @@ func TestAgentKilledMidHold(t *testing.T) {
 	}
 
 	var stderr syncBuffer
-	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path())
+	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
+	t.Cleanup(func() { _ = os.RemoveAll(pins) })
+	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
+		"--pin-dir", pins, "--state-dir", t.TempDir())
 	agent.Stderr = &stderr
 	if err := agentCg.Start(agent); err != nil {
 		t.Fatal(err)

@@ -99,6 +99,21 @@ func validHostname(s string) bool {
 // encoded-word escapes undone, the whole lower-cased and the domain IDN
 // normalised. ok is false when there is no "@" with text on both sides.
 func NormalizeAddress(s string) (string, bool) {
+	// Garbage (broken UTF-8 next to IDNA full stops, quotes) can take more
+	// than one pass to reach its normal form: repeat until it is stable, so
+	// that a normalised address always normalises to itself.
+	n, ok := normalizeAddressOnce(s)
+	for i := 0; i < 4; i++ {
+		again, againOK := normalizeAddressOnce(n)
+		if again == n {
+			break
+		}
+		n, ok = again, againOK
+	}
+	return n, ok
+}
+
+func normalizeAddressOnce(s string) (string, bool) {
 	s = cleanAddr(s)
 	i := strings.LastIndexByte(s, '@')
 	if i <= 0 || i == len(s)-1 {
