@@ -27,15 +27,18 @@ import (
 // The company policy of the case study, verbatim.
 func companyPolicy(t *testing.T) string {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "company.hcl"))
+	return shippedPolicy(t, "company.hcl")
+}
+
+// shippedPolicy copies one of the policies in hcl/policies into a fresh
+// directory.
+func shippedPolicy(t *testing.T, name string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "company.hcl"), src, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return policyDir(t, map[string]string{name: string(src)})
 }
 
 type env struct {
@@ -52,7 +55,16 @@ type env struct {
 func start(t *testing.T) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
-	e := &env{jd: testenv.NewJournald(t), cg: testenv.NewCgroup(t), ca: testenv.NewCA(t)}
+	cg := testenv.NewCgroup(t)
+	return startWith(t, companyPolicy(t), cg, cg.ID(), nil)
+}
+
+// startWith runs the agent on the policies of dir, holding the writes of
+// the cgroup scope (and below), with executor (nil: the default one).
+func startWith(t *testing.T, dir string, cg *testenv.Cgroup, scope uint64, executor *act.Executor) *env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	e := &env{jd: testenv.NewJournald(t), cg: cg, ca: testenv.NewCA(t)}
 	e.srv = testenv.NewServer(t, e.ca)
 	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: e.jd.SocketPath})
 	if err != nil {
@@ -60,10 +72,11 @@ func start(t *testing.T) *env {
 	}
 	t.Cleanup(func() { logger.Close() })
 	a, err := New(Options{
-		PolicyDir:    companyPolicy(t),
+		PolicyDir:    dir,
 		Verdicts:     logger,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ScopeCgroups: []uint64{e.cg.ID()},
+		ScopeCgroups: []uint64{scope},
+		Executor:     executor,
 	})
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
@@ -80,6 +93,18 @@ func start(t *testing.T) *env {
 		a.Close()
 	})
 	return e
+}
+
+// policyDir writes policy files into a fresh directory.
+func policyDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 func postmark(marker, bcc string) testenv.Request {
@@ -348,18 +373,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 // the quarantine expires.
 func TestQuarantine(t *testing.T) {
 	testenv.RequireRoot(t)
-	jd := testenv.NewJournald(t)
-	cg := testenv.NewCgroup(t)
-	ca := testenv.NewCA(t)
-	srv := testenv.NewServer(t, ca)
 	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
 	q, err := act.OpenQuarantine(act.QuarantineOptions{PinDir: pins, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("open quarantine: %v", err)
 	}
 	t.Cleanup(func() { _ = q.Unpin() })
-	dir := t.TempDir()
-	policy := `email_security_policy "quarantine" {
+	dir := policyDir(t, map[string]string{"q.hcl": `email_security_policy "quarantine" {
   allowed_destinations {
     internal_domains = ["company.com"]
   }
@@ -368,24 +388,10 @@ func TestQuarantine(t *testing.T) {
     quarantine_duration = "3s"
   }
 }
-`
-	if err := os.WriteFile(filepath.Join(dir, "q.hcl"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logger.Close()
-	a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ScopeCgroups: []uint64{cg.ID()}, Executor: &act.Executor{Quarantine: q}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done; a.Close() }()
+`})
+	cg := testenv.NewCgroup(t)
+	e := startWith(t, dir, cg, cg.ID(), &act.Executor{Quarantine: q})
+	ca, srv, jd := e.ca, e.srv, e.jd
 
 	bad := testenv.Curl(t, ca, srv.URL(), postmark(marker(t), `,"Bcc":"phan@giftshop.club"`))
 	if err := cg.Start(bad); err != nil {
@@ -434,9 +440,6 @@ func TestQuarantine(t *testing.T) {
 func TestUnitIsStopped(t *testing.T) {
 	testenv.RequireRoot(t)
 	sd := testenv.NewUserSystemd(t)
-	jd := testenv.NewJournald(t)
-	ca := testenv.NewCA(t)
-	srv := testenv.NewServer(t, ca)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	conn, err := act.DialSystemd(ctx, sd.Socket)
@@ -444,20 +447,8 @@ func TestUnitIsStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logger.Close()
-	a, err := New(Options{PolicyDir: companyPolicy(t), Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ScopeCgroups: []uint64{sd.Cgroup.ID()}, Executor: &act.Executor{Systemd: conn}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	defer func() { stop(); <-done; a.Close() }()
+	e := startWith(t, companyPolicy(t), sd.Cgroup, sd.Cgroup.ID(), &act.Executor{Systemd: conn})
+	ca, srv, jd := e.ca, e.srv, e.jd
 
 	// A mail server that sends one backdoored mail a second, forever, as
 	// a service would.
@@ -513,31 +504,9 @@ func quoteAll(args []string) []string {
 // the process lives, the journal has an alert.
 func TestMonitorModeOnlyAlerts(t *testing.T) {
 	testenv.RequireRoot(t)
-	jd := testenv.NewJournald(t)
 	cg := testenv.NewCgroup(t)
-	ca := testenv.NewCA(t)
-	srv := testenv.NewServer(t, ca)
-	src, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "default.hcl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "default.hcl"), src, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: jd.SocketPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logger.Close()
-	a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScopeCgroups: []uint64{cg.ID()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done; a.Close() }()
+	e := startWith(t, shippedPolicy(t, "default.hcl"), cg, cg.ID(), nil)
+	ca, srv, jd := e.ca, e.srv, e.jd
 
 	m := marker(t)
 	cmd := testenv.Node(t, ca, srv.URL(), postmark(m, `,"Bcc":"phan@giftshop.club"`))
