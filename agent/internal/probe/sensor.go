@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,13 +195,16 @@ func Load(opts Options) (*Sensor, error) {
 // ensureTracefs mounts tracefs where the kernel expects it if nothing is
 // mounted there: syscall tracepoints are attached through it.
 func ensureTracefs() error {
+	var seen []string
 	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		if _, err := os.Stat(dir + "/events"); err == nil {
+		_, err := os.Stat(dir + "/events")
+		if err == nil {
 			return nil
 		}
+		seen = append(seen, err.Error())
 	}
 	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("mount tracefs on /sys/kernel/tracing: %w", err)
+		return fmt.Errorf("mount tracefs on /sys/kernel/tracing (%s): %w", strings.Join(seen, "; "), err)
 	}
 	return nil
 }
