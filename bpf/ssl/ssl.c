@@ -317,9 +317,15 @@ int ssl_write_ex(struct pt_regs *ctx)
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (!bpf_map_lookup_elem(&holds, &tid))
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (!h)
 		return 0;
+	int mine = h->pid == (__u32)(id >> 32);
+	bpf_map_delete_elem(&holds, &tid);
+	if (!mine)
+		return 0; /* a record of a thread that died: its id was reused */
 	bpf_send_signal(SIGKILL);
 	count(CNT_GUARD_KILLS);
 	return 0;
@@ -476,7 +482,11 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if ((__u32)id != (__u32)(id >> 32))
+	__u32 tid = (__u32)id;
+	/* A thread that dies held (killed, or its process exits) leaves no
+	 * record behind for a later thread with the same id. */
+	bpf_map_delete_elem(&holds, &tid);
+	if (tid != (__u32)(id >> 32))
 		return 0; /* a thread, not the whole process */
 
 	struct event_header h = {};
