@@ -24,8 +24,8 @@ enum aarsm_event_kind {
 
 enum aarsm_event_flags {
 	EV_F_TRUNCATED = 1 << 0, /* len > captured bytes */
-	EV_F_UNKNOWN_FILE = 1 << 1, /* EV_EXEC: the executable's inode has not been examined yet */
-	EV_F_HELD = 1 << 2,      /* EV_WRITE: the process was stopped until user space judges the write */
+	EV_F_UNKNOWN_FILE = 1 << 1, /* EV_EXEC, EV_MMAP: the file has not been seen before */
+	EV_F_HELD = 1 << 2,      /* EV_WRITE: stopped until user space judges the write; EV_EXEC, EV_MMAP: until it has examined the file */
 };
 
 /* Common header of every event, 64 bytes. */

@@ -126,6 +126,7 @@ enum {
 	CNT_COPY_FAIL, /* plaintext not readable (paged out, bad pointer) */
 	CNT_HOLDS,     /* writes held for judgement */
 	CNT_GUARD_KILLS, /* held threads resumed by someone else, killed */
+	CNT_FILE_HOLDS,  /* processes stopped until a new file was examined */
 	CNT_MAX,
 };
 
@@ -442,16 +443,52 @@ static __always_inline struct file_event *file_event(__u8 kind)
 	return e;
 }
 
-/* Marks (dev, ino) as known; returns 1 if it was not known before. */
-static __always_inline int first_sight(__u32 dev, __u64 ino)
+/* What the sensor knows of a file (known_files values: user space writes
+ * FILE_EXAMINED once the file is probed, or found to need no probe). */
+#define FILE_PENDING 0
+#define FILE_EXAMINED 1
+
+enum sight {
+	SIGHT_KNOWN,   /* examined (or no inode): nothing to do */
+	SIGHT_FIRST,   /* never seen: now pending, user space must examine it */
+	SIGHT_PENDING, /* seen, user space is examining it */
+};
+
+static __always_inline enum sight file_sight(__u32 dev, __u64 ino)
 {
 	struct inode_key k = {.ino = ino, .dev = dev};
-	__u8 pending = 0;
+	__u8 pending = FILE_PENDING;
 	if (ino == 0)
+		return SIGHT_KNOWN;
+	__u8 *v = bpf_map_lookup_elem(&known_files, &k);
+	if (v)
+		return *v == FILE_PENDING ? SIGHT_PENDING : SIGHT_KNOWN;
+	if (bpf_map_update_elem(&known_files, &k, &pending, BPF_NOEXIST) == 0)
+		return SIGHT_FIRST;
+	return SIGHT_PENDING; /* another CPU saw it first */
+}
+
+/* A process in scope that is about to run a file nobody has examined yet
+ * (exec, or a library mapped executable) is stopped until user space has
+ * examined the file and attached its probes: else its first TLS write
+ * could leave before the probe exists. User space releases it like a held
+ * write (hold record first, then SIGCONT). */
+static __always_inline int hold_for_file(void)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg || !cfg->holds)
 		return 0;
-	if (bpf_map_lookup_elem(&known_files, &k))
+	if (!cfg->scope_all && !in_scope())
 		return 0;
-	return bpf_map_update_elem(&known_files, &k, &pending, BPF_NOEXIST) == 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct hold h = {.pid = id >> 32, .ssl = 0, .ts = bpf_ktime_get_ns()};
+	if (bpf_map_update_elem(&holds, &tid, &h, BPF_ANY) < 0)
+		return 0;
+	bpf_send_signal(SIGSTOP);
+	count(CNT_FILE_HOLDS);
+	return 1;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -470,8 +507,12 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
 
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (first_sight(e->dev, e->ino)) {
-		e->h.flags |= EV_F_UNKNOWN_FILE;
+	enum sight sight = file_sight(e->dev, e->ino);
+	if (sight != SIGHT_KNOWN) {
+		if (sight == SIGHT_FIRST)
+			e->h.flags |= EV_F_UNKNOWN_FILE;
+		if (hold_for_file())
+			e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
 	bpf_ringbuf_submit(e, flags);
@@ -539,14 +580,25 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 		return 0;
 	__u64 ino = BPF_CORE_READ(inode, i_ino);
 	__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	if (!first_sight(dev, ino))
+	enum sight sight = file_sight(dev, ino);
+	if (sight == SIGHT_KNOWN)
 		return 0;
 
+	/* The event first: a process stopped without one would never be
+	 * released. */
 	struct file_event *e = file_event(EV_MMAP);
 	if (!e)
 		return 0;
 	e->ino = ino;
 	e->dev = dev;
+	if (sight == SIGHT_FIRST)
+		e->h.flags |= EV_F_UNKNOWN_FILE;
+	if (hold_for_file())
+		e->h.flags |= EV_F_HELD;
+	else if (sight == SIGHT_PENDING) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

@@ -74,7 +74,18 @@ func (s *Sensor) discover() {
 				// let the kernel report the file again next time.
 				s.retry(d)
 			}
+			if d.held {
+				s.releaseFileHold(d)
+			}
 		}
+	}
+}
+
+// releaseFileHold resumes a process the kernel stopped until the file it
+// runs or maps was examined (and probed): its TLS writes are seen now.
+func (s *Sensor) releaseFileHold(d discovery) {
+	if err := s.Release(d.pid, d.tid); err != nil {
+		s.log.Warn("cannot resume process held for discovery", "pid", d.pid, "err", err)
 	}
 }
 
@@ -169,11 +180,18 @@ func (s *Sensor) examine(path string, id proc.FileID) {
 	if done {
 		return
 	}
-	key := ssl.SensorInodeKey{Ino: id.Ino, Dev: id.Dev}
-	if err := s.objs.KnownFiles.Put(&key, fileExamined); err != nil {
-		s.log.Debug("mark file examined", "path", path, "err", err)
-	}
+	// Marked examined only once its probes are attached: until then the
+	// kernel holds every process in scope that runs or maps it.
+	defer func() {
+		key := ssl.SensorInodeKey{Ino: id.Ino, Dev: id.Dev}
+		if err := s.objs.KnownFiles.Put(&key, fileExamined); err != nil {
+			s.log.Debug("mark file examined", "path", path, "err", err)
+		}
+	}()
 
+	if s.opts.beforeExamine != nil {
+		s.opts.beforeExamine(path)
+	}
 	t := Target{ID: id, Path: path}
 	info, err := readELF(path)
 	switch {

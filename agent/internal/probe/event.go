@@ -67,7 +67,7 @@ type Event struct {
 	// Write and read events.
 	Len       uint32 // true length of the call
 	Truncated bool   // Len > len(Data)
-	Held      bool   // the process is stopped until Release (or a kill)
+	Held      bool   // the process is stopped until Release (or a kill); exec and mmap events too
 	Data      []byte
 
 	// Exec events.
@@ -123,6 +123,7 @@ func (e *Event) decode(raw []byte) error {
 		}
 		e.Filename = string(name)
 		e.UnknownFile = flags&flagUnknownFile != 0
+		e.Held = flags&flagHeld != 0
 	case KindWriteFailed, KindFree, KindExit:
 	default:
 		return fmt.Errorf("unknown event kind %d", raw[0])

@@ -22,10 +22,14 @@ type heldWrite struct {
 
 // holdingSensor loads a sensor that holds candidate writes of processes in
 // cg only, and reports held writes.
-func holdingSensor(t *testing.T, cg *testenv.Cgroup) (*Sensor, chan heldWrite) {
+func holdingSensor(t *testing.T, cg *testenv.Cgroup, opts ...func(*Options)) (*Sensor, chan heldWrite) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := Load(o)
 	if err != nil {
 		t.Fatalf("load sensor: %v", err)
 	}
@@ -229,5 +233,69 @@ func TestScopeCoversChildCgroups(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("curl after release: %v", err)
+	}
+}
+
+// A process that maps a TLS library nobody has examined yet is stopped
+// until the library is probed: its first write cannot slip out while the
+// agent is still reading the file. The examination is slowed down to a
+// second here; without the hold, curl's POST would leave unseen.
+func TestNewLibraryHeldUntilProbed(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libssl.so.3")
+	data, err := os.ReadFile(systemLibssl(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := proc.StatID(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probed := make(chan Target, 1)
+	cg := testenv.NewCgroup(t)
+	s, held := holdingSensor(t, cg, func(o *Options) {
+		o.beforeExamine = func(path string) {
+			if got, _, _ := proc.StatID(path); got == id {
+				time.Sleep(time.Second)
+			}
+		}
+		o.OnAttach = func(tg Target) {
+			if tg.ID == id {
+				probed <- tg
+			}
+		}
+	})
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`)})
+	cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+dir)
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case tg := <-probed:
+		if !tg.Probed() {
+			t.Fatalf("the copy of libssl was not probed: %v", tg.Err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the copy of libssl was never examined")
+	}
+	h := waitHeld(t, held, cmd.Process.Pid)
+	if !strings.HasPrefix(h.data, "POST /email") {
+		t.Fatalf("held write %q", h.data)
+	}
+	if err := s.Release(h.pid, h.tid); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("curl after release: %v", err)
+	}
+	st, err := s.Stats()
+	if err != nil || st.FileHolds == 0 {
+		t.Fatalf("no process was held for discovery: %+v, %v", st, err)
 	}
 }

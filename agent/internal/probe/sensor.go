@@ -54,6 +54,10 @@ type Options struct {
 	// OnAttach, if set, is called (from the discovery goroutine) after a
 	// file has been examined and, if it has TLS functions, probed.
 	OnAttach func(Target)
+
+	// beforeExamine, if set, runs before a file is examined (tests use it
+	// to make the examination slow).
+	beforeExamine func(path string)
 }
 
 // DefaultLibraryDirs returns where Linux distributions put shared libraries.
@@ -98,6 +102,7 @@ type Stats struct {
 	CopyFailed     uint64 // plaintext that could not be read
 	Holds          uint64 // writes held for judgement
 	GuardKills     uint64 // held threads resumed by someone else than the agent, killed
+	FileHolds      uint64 // processes stopped until a file they run or map was examined
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
 	DiscoveryDrops uint64 // discovery requests dropped because the queue was full
@@ -105,9 +110,10 @@ type Stats struct {
 }
 
 type discovery struct {
-	pid  uint32
-	file proc.FileID // as reported by the kernel
-	exec bool
+	pid, tid uint32
+	file     proc.FileID // as reported by the kernel
+	exec     bool
+	held     bool // the process is stopped until the file is examined
 }
 
 // Sensor is the loaded "ssl" sensor: programs, maps and links that live and
@@ -256,11 +262,11 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		}
 		switch ev.Kind {
 		case KindMmap:
-			s.enqueue(discovery{pid: ev.PID, file: ev.File})
+			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
 			continue
 		case KindExec:
-			if ev.UnknownFile {
-				s.enqueue(discovery{pid: ev.PID, file: ev.File, exec: true})
+			if ev.UnknownFile || ev.Held {
+				s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, exec: true, held: ev.Held})
 			}
 		}
 		s.events.Add(1)
@@ -275,13 +281,18 @@ func (s *Sensor) enqueue(d discovery) {
 		// Forget the sighting so that the next mapping reports it again.
 		s.drops.Add(1)
 		s.forget(d.file)
+		if d.held {
+			// Nobody will examine the file for it: a process must not
+			// stay stopped because the agent is flooded.
+			s.releaseFileHold(d)
+		}
 	}
 }
 
 // Stats returns the sensor's counters.
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
-	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills} {
+	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,13 +55,16 @@ exec "$2" --user`
 		_ = cmd.Wait()
 	})
 	sock := filepath.Join(rt, "systemd", "private")
+	// The socket file exists once bound, a little before the manager
+	// listens on it: wait until a connection is accepted.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return &UserSystemd{Socket: sock, Cgroup: cg}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: systemd --user did not create %s: %s", sock, log.String())
+			t.Fatalf("testenv: systemd --user does not listen on %s: %s", sock, log.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
