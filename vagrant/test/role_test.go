@@ -168,7 +168,7 @@ func TestScriptsAreStrict(t *testing.T) {
 
 // No path of a developer's machine in the committed files.
 func TestNoMachinePaths(t *testing.T) {
-	bad := regexp.MustCompile(`(/root/\.cache|/home/[a-z]|/work/main|/tmp/aarsm-deb)`)
+	bad := regexp.MustCompile(`(/root/\.cache|/home/[a-z]|/w[o]rk/main|/tmp/aarsm-deb)`)
 	for _, dir := range []string{"../../ansible", ".."} {
 		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 			if err != nil {
