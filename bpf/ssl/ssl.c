@@ -28,6 +28,12 @@ const struct event_header *unused_event_header __attribute__((unused));
 /* Set by the loader before the programs are loaded. */
 /* Wake the reader once this many bytes wait in the ring; 0 wakes on every event. */
 const volatile __u64 wakeup_bytes = 0;
+/* The agent's pid namespace (nsfs device, kernel encoding, and inode) when
+ * it is not the initial one (a container): ids are then reported as the
+ * agent sees them, and processes it cannot see are neither reported nor
+ * held. 0: the initial namespace, host ids. */
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -153,9 +159,28 @@ static __always_inline __u64 ring_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void fill_header(struct event_header *h, __u8 kind)
+/* The current thread as the agent sees it: tgid << 32 | pid. Returns -1
+ * for a thread outside the agent's pid namespace. */
+static __always_inline int current_id(__u64 *id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	if (pidns_ino == 0) {
+		*id = bpf_get_current_pid_tgid();
+		return 0;
+	}
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)) < 0)
+		return -1;
+	*id = (__u64)ns.tgid << 32 | ns.pid;
+	return 0;
+}
+
+/* Fills the common header; -1 when the current thread is not the
+ * agent's to see (then nothing is reported). */
+static __always_inline int fill_header(struct event_header *h, __u8 kind)
+{
+	__u64 id;
+	if (current_id(&id) < 0)
+		return -1;
 
 	h->kind = kind;
 	h->flags = 0;
@@ -164,6 +189,7 @@ static __always_inline void fill_header(struct event_header *h, __u8 kind)
 	h->ts = bpf_ktime_get_ns();
 	h->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	return 0;
 }
 
 static __always_inline void set_last_op(__u32 tid, __u32 op, __u64 ssl)
@@ -244,7 +270,8 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	if (!e)
 		return 0;
 
-	fill_header(&e->h, kind);
+	if (fill_header(&e->h, kind) < 0)
+		return 0;
 	e->h.ssl = ssl;
 	e->h.len = len > 0xffffffff ? 0xffffffff : (__u32)len;
 
@@ -318,7 +345,9 @@ int ssl_write_ex(struct pt_regs *ctx)
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
 	__u32 tid = (__u32)id;
 	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
 	if (!h)
@@ -350,7 +379,8 @@ int ssl_get_error(struct pt_regs *ctx)
 	l->op = 0;
 
 	struct event_header h = {};
-	fill_header(&h, EV_WRITE_FAILED);
+	if (fill_header(&h, EV_WRITE_FAILED) < 0)
+		return 0;
 	h.ssl = ssl;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -418,7 +448,8 @@ SEC("uprobe/SSL_free")
 int ssl_free(struct pt_regs *ctx)
 {
 	struct event_header h = {};
-	fill_header(&h, EV_FREE);
+	if (fill_header(&h, EV_FREE) < 0)
+		return 0;
 	h.ssl = PT_REGS_PARM1(ctx);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -433,7 +464,10 @@ static __always_inline struct file_event *file_event(__u8 kind)
 		count(CNT_LOST);
 		return NULL;
 	}
-	fill_header(&e->h, kind);
+	if (fill_header(&e->h, kind) < 0) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return NULL;
+	}
 	e->h.len = 0;
 	e->h.ssl = 0;
 	e->ino = 0;
@@ -481,7 +515,9 @@ static __always_inline int hold_for_file(void)
 		return 0;
 	if (!cfg->scope_all && !in_scope())
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
 	__u32 tid = (__u32)id;
 	struct hold h = {.pid = id >> 32, .ssl = 0, .ts = bpf_ktime_get_ns()};
 	if (bpf_map_update_elem(&holds, &tid, &h, BPF_ANY) < 0)
@@ -522,7 +558,9 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
 	__u32 tid = (__u32)id;
 	/* A thread that dies held (killed, or its process exits) leaves no
 	 * record behind for a later thread with the same id. */
@@ -531,7 +569,8 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 		return 0; /* a thread, not the whole process */
 
 	struct event_header h = {};
-	fill_header(&h, EV_EXIT);
+	if (fill_header(&h, EV_EXIT) < 0)
+		return 0;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) < 0)
 		count(CNT_LOST);
 	return 0;

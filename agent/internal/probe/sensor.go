@@ -164,6 +164,19 @@ func Load(opts Options) (*Sensor, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 	}
+	if ns, err := ownPIDNamespace(); err != nil {
+		return nil, err
+	} else if ns.Ino != initialPIDNamespace {
+		// In a container: report ids as this process sees them, and
+		// never see (nor hold) a process it could not signal.
+		if err := spec.Variables["pidns_dev"].Set(uint64(ns.Dev)); err != nil {
+			return nil, fmt.Errorf("set pidns_dev: %w", err)
+		}
+		if err := spec.Variables["pidns_ino"].Set(ns.Ino); err != nil {
+			return nil, fmt.Errorf("set pidns_ino: %w", err)
+		}
+		opts.Logger.Info("not in the initial pid namespace: only processes of this namespace are seen", "pidns", ns.Ino)
+	}
 
 	s := &Sensor{
 		opts:   opts,
@@ -196,6 +209,20 @@ func Load(opts Options) (*Sensor, error) {
 	s.wg.Add(1)
 	go s.discover()
 	return s, nil
+}
+
+// initialPIDNamespace is the inode of the initial pid namespace
+// (PROC_PID_INIT_INO), the same on every Linux.
+const initialPIDNamespace = 0xEFFFFFFC
+
+// ownPIDNamespace returns the pid namespace this process runs in, its
+// device in the kernel's encoding.
+func ownPIDNamespace() (proc.FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return proc.FileID{}, fmt.Errorf("read own pid namespace: %w", err)
+	}
+	return proc.FileID{Dev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev), Ino: st.Ino}, nil
 }
 
 // ensureTracefs mounts tracefs where the kernel expects it if nothing is
