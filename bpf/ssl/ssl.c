@@ -245,14 +245,8 @@ static __always_inline int in_scope(void)
  * the hold. */
 static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	if (!cfg || !cfg->holds)
-		return 0;
 	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
 	if (!starts_candidate(e->data, n) && !bpf_map_lookup_elem(&watch, &ck))
-		return 0;
-	if (!cfg->scope_all && !in_scope())
 		return 0;
 	struct hold h = {.pid = e->h.pid, .ssl = e->h.ssl, .ts = e->h.ts};
 	if (bpf_map_update_elem(&holds, &e->h.tid, &h, BPF_ANY) < 0)
@@ -262,8 +256,9 @@ static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 	return 1;
 }
 
-/* Copy up to MAX_DATA bytes of buf and submit them. */
-static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len)
+/* Copy up to MAX_DATA bytes of buf and submit them; holdable: the write
+ * may be held (holding is on and the process in scope). */
+static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len, int holdable)
 {
 	__u32 zero = 0;
 	struct data_event *e = bpf_map_lookup_elem(&scratch, &zero);
@@ -290,7 +285,7 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 		e->h.flags |= EV_F_TRUNCATED;
 	}
 	__u64 flags = ring_flags();
-	if (kind == EV_WRITE && maybe_hold(e, n)) {
+	if (holdable && maybe_hold(e, n)) {
 		e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
@@ -315,8 +310,17 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 	const void *buf = (const void *)PT_REGS_PARM2(ctx);
 
 	count(CNT_WRITES);
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	int holdable = 0;
+	if (cfg && cfg->holds) {
+		holdable = cfg->scope_all || in_scope();
+		/* An enforcing agent with a scope wants nothing else: no copy. */
+		if (!holdable && cfg->scope_only)
+			return 0;
+	}
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
-	return submit_data(EV_WRITE, ssl, buf, len);
+	return submit_data(EV_WRITE, ssl, buf, len, holdable);
 }
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
@@ -337,6 +341,14 @@ int ssl_write_ex(struct pt_regs *ctx)
 	if (num == 0)
 		return 0;
 	return on_write(ctx, num);
+}
+
+/* Does nothing: the kernel's own cost of a probe at a site, the floor the
+ * benchmarks measure the sensor against. Never attached by the agent. */
+SEC("uprobe/floor")
+int probe_floor(struct pt_regs *ctx)
+{
+	return 0;
 }
 
 /* At the instruction after the write probe: a thread that gets here while
@@ -440,7 +452,7 @@ int ssl_read_ret(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 	count(CNT_READS);
-	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n);
+	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n, 0);
 }
 
 /* void SSL_free(SSL *ssl) */

@@ -17,7 +17,7 @@ import (
 )
 
 // buildAarsm compiles the command into a temporary directory.
-func buildAarsm(t *testing.T) string {
+func buildAarsm(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "aarsm")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -64,7 +64,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func waitOutput(t *testing.T, what string, b *syncBuffer, want string) {
+func waitOutput(t testing.TB, what string, b *syncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(b.String(), want) {

@@ -58,6 +58,8 @@ type Options struct {
 	// beforeExamine, if set, runs before a file is examined (tests use it
 	// to make the examination slow).
 	beforeExamine func(path string)
+	// onEvent, if set, sees every event (tests of the holding sensor).
+	onEvent func(*Event)
 }
 
 // DefaultLibraryDirs returns where Linux distributions put shared libraries.
