@@ -124,8 +124,8 @@ type benchSensorHandle struct {
 }
 
 // benchSensor loads the enforcing agent's sensor: holding on, scoped to
-// cg, every event drained by a reader that does nothing with it.
-func benchSensor(b *testing.B, cg *testenv.Cgroup) *benchSensorHandle {
+// cg, every event drained by a reader that hands it to handle (if set).
+func benchSensor(b *testing.B, cg *testenv.Cgroup, handle ...func(*Event)) *benchSensorHandle {
 	s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatalf("load sensor: %v", err)
@@ -143,6 +143,9 @@ func benchSensor(b *testing.B, cg *testenv.Cgroup) *benchSensorHandle {
 		_ = s.Run(ctx, func(ev *Event) {
 			if ev.Held { // nothing here starts a request; never leave one stopped
 				_ = s.Release(ev.PID, ev.TID)
+			}
+			for _, h := range handle {
+				h(ev)
 			}
 		})
 	}()
@@ -218,33 +221,18 @@ func BenchmarkEventRate(b *testing.B) {
 	fmt.Printf("%-14s %10s %14s %10s\n", "offered", "writes", "events/s", "lost")
 	for _, rate := range []int{50000, 0} {
 		const count = 100000
-		s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			b.Fatalf("load sensor: %v", err)
-		}
-		if err := s.SetScope([]uint64{cg.ID()}); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.SetHolds(true, false); err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
 		var events int
 		var first, last time.Time
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Run(ctx, func(ev *Event) {
-				if ev.Kind != KindWrite || ev.Len != 1024 {
-					return
-				}
-				if events == 0 {
-					first = time.Now()
-				}
-				events++
-				last = time.Now()
-			})
-		}()
+		s := benchSensor(b, cg, func(ev *Event) {
+			if ev.Kind != KindWrite || ev.Len != 1024 {
+				return
+			}
+			if events == 0 {
+				first = time.Now()
+			}
+			events++
+			last = time.Now()
+		})
 		cmd := exec.Command(writer, port, strconv.Itoa(count), "1024", strconv.Itoa(rate))
 		var errb strings.Builder
 		cmd.Stderr = &errb
@@ -255,10 +243,7 @@ func BenchmarkEventRate(b *testing.B) {
 			b.Fatalf("writer: %v: %s", err, errb.String())
 		}
 		time.Sleep(100 * time.Millisecond) // the last batch
-		st, err := s.Stats()
-		cancel()
-		<-done
-		s.Close()
+		st, err := s.stop()
 		if err != nil {
 			b.Fatal(err)
 		}
