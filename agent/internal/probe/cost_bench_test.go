@@ -217,7 +217,7 @@ func BenchmarkEventRate(b *testing.B) {
 	writer := testenv.CWriter(b)
 	port := testenv.NewDiscardServer(b, testenv.NewCA(b))
 	cg := testenv.NewCgroup(b)
-	fmt.Printf("\nevents of 1 KiB writes through the ring buffer (8 MiB, drained every 5 ms)\n")
+	fmt.Printf("\nevents of 1 KiB writes through the ring buffer (4 MiB, drained every 5 ms)\n")
 	fmt.Printf("%-14s %10s %14s %10s\n", "offered", "writes", "events/s", "lost")
 	for _, rate := range []int{50000, 0} {
 		const count = 100000
