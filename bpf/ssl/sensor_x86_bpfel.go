@@ -109,6 +109,8 @@ const (
 	SensorProgSslWriteEx       = "ssl_write_ex"
 	SensorProgSslWriteGuard    = "ssl_write_guard"
 	SensorProgSysEnterMmap     = "sys_enter_mmap"
+	SensorVarPidnsDev          = "pidns_dev"
+	SensorVarPidnsIno          = "pidns_ino"
 	SensorVarUnusedEventHeader = "unused_event_header"
 	SensorVarUnusedFileEvent   = "unused_file_event"
 	SensorVarWakeupBytes       = "wakeup_bytes"
@@ -189,6 +191,8 @@ type SensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorVariableSpecs struct {
+	PidnsDev          *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno          *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedEventHeader *ebpf.VariableSpec `ebpf:"unused_event_header"`
 	UnusedFileEvent   *ebpf.VariableSpec `ebpf:"unused_file_event"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -245,6 +249,8 @@ func (m *SensorMaps) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorVariables struct {
+	PidnsDev          *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno          *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedEventHeader *ebpf.Variable `ebpf:"unused_event_header"`
 	UnusedFileEvent   *ebpf.Variable `ebpf:"unused_file_event"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`

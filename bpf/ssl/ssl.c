@@ -28,6 +28,12 @@ const struct event_header *unused_event_header __attribute__((unused));
 /* Set by the loader before the programs are loaded. */
 /* Wake the reader once this many bytes wait in the ring; 0 wakes on every event. */
 const volatile __u64 wakeup_bytes = 0;
+/* The agent's pid namespace (device and inode of its nsfs file), when it is
+ * not the initial one (a container): threads of other pid namespaces are
+ * then invisible to every program — not seen, not held, not counted — and
+ * every pid and tid reported or recorded is the one the agent sees. */
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -153,10 +159,20 @@ static __always_inline __u64 ring_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void fill_header(struct event_header *h, __u8 kind)
+/* The current thread as the agent sees it (tgid << 32 | pid); 0 when it is
+ * outside the agent's pid namespace. */
+static __always_inline __u64 current_id(void)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	if (!pidns_ino)
+		return bpf_get_current_pid_tgid();
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+		return 0;
+	return (__u64)ns.tgid << 32 | ns.pid;
+}
 
+static __always_inline void fill_header(struct event_header *h, __u8 kind, __u64 id)
+{
 	h->kind = kind;
 	h->flags = 0;
 	h->pid = id >> 32;
@@ -237,14 +253,14 @@ static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 }
 
 /* Copy up to MAX_DATA bytes of buf and submit them. */
-static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len)
+static __always_inline int submit_data(__u8 kind, __u64 id, __u64 ssl, const void *buf, __u64 len)
 {
 	__u32 zero = 0;
 	struct data_event *e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;
 
-	fill_header(&e->h, kind);
+	fill_header(&e->h, kind, id);
 	e->h.ssl = ssl;
 	e->h.len = len > 0xffffffff ? 0xffffffff : (__u32)len;
 
@@ -286,10 +302,13 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 {
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	const void *buf = (const void *)PT_REGS_PARM2(ctx);
+	__u64 id = current_id();
 
+	if (!id)
+		return 0;
 	count(CNT_WRITES);
-	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
-	return submit_data(EV_WRITE, ssl, buf, len);
+	set_last_op((__u32)id, EV_WRITE, ssl);
+	return submit_data(EV_WRITE, id, ssl, buf, len);
 }
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
@@ -318,8 +337,10 @@ int ssl_write_ex(struct pt_regs *ctx)
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = current_id();
 	__u32 tid = (__u32)id;
+	if (!id)
+		return 0;
 	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
 	if (!h)
 		return 0;
@@ -340,9 +361,10 @@ int ssl_get_error(struct pt_regs *ctx)
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	int ret = (int)PT_REGS_PARM2(ctx);
 	__u32 zero = 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 id = current_id();
+	__u32 tid = (__u32)id;
 
-	if (ret > 0)
+	if (ret > 0 || !id)
 		return 0;
 	struct last_op *l = bpf_map_lookup_elem(&last_ops, &zero);
 	if (!l || l->tid != tid || l->op != EV_WRITE || l->ssl != ssl)
@@ -350,7 +372,7 @@ int ssl_get_error(struct pt_regs *ctx)
 	l->op = 0;
 
 	struct event_header h = {};
-	fill_header(&h, EV_WRITE_FAILED);
+	fill_header(&h, EV_WRITE_FAILED, id);
 	h.ssl = ssl;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -359,7 +381,9 @@ int ssl_get_error(struct pt_regs *ctx)
 
 static __always_inline int on_read_entry(struct pt_regs *ctx, __u64 readbytes)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = current_id();
+	if (!id)
+		return 0;
 	struct read_args a = {
 		.ssl = PT_REGS_PARM1(ctx),
 		.buf = PT_REGS_PARM2(ctx),
@@ -388,7 +412,9 @@ int ssl_read_ex(struct pt_regs *ctx)
 SEC("uretprobe/SSL_read")
 int ssl_read_ret(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = current_id();
+	if (!id)
+		return 0;
 	struct read_args *a = bpf_map_lookup_elem(&reads, &id);
 	if (!a)
 		return 0;
@@ -410,15 +436,18 @@ int ssl_read_ret(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 	count(CNT_READS);
-	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n);
+	return submit_data(EV_READ, id, args.ssl, (const void *)args.buf, n);
 }
 
 /* void SSL_free(SSL *ssl) */
 SEC("uprobe/SSL_free")
 int ssl_free(struct pt_regs *ctx)
 {
+	__u64 id = current_id();
+	if (!id)
+		return 0;
 	struct event_header h = {};
-	fill_header(&h, EV_FREE);
+	fill_header(&h, EV_FREE, id);
 	h.ssl = PT_REGS_PARM1(ctx);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -426,14 +455,14 @@ int ssl_free(struct pt_regs *ctx)
 }
 
 /* Reserve a file_event and fill what is common. */
-static __always_inline struct file_event *file_event(__u8 kind)
+static __always_inline struct file_event *file_event(__u8 kind, __u64 id)
 {
 	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST);
 		return NULL;
 	}
-	fill_header(&e->h, kind);
+	fill_header(&e->h, kind, id);
 	e->h.len = 0;
 	e->h.ssl = 0;
 	e->ino = 0;
@@ -473,7 +502,7 @@ static __always_inline enum sight file_sight(__u32 dev, __u64 ino)
  * examined the file and attached its probes: else its first TLS write
  * could leave before the probe exists. User space releases it like a held
  * write (hold record first, then SIGCONT). */
-static __always_inline int hold_for_file(void)
+static __always_inline int hold_for_file(__u64 id)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
@@ -481,7 +510,6 @@ static __always_inline int hold_for_file(void)
 		return 0;
 	if (!cfg->scope_all && !in_scope())
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct hold h = {.pid = id >> 32, .ssl = 0, .ts = bpf_ktime_get_ns()};
 	if (bpf_map_update_elem(&holds, &tid, &h, BPF_ANY) < 0)
@@ -494,7 +522,10 @@ static __always_inline int hold_for_file(void)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
-	struct file_event *e = file_event(EV_EXEC);
+	__u64 id = current_id();
+	if (!id)
+		return 0;
+	struct file_event *e = file_event(EV_EXEC, id);
 	if (!e)
 		return 0;
 
@@ -511,7 +542,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 	if (sight != SIGHT_KNOWN) {
 		if (sight == SIGHT_FIRST)
 			e->h.flags |= EV_F_UNKNOWN_FILE;
-		if (hold_for_file())
+		if (hold_for_file(id))
 			e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
@@ -522,8 +553,10 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = current_id();
 	__u32 tid = (__u32)id;
+	if (!id)
+		return 0;
 	/* A thread that dies held (killed, or its process exits) leaves no
 	 * record behind for a later thread with the same id. */
 	bpf_map_delete_elem(&holds, &tid);
@@ -531,7 +564,7 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 		return 0; /* a thread, not the whole process */
 
 	struct event_header h = {};
-	fill_header(&h, EV_EXIT);
+	fill_header(&h, EV_EXIT, id);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) < 0)
 		count(CNT_LOST);
 	return 0;
@@ -560,6 +593,9 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 {
 	if (!(args->prot & PROT_EXEC))
 		return 0;
+	__u64 id = current_id();
+	if (!id)
+		return 0;
 	long fd = (long)args->fd;
 	if (fd < 0)
 		return 0;
@@ -586,14 +622,14 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 
 	/* The event first: a process stopped without one would never be
 	 * released. */
-	struct file_event *e = file_event(EV_MMAP);
+	struct file_event *e = file_event(EV_MMAP, id);
 	if (!e)
 		return 0;
 	e->ino = ino;
 	e->dev = dev;
 	if (sight == SIGHT_FIRST)
 		e->h.flags |= EV_F_UNKNOWN_FILE;
-	if (hold_for_file())
+	if (hold_for_file(id))
 		e->h.flags |= EV_F_HELD;
 	else if (sight == SIGHT_PENDING) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);

@@ -169,6 +169,19 @@ func Load(opts Options) (*Sensor, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 	}
+	pidns, err := ownPIDNamespace()
+	if err != nil {
+		return nil, err
+	}
+	if pidns.ino != 0 {
+		opts.Logger.Info("in a pid namespace of its own: only its processes are seen", "pidns", pidns.ino)
+		if err := spec.Variables["pidns_dev"].Set(pidns.dev); err != nil {
+			return nil, fmt.Errorf("set pidns_dev: %w", err)
+		}
+		if err := spec.Variables["pidns_ino"].Set(pidns.ino); err != nil {
+			return nil, fmt.Errorf("set pidns_ino: %w", err)
+		}
+	}
 
 	s := &Sensor{
 		opts:   opts,
@@ -202,6 +215,27 @@ func Load(opts Options) (*Sensor, error) {
 	s.wg.Add(1)
 	go s.discover()
 	return s, nil
+}
+
+// pidNamespace names a pid namespace by its nsfs device and inode.
+type pidNamespace struct{ dev, ino uint64 }
+
+// The inode of the initial pid namespace (PROC_PID_INIT_INO): fixed.
+const initPIDNamespaceIno = 0xEFFFFFFC
+
+// ownPIDNamespace returns the agent's pid namespace, or the zero value if
+// it is the initial one. In another one (a container), the kernel reports
+// ids of the host's namespace unless the programs are told which one to
+// translate to: the agent would signal the wrong processes.
+func ownPIDNamespace() (pidNamespace, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return pidNamespace{}, fmt.Errorf("stat own pid namespace: %w", err)
+	}
+	if st.Ino == initPIDNamespaceIno {
+		return pidNamespace{}, nil
+	}
+	return pidNamespace{dev: st.Dev, ino: st.Ino}, nil
 }
 
 // ensureTracefs mounts tracefs where the kernel expects it if nothing is
