@@ -258,6 +258,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	defer agent.Close()
 	src.agent = agent
+	if err := checkProbes(agent.Sensor().Targets()); err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
 	guard, err := startHoldGuard(agent.Sensor())
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)

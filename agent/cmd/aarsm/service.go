@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
+	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/status"
 )
 
@@ -88,6 +90,28 @@ func startWatchdog(ctx context.Context, agent *enforce.Agent, log *slog.Logger) 
 		defer t.Stop()
 		watchdog(ctx, t.C, wd/2, agent.Heartbeat, func() { notify(daemon.SdNotifyWatchdog) }, log)
 	}()
+}
+
+// checkProbes fails when not a single file could be probed and permission
+// was what stopped it: an agent that sees nothing must not report itself
+// ready. (A uprobe takes CAP_SYS_ADMIN since CVE-2025-38466 was fixed:
+// CAP_PERFMON alone gets EACCES for every attach.)
+func checkProbes(targets []probe.Target) error {
+	var denied error
+	for _, t := range targets {
+		if t.Probed() {
+			return nil
+		}
+		// Name a file by its own path rather than through /proc if there
+		// is one.
+		if errors.Is(t.Err, os.ErrPermission) && (denied == nil || !strings.Contains(t.Path, "/map_files/")) {
+			denied = fmt.Errorf("%s: %w", t.Path, t.Err)
+		}
+	}
+	if denied != nil {
+		return fmt.Errorf("no TLS library could be probed (uprobes need CAP_SYS_ADMIN on kernels with the CVE-2025-38466 fix, besides CAP_BPF and CAP_PERFMON): %w", denied)
+	}
+	return nil
 }
 
 // statusSource gathers a status.Report from the running agent; every part

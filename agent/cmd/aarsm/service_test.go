@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/status"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
@@ -307,5 +309,29 @@ func TestWatchdogFollowsHeartbeat(t *testing.T) {
 	<-done
 	if n := len(pings); n != 2 {
 		t.Errorf("%d pings, want 2 (one per tick with a fresh heartbeat)", n)
+	}
+}
+
+// An agent that could probe nothing because permission was denied does not
+// start; one that probed something, or found nothing to probe, does.
+func TestCheckProbes(t *testing.T) {
+	denied := fmt.Errorf("attach SSL_write: opening perf event: %w", syscall.EACCES)
+	for _, tc := range []struct {
+		name    string
+		targets []probe.Target
+		fail    bool
+	}{
+		{"nothing found", nil, false},
+		{"probed", []probe.Target{{Path: "/a", Symbols: []string{"SSL_write"}}, {Path: "/b", Err: denied}}, false},
+		{"all denied", []probe.Target{{Path: "/usr/lib/libssl.so.3", Err: denied}}, true},
+		{"other error", []probe.Target{{Path: "/a", Err: errors.New("not an ELF file")}}, false},
+	} {
+		err := checkProbes(tc.targets)
+		if (err != nil) != tc.fail {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "/usr/lib/libssl.so.3") || !strings.Contains(err.Error(), "CAP_SYS_ADMIN")) {
+			t.Errorf("%s: error does not name the file and the capability: %v", tc.name, err)
+		}
 	}
 }
