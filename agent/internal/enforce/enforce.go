@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,8 @@ type Agent struct {
 	// Written by Reload, read by anyone (Policies).
 	loaded     atomic.Pointer[PolicyState]
 	reloadFail atomic.Pointer[ReloadFailure]
+
+	shutdownOnce sync.Once
 }
 
 // PolicyState is the policy set in force and when it was loaded.
@@ -228,8 +231,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // shutdown stops holding and lets every held write go: with no agent,
-// nobody would judge them.
-func (a *Agent) shutdown() {
+// nobody would judge them. Run does it when it returns, Close if Run never
+// ran (holding is on from New).
+func (a *Agent) shutdown() { a.shutdownOnce.Do(a.releaseAll) }
+
+func (a *Agent) releaseAll() {
 	if err := a.sensor.SetHolds(false, false); err != nil {
 		a.log.Error("cannot turn holding off", "err", err)
 	}
@@ -245,8 +251,12 @@ func (a *Agent) shutdown() {
 	a.asm.CloseAll()
 }
 
-// Close unloads the sensor.
-func (a *Agent) Close() error { return a.sensor.Close() }
+// Close stops holding, releases what is held (if Run did not) and unloads
+// the sensor.
+func (a *Agent) Close() error {
+	a.shutdown()
+	return a.sensor.Close()
+}
 
 // message judges a completed request (called by the parser).
 func (a *Agent) message(c *stream.Conn, m *parse.Message) {
