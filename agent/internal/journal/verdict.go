@@ -112,7 +112,7 @@ type Verdict struct {
 	Policy     string   // AARSM_POLICY
 	Rules      []string // AARSM_RULES
 	Violations []string // AARSM_VIOLATIONS: the offending values
-	PID        int      // AARSM_PID (host PID namespace)
+	PID        int      // AARSM_PID (the agent's PID namespace)
 	Comm       string   // AARSM_COMM
 	Exe        string   // AARSM_EXE
 	Unit       string   // AARSM_UNIT

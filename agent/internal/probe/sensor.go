@@ -138,6 +138,11 @@ type Sensor struct {
 
 	events, malformed, drops atomic.Uint64
 	closeOnce                sync.Once
+
+	// born is when the sensor was loaded; beat is when Run's loop last went
+	// round, as an offset from born (monotonic).
+	born time.Time
+	beat atomic.Int64
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
@@ -187,6 +192,7 @@ func Load(opts Options) (*Sensor, error) {
 		done:   make(chan struct{}),
 		files:  map[proc.FileID]*Target{},
 		flinks: map[proc.FileID][]link.Link{},
+		born:   time.Now(),
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -272,7 +278,9 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		if err := ctx.Err(); err != nil {
 			return nil
 		}
-		s.reader.SetDeadline(time.Now().Add(s.opts.Poll))
+		now := time.Now()
+		s.beat.Store(int64(now.Sub(s.born)))
+		s.reader.SetDeadline(now.Add(s.opts.Poll))
 		err := s.reader.ReadInto(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
@@ -301,6 +309,13 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		s.events.Add(1)
 		handle(&ev)
 	}
+}
+
+// Heartbeat returns when Run's loop last went round: at least every Poll
+// while it runs and no handler is stuck; the load time before Run starts.
+// Safe to call from any goroutine.
+func (s *Sensor) Heartbeat() time.Time {
+	return s.born.Add(time.Duration(s.beat.Load()))
 }
 
 func (s *Sensor) enqueue(d discovery) {

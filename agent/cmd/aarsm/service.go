@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/enforce"
+	"github.com/aarsm/aarsm/agent/internal/probe"
+	"github.com/aarsm/aarsm/agent/internal/status"
+)
+
+// The service protocol of "aarsm run" (sd_notify, Type=notify): READY=1
+// once the policies are loaded and the probes attached; RELOADING=1 and
+// READY=1 around a SIGHUP reload; WATCHDOG=1 only while the event loop goes
+// round.
+
+// notify sends one sd_notify message; outside systemd (no NOTIFY_SOCKET) it
+// does nothing.
+func notify(state string) {
+	_, _ = daemon.SdNotify(false, state)
+}
+
+// reloadingState is RELOADING=1 with the time systemd 253 and later want
+// beside it (older ones ignore the field).
+func reloadingState() string {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return fmt.Sprintf("%s\nMONOTONIC_USEC=%d", daemon.SdNotifyReloading, ts.Nano()/1000)
+}
+
+// reload reloads the policies between RELOADING=1 and READY=1; a broken
+// policy is logged and the previous policies stay.
+func reload(agent *enforce.Agent, log *slog.Logger) {
+	notify(reloadingState())
+	if err := agent.Reload(); err != nil {
+		log.Error("reload failed; the previous policies stay in force", "err", err)
+		notify(daemon.SdNotifyReady + "\nSTATUS=reload failed; the previous policies stay in force (see the log)")
+		return
+	}
+	st, _ := agent.Policies()
+	notify(fmt.Sprintf("%s\nSTATUS=enforcing %d policies", daemon.SdNotifyReady, len(st.Set.Policies)))
+}
+
+// watchdog pings the service manager on every tick, but only while the
+// event loop's heartbeat is younger than maxAge: a loop stuck in a handler
+// stops the pings, and systemd restarts the agent.
+func watchdog(ctx context.Context, ticks <-chan time.Time, maxAge time.Duration, heartbeat func() time.Time, ping func(), log *slog.Logger) {
+	stale := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-ticks:
+			age := now.Sub(heartbeat())
+			if age > maxAge {
+				if !stale {
+					log.Error("event loop stuck; no watchdog ping", "since", age.Round(time.Millisecond).String())
+				}
+				stale = true
+				continue
+			}
+			stale = false
+			ping()
+		}
+	}
+}
+
+// startWatchdog runs watchdog if systemd asked for one (WATCHDOG_USEC):
+// ticks at a quarter of the period, a heartbeat older than half of it
+// counts as stuck.
+func startWatchdog(ctx context.Context, agent *enforce.Agent, log *slog.Logger) {
+	wd, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || wd <= 0 {
+		return
+	}
+	t := time.NewTicker(wd / 4)
+	go func() {
+		defer t.Stop()
+		watchdog(ctx, t.C, wd/2, agent.Heartbeat, func() { notify(daemon.SdNotifyWatchdog) }, log)
+	}()
+}
+
+// checkProbes fails when not a single file could be probed and permission
+// was what stopped it: an agent that sees nothing must not report itself
+// ready. (A uprobe takes CAP_SYS_ADMIN since CVE-2025-38466 was fixed:
+// CAP_PERFMON alone gets EACCES for every attach.)
+func checkProbes(targets []probe.Target) error {
+	var denied error
+	for _, t := range targets {
+		if t.Probed() {
+			return nil
+		}
+		// Name a file by its own path rather than through /proc if there
+		// is one.
+		if errors.Is(t.Err, os.ErrPermission) && (denied == nil || !strings.Contains(t.Path, "/map_files/")) {
+			denied = fmt.Errorf("%s: %w", t.Path, t.Err)
+		}
+	}
+	if denied != nil {
+		return fmt.Errorf("no TLS library could be probed (uprobes need CAP_SYS_ADMIN on kernels with the CVE-2025-38466 fix, besides CAP_BPF and CAP_PERFMON): %w", denied)
+	}
+	return nil
+}
+
+// statusSource gathers a status.Report from the running agent; every part
+// is safe to read while the agent runs.
+type statusSource struct {
+	started    time.Time
+	policyDir  string
+	holdScope  []string
+	agent      *enforce.Agent
+	quarantine *act.Quarantine
+	qerr       error // why there is no quarantine
+}
+
+func (s *statusSource) report() status.Report {
+	now := time.Now()
+	r := status.Report{
+		Version:       version,
+		PID:           os.Getpid(),
+		Started:       s.started,
+		UptimeSeconds: now.Sub(s.started).Seconds(),
+		PolicyDir:     s.policyDir,
+		HoldScope:     s.holdScope,
+		Probes:        []status.Probe{},
+		Policies:      []status.Policy{},
+		Quarantines:   []status.Quarantine{},
+	}
+	ps, fail := s.agent.Policies()
+	r.PoliciesLoaded = ps.Loaded
+	for _, p := range ps.Set.Policies {
+		r.Policies = append(r.Policies, status.Policy{Name: p.Name, Mode: string(p.Mode), File: p.DeclRange.Filename})
+	}
+	if fail != nil {
+		r.ReloadError = &status.ReloadError{At: fail.At, Error: fail.Err.Error()}
+	}
+	sensor := s.agent.Sensor()
+	for _, t := range sensor.Targets() {
+		p := status.Probe{Path: t.Path, Symbols: t.Symbols}
+		if t.Err != nil {
+			p.Error = t.Err.Error()
+		}
+		r.Probes = append(r.Probes, p)
+	}
+	if st, err := sensor.Stats(); err == nil {
+		r.Events = status.Events{
+			Seen: st.Events, Lost: st.Lost, Writes: st.Writes, Truncated: st.Truncated,
+			Holds: st.Holds, FileHolds: st.FileHolds, GuardKills: st.GuardKills,
+			Malformed: st.Malformed, DiscoveryDrops: st.DiscoveryDrops,
+		}
+	}
+	if holds, err := sensor.Holds(); err == nil {
+		r.Events.HeldNow = len(holds)
+	}
+	st := s.agent.Stats()
+	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors}
+	switch {
+	case s.quarantine == nil && s.qerr != nil:
+		r.QuarantineError = s.qerr.Error()
+	case s.quarantine != nil:
+		entries, err := s.quarantine.List()
+		if err != nil {
+			r.QuarantineError = err.Error()
+		}
+		for _, e := range entries {
+			if e.Until.IsZero() || e.Until.After(now) {
+				r.Quarantines = append(r.Quarantines, status.Quarantine{CgroupID: e.CgroupID, Cgroup: e.Cgroup, Until: e.Until})
+			}
+		}
+	}
+	return r
+}
+
+// Exit status of "aarsm status" when no agent answers (as for LSB init
+// scripts' "status": program is not running).
+const exitNotRunning = 3
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aarsm status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("status-socket", status.DefaultSocket, "the running agent's status socket")
+	asJSON := fs.Bool("json", false, "print the report as JSON (for scripts)")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up when the agent does not answer within this time")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: aarsm status [--json] [--status-socket PATH]\n\n"+
+			"Asks the running agent (aarsm run) over its root-only unix socket what it\n"+
+			"is doing: probes attached, policies loaded, events seen and lost, holds,\n"+
+			"verdicts, quarantines in force, uptime. Exits %d when no agent answers.\n\n", exitNotRunning)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "aarsm status: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	r, err := status.Query(*socket, *timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm status: %v\n", err)
+		if errors.Is(err, status.ErrNotRunning) {
+			return exitNotRunning
+		}
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	} else {
+		err = status.Format(stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm status: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,307 @@
+// Package status serves the running agent's state on a unix socket that
+// only root can open, and reads it back for "aarsm status".
+//
+// The protocol is one JSON document: a client connects, the agent writes a
+// Report and closes the connection. There is no TCP listener and no
+// request; the socket file is mode 0600, and the agent also checks the
+// peer's credentials (root or its own user) before it answers.
+package status
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSocket is where "aarsm run" listens under systemd
+// (RuntimeDirectory=aarsm).
+const DefaultSocket = "/run/aarsm/aarsm.sock"
+
+// Report is the agent's state.
+type Report struct {
+	Version       string    `json:"version"`
+	PID           int       `json:"pid"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+
+	PolicyDir      string    `json:"policy_dir"`
+	Policies       []Policy  `json:"policies"`
+	PoliciesLoaded time.Time `json:"policies_loaded"`
+	// ReloadError is the last reload that failed, if the policies in force
+	// are older than it.
+	ReloadError *ReloadError `json:"reload_error,omitempty"`
+
+	// HoldScope lists the cgroup directories whose processes' writes are
+	// held; empty means every process.
+	HoldScope []string `json:"hold_scope"`
+	// Probes are the files with probes attached, and those that could not
+	// be probed (Error set).
+	Probes []Probe `json:"probes"`
+	Events Events  `json:"events"`
+
+	Verdicts Verdicts `json:"verdicts"`
+	// Quarantines are the cgroups cut off the network now.
+	Quarantines []Quarantine `json:"quarantines"`
+	// QuarantineError says why the quarantine is not available or could
+	// not be listed.
+	QuarantineError string `json:"quarantine_error,omitempty"`
+}
+
+// Policy is one policy in force.
+type Policy struct {
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	File string `json:"file"`
+}
+
+// ReloadError is a failed reload.
+type ReloadError struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
+}
+
+// Probe is a file the sensor examined.
+type Probe struct {
+	Path    string   `json:"path"`
+	Symbols []string `json:"symbols,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Events are the sensor's counters since the agent started.
+type Events struct {
+	Seen       uint64 `json:"seen"`        // events delivered to the pipeline
+	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full
+	Writes     uint64 `json:"writes"`      // TLS writes seen in the kernel
+	Truncated  uint64 `json:"truncated"`   // writes longer than the copy limit
+	Holds      uint64 `json:"holds"`       // writes held for judgement
+	FileHolds  uint64 `json:"file_holds"`  // processes held until a new file was probed
+	HeldNow    int    `json:"held_now"`    // writes held at the time of the report
+	GuardKills uint64 `json:"guard_kills"` // held threads resumed by someone else, killed
+	Malformed  uint64 `json:"malformed"`
+	// DiscoveryDrops are new files not examined because the queue was full.
+	DiscoveryDrops uint64 `json:"discovery_drops"`
+}
+
+// Verdicts are the judge's counters since the agent started.
+type Verdicts struct {
+	Judged       uint64 `json:"judged"`
+	Blocked      uint64 `json:"blocked"`
+	Alerted      uint64 `json:"alerted"`
+	Released     uint64 `json:"released"` // held writes let go
+	ActionErrors uint64 `json:"action_errors"`
+}
+
+// Quarantine is one quarantined cgroup.
+type Quarantine struct {
+	CgroupID uint64    `json:"cgroup_id"`
+	Cgroup   string    `json:"cgroup,omitempty"`
+	Until    time.Time `json:"until,omitzero"` // zero: until lifted
+}
+
+// Server answers status requests on a unix socket.
+type Server struct {
+	ln     *net.UnixListener
+	path   string
+	report func() Report
+	wg     sync.WaitGroup
+}
+
+// Listen creates the socket at path (mode 0600; its directory, mode 0700,
+// if missing) and answers every connection with report's result until
+// Close. A socket file left by an agent that died is replaced; one that
+// another agent answers on is not.
+func Listen(path string, report func() Report) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("status socket %s: another agent answers on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("status socket: remove stale %s: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	// Connections accepted before the chmod are still checked by
+	// credentials (serve).
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	s := &Server{ln: ln, path: path, report: report}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Path returns the socket's path.
+func (s *Server) Path() string { return s.path }
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.answer(c)
+	}
+}
+
+// answer writes the report to an allowed peer and closes the connection.
+// A client that does not read cannot hold the agent up for long.
+func (s *Server) answer(c *net.UnixConn) {
+	defer c.Close()
+	if !allowed(c) {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = json.NewEncoder(c).Encode(s.report())
+}
+
+// allowed reports whether the peer is root or the agent's own user.
+func allowed(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+}
+
+// Close stops answering and removes the socket file.
+func (s *Server) Close() error {
+	err := s.ln.Close() // unlinks the socket file
+	s.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("close status socket: %w", err)
+	}
+	return nil
+}
+
+// ErrNotRunning is wrapped by Query's error when no agent listens on the
+// socket.
+var ErrNotRunning = errors.New("no agent is running")
+
+// Query asks the agent listening on path for its report.
+func Query(path string, timeout time.Duration) (Report, error) {
+	var r Report
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOTDIR):
+			return r, fmt.Errorf("%w: nothing answers on %s (systemctl status aarsm): %w", ErrNotRunning, path, err)
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+			return r, fmt.Errorf("cannot open %s (root only): %w", path, err)
+		}
+		return r, fmt.Errorf("connect to the agent at %s: %w", path, err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	data, err := io.ReadAll(c)
+	if err != nil {
+		return r, fmt.Errorf("read status from %s: %w", path, err)
+	}
+	if len(data) == 0 {
+		return r, fmt.Errorf("read status from %s: the agent closed the connection without an answer (not root?)", path)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fmt.Errorf("decode status from %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Format writes r for people.
+func Format(w io.Writer, r Report) error {
+	var b strings.Builder
+	up := time.Duration(r.UptimeSeconds * float64(time.Second)).Round(time.Second)
+	fmt.Fprintf(&b, "aarsm %s, pid %d, up %s (since %s)\n", r.Version, r.PID, up, r.Started.UTC().Format(time.DateTime+" MST"))
+
+	fmt.Fprintf(&b, "policies:    %d from %s, loaded %s\n", len(r.Policies), r.PolicyDir, r.PoliciesLoaded.UTC().Format(time.DateTime+" MST"))
+	for _, p := range r.Policies {
+		fmt.Fprintf(&b, "  %-20s %-8s %s\n", p.Name, p.Mode, p.File)
+	}
+	if r.ReloadError != nil {
+		fmt.Fprintf(&b, "last reload: FAILED at %s, the policies above stay in force:\n  %s\n",
+			r.ReloadError.At.UTC().Format(time.DateTime+" MST"), strings.ReplaceAll(r.ReloadError.Error, "\n", "\n  "))
+	}
+
+	probed := 0
+	for _, p := range r.Probes {
+		if p.Error == "" {
+			probed++
+		}
+	}
+	fmt.Fprintf(&b, "probes:      %d files attached", probed)
+	if n := len(r.Probes) - probed; n > 0 {
+		fmt.Fprintf(&b, ", %d failed", n)
+	}
+	b.WriteString("\n")
+	probes := append([]Probe(nil), r.Probes...)
+	sort.Slice(probes, func(i, j int) bool { return probes[i].Path < probes[j].Path })
+	for _, p := range probes {
+		if p.Error != "" {
+			fmt.Fprintf(&b, "  %s: %s\n", p.Path, p.Error)
+		} else {
+			fmt.Fprintf(&b, "  %s (%s)\n", p.Path, strings.Join(p.Symbols, " "))
+		}
+	}
+	if len(r.HoldScope) == 0 {
+		b.WriteString("holding:     every process\n")
+	} else {
+		fmt.Fprintf(&b, "holding:     processes in %s\n", strings.Join(r.HoldScope, ", "))
+	}
+	e := r.Events
+	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
+	v := r.Verdicts
+	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d alerted; %d held writes released, %d action errors\n", v.Judged, v.Blocked, v.Alerted, v.Released, v.ActionErrors)
+	switch {
+	case r.QuarantineError != "":
+		fmt.Fprintf(&b, "quarantine:  unavailable: %s\n", r.QuarantineError)
+	case len(r.Quarantines) == 0:
+		b.WriteString("quarantine:  none in force\n")
+	default:
+		fmt.Fprintf(&b, "quarantine:  %d cgroups\n", len(r.Quarantines))
+		for _, q := range r.Quarantines {
+			name := q.Cgroup
+			if name == "" {
+				name = fmt.Sprintf("cgroup id %d", q.CgroupID)
+			}
+			until := "until lifted"
+			if !q.Until.IsZero() {
+				until = "until " + q.Until.UTC().Format(time.DateTime+" MST")
+			}
+			fmt.Fprintf(&b, "  %s %s\n", name, until)
+		}
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}
