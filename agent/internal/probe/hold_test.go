@@ -127,7 +127,8 @@ func TestHoldThenRelease(t *testing.T) {
 	// python writes the body separately: it starts no request, so it is not held.
 	srv.WaitFor(t, nil, 10*time.Second)
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("client after release: %v", err)
+		st, _ := s.Stats()
+		t.Fatalf("client after release: %v (sensor %+v)", err, st)
 	}
 	st, err := s.Stats()
 	if err != nil || st.Holds == 0 || st.GuardKills != 0 {
