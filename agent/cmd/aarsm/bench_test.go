@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,19 +24,8 @@ func BenchmarkAgentLoad(b *testing.B) {
 	writer := testenv.CWriter(b)
 	port := testenv.NewDiscardServer(b, testenv.NewCA(b))
 	clients := testenv.NewCgroup(b)
-	policies := b.TempDir()
-	src, err := os.ReadFile("../../../hcl/policies/default.hcl")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(policies, "default.hcl"), src, 0o644); err != nil {
-		b.Fatal(err)
-	}
 	var stderr syncBuffer
-	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-bench-%d", time.Now().UnixNano())
-	b.Cleanup(func() { _ = os.RemoveAll(pins) })
-	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
-		"--pin-dir", pins, "--state-dir", b.TempDir())
+	agent, _ := agentCommand(b, bin, shippedPolicy(b, "default.hcl"), clients, "")
 	agent.Stderr = &stderr
 	if err := agent.Start(); err != nil {
 		b.Fatal(err)

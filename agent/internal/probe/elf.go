@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -50,20 +49,13 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 	if f.Machine != elf.EM_X86_64 {
 		return info, fmt.Errorf("elf machine %s is not supported", f.Machine)
 	}
-	syms, err := f.DynamicSymbols()
-	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
+	funcs, err := dynamicFunctions(f, tlsSymbols)
+	if err != nil {
 		return info, fmt.Errorf("read dynamic symbols: %w", err)
 	}
-	for _, s := range syms {
-		if s.Section == elf.SHN_UNDEF || elf.ST_TYPE(s.Info) != elf.STT_FUNC {
-			continue
-		}
-		for _, want := range tlsSymbols {
-			if s.Name == want {
-				if off, ok := fileOffset(f, s.Value); ok {
-					info.symbols[want] = off
-				}
-			}
+	for name, addr := range funcs {
+		if off, ok := fileOffset(f, addr); ok {
+			info.symbols[name] = off
 		}
 	}
 	if !info.writes() {
@@ -84,11 +76,7 @@ func carriesOpenSSL(f *elf.File) bool {
 	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > 256<<20 {
 		return false
 	}
-	data, err := sec.Data()
-	if err != nil {
-		return false
-	}
-	return bytes.Contains(data, []byte("ssl/ssl_lib.c"))
+	return readerContains(sec.Open(), []byte("ssl/ssl_lib.c"), 1<<20)
 }
 
 // fileOffset converts a virtual address of the file into the file offset
