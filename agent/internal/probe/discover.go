@@ -124,9 +124,17 @@ func (s *Sensor) forget(file proc.FileID) {
 func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 	found := false
 	if id, _, err := proc.StatID(s.opts.Proc.Path(pid, "exe")); err == nil {
+		path := ""
 		if exe, err := s.opts.Proc.Exe(pid); err == nil {
-			s.examine(s.openPath(pid, exe, id), id)
+			path = s.openPath(pid, exe, id)
 		}
+		if path == "" {
+			// Deleted, or under a directory the agent may not search
+			// (a home directory of mode 0700 without CAP_DAC_READ_SEARCH):
+			// the link opens the file itself.
+			path = s.opts.Proc.Path(pid, "exe")
+		}
+		s.examine(path, id)
 		found = found || id == want
 	}
 	maps, err := s.opts.Proc.Maps(pid, false)
