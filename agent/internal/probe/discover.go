@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -134,8 +135,9 @@ func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 			// the link opens the file itself.
 			path = s.opts.Proc.Path(pid, "exe")
 		}
-		s.examine(path, id)
-		found = found || id == want
+		if s.examine(path, id) && id == want {
+			found = true
+		}
 	}
 	maps, err := s.opts.Proc.Maps(pid, false)
 	if err != nil {
@@ -155,7 +157,9 @@ func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 		if m.Deleted || path == "" {
 			path = s.opts.Proc.MapFile(pid, m)
 		}
-		s.examine(path, id)
+		if !s.examine(path, id) && id == want {
+			found = false // could not be opened (yet): look again
+		}
 	}
 	return found
 }
@@ -174,10 +178,14 @@ func (s *Sensor) openPath(pid uint32, path string, id proc.FileID) string {
 	return ""
 }
 
-// examine looks at a file once and probes it if it has TLS functions.
-func (s *Sensor) examine(path string, id proc.FileID) {
+// examine looks at a file once and probes it if it has TLS functions. It
+// reports false when the file could not be opened through path (a process
+// in the middle of an exec, a path it may not search): then nothing is
+// recorded, and the kernel reports the file again when it is next run or
+// mapped.
+func (s *Sensor) examine(path string, id proc.FileID) bool {
 	if path == "" {
-		return
+		return false
 	}
 	s.mu.Lock()
 	_, done := s.files[id]
@@ -186,7 +194,19 @@ func (s *Sensor) examine(path string, id proc.FileID) {
 	}
 	s.mu.Unlock()
 	if done {
-		return
+		return true
+	}
+	if s.opts.beforeExamine != nil {
+		s.opts.beforeExamine(path)
+	}
+	info, err := readELF(path)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		s.mu.Lock()
+		delete(s.files, id)
+		s.mu.Unlock()
+		s.forget(id)
+		s.log.Debug("cannot open file; will look again", "path", path, "file", id, "err", err)
+		return false
 	}
 	// Marked examined only once its probes are attached: until then the
 	// kernel holds every process in scope that runs or maps it.
@@ -197,14 +217,10 @@ func (s *Sensor) examine(path string, id proc.FileID) {
 		}
 	}()
 
-	if s.opts.beforeExamine != nil {
-		s.opts.beforeExamine(path)
-	}
 	t := Target{ID: id, Path: path}
-	info, err := readELF(path)
 	switch {
 	case errors.Is(err, errNotELF):
-		return
+		return true
 	case err != nil:
 		t.Err = err
 		s.log.Info("cannot examine file; skipped", "path", path, "file", id, "err", err)
@@ -234,6 +250,7 @@ func (s *Sensor) examine(path string, id proc.FileID) {
 	if s.opts.OnAttach != nil {
 		s.opts.OnAttach(t)
 	}
+	return true
 }
 
 func readELF(path string) (elfInfo, error) {
