@@ -37,6 +37,7 @@ func TestAgentKilledMidHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	src = scopePolicy(t, src, clients)
 	if err := os.WriteFile(filepath.Join(policies, "company.hcl"), src, 0o644); err != nil {
 		t.Fatal(err)
 	}
