@@ -61,6 +61,8 @@ struct file_event {
 struct config {
 	__u32 holds;     /* 1: hold candidate writes of processes in scope */
 	__u32 scope_all; /* 1: every process is in scope; else only cgroups in "scope" */
+	__u32 scope_only; /* 1 (with holds): writes of processes out of scope are not even copied */
+	__u32 _pad;
 };
 
 /* A connection: process and SSL*. */

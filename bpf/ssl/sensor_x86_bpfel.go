@@ -14,9 +14,11 @@ import (
 )
 
 type SensorConfig struct {
-	_        structs.HostLayout
-	Holds    uint32
-	ScopeAll uint32
+	_         structs.HostLayout
+	Holds     uint32
+	ScopeAll  uint32
+	ScopeOnly uint32
+	Pad       uint32
 }
 
 type SensorConnKey struct {
@@ -98,6 +100,7 @@ const (
 	SensorMapScratch           = "scratch"
 	SensorMapSettings          = "settings"
 	SensorMapWatch             = "watch"
+	SensorProgProbeFloor       = "probe_floor"
 	SensorProgSchedExec        = "sched_exec"
 	SensorProgSchedExit        = "sched_exit"
 	SensorProgSslFree          = "ssl_free"
@@ -158,6 +161,7 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
+	ProbeFloor    *ebpf.ProgramSpec `ebpf:"probe_floor"`
 	SchedExec     *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit     *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SslFree       *ebpf.ProgramSpec `ebpf:"ssl_free"`
@@ -260,6 +264,7 @@ type SensorVariables struct {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
+	ProbeFloor    *ebpf.Program `ebpf:"probe_floor"`
 	SchedExec     *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit     *ebpf.Program `ebpf:"sched_exit"`
 	SslFree       *ebpf.Program `ebpf:"ssl_free"`
@@ -275,6 +280,7 @@ type SensorPrograms struct {
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
+		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,
 		p.SslFree,

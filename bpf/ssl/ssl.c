@@ -28,10 +28,10 @@ const struct event_header *unused_event_header __attribute__((unused));
 /* Set by the loader before the programs are loaded. */
 /* Wake the reader once this many bytes wait in the ring; 0 wakes on every event. */
 const volatile __u64 wakeup_bytes = 0;
-/* The agent's pid namespace (device and inode of its nsfs file), when it is
- * not the initial one (a container): threads of other pid namespaces are
- * then invisible to every program — not seen, not held, not counted — and
- * every pid and tid reported or recorded is the one the agent sees. */
+/* The agent's pid namespace (nsfs device, kernel encoding, and inode) when
+ * it is not the initial one (a container): ids are then reported as the
+ * agent sees them, and processes it cannot see are neither reported nor
+ * held. 0: the initial namespace, host ids. */
 const volatile __u64 pidns_dev = 0;
 const volatile __u64 pidns_ino = 0;
 
@@ -159,20 +159,29 @@ static __always_inline __u64 ring_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* The current thread as the agent sees it (tgid << 32 | pid); 0 when it is
- * outside the agent's pid namespace. */
-static __always_inline __u64 current_id(void)
+/* The current thread as the agent sees it: tgid << 32 | pid. Returns -1
+ * for a thread outside the agent's pid namespace. */
+static __always_inline int current_id(__u64 *id)
 {
-	if (!pidns_ino)
-		return bpf_get_current_pid_tgid();
-	struct bpf_pidns_info ns = {};
-	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+	if (pidns_ino == 0) {
+		*id = bpf_get_current_pid_tgid();
 		return 0;
-	return (__u64)ns.tgid << 32 | ns.pid;
+	}
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)) < 0)
+		return -1;
+	*id = (__u64)ns.tgid << 32 | ns.pid;
+	return 0;
 }
 
-static __always_inline void fill_header(struct event_header *h, __u8 kind, __u64 id)
+/* Fills the common header; -1 when the current thread is not the
+ * agent's to see (then nothing is reported). */
+static __always_inline int fill_header(struct event_header *h, __u8 kind)
 {
+	__u64 id;
+	if (current_id(&id) < 0)
+		return -1;
+
 	h->kind = kind;
 	h->flags = 0;
 	h->pid = id >> 32;
@@ -180,6 +189,7 @@ static __always_inline void fill_header(struct event_header *h, __u8 kind, __u64
 	h->ts = bpf_ktime_get_ns();
 	h->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	return 0;
 }
 
 static __always_inline void set_last_op(__u32 tid, __u32 op, __u64 ssl)
@@ -235,14 +245,8 @@ static __always_inline int in_scope(void)
  * the hold. */
 static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	if (!cfg || !cfg->holds)
-		return 0;
 	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
 	if (!starts_candidate(e->data, n) && !bpf_map_lookup_elem(&watch, &ck))
-		return 0;
-	if (!cfg->scope_all && !in_scope())
 		return 0;
 	struct hold h = {.pid = e->h.pid, .ssl = e->h.ssl, .ts = e->h.ts};
 	if (bpf_map_update_elem(&holds, &e->h.tid, &h, BPF_ANY) < 0)
@@ -252,15 +256,17 @@ static __always_inline int maybe_hold(struct data_event *e, __u64 n)
 	return 1;
 }
 
-/* Copy up to MAX_DATA bytes of buf and submit them. */
-static __always_inline int submit_data(__u8 kind, __u64 id, __u64 ssl, const void *buf, __u64 len)
+/* Copy up to MAX_DATA bytes of buf and submit them; holdable: the write
+ * may be held (holding is on and the process in scope). */
+static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len, int holdable)
 {
 	__u32 zero = 0;
 	struct data_event *e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
 		return 0;
 
-	fill_header(&e->h, kind, id);
+	if (fill_header(&e->h, kind) < 0)
+		return 0;
 	e->h.ssl = ssl;
 	e->h.len = len > 0xffffffff ? 0xffffffff : (__u32)len;
 
@@ -279,7 +285,7 @@ static __always_inline int submit_data(__u8 kind, __u64 id, __u64 ssl, const voi
 		e->h.flags |= EV_F_TRUNCATED;
 	}
 	__u64 flags = ring_flags();
-	if (kind == EV_WRITE && maybe_hold(e, n)) {
+	if (holdable && maybe_hold(e, n)) {
 		e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
@@ -302,13 +308,19 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 {
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	const void *buf = (const void *)PT_REGS_PARM2(ctx);
-	__u64 id = current_id();
 
-	if (!id)
-		return 0;
 	count(CNT_WRITES);
-	set_last_op((__u32)id, EV_WRITE, ssl);
-	return submit_data(EV_WRITE, id, ssl, buf, len);
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	int holdable = 0;
+	if (cfg && cfg->holds) {
+		holdable = cfg->scope_all || in_scope();
+		/* An enforcing agent with a scope wants nothing else: no copy. */
+		if (!holdable && cfg->scope_only)
+			return 0;
+	}
+	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
+	return submit_data(EV_WRITE, ssl, buf, len, holdable);
 }
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
@@ -331,16 +343,24 @@ int ssl_write_ex(struct pt_regs *ctx)
 	return on_write(ctx, num);
 }
 
+/* Does nothing: the kernel's own cost of a probe at a site, the floor the
+ * benchmarks measure the sensor against. Never attached by the agent. */
+SEC("uprobe/floor")
+int probe_floor(struct pt_regs *ctx)
+{
+	return 0;
+}
+
 /* At the instruction after the write probe: a thread that gets here while
  * its hold is still recorded was resumed by a SIGCONT that did not come
  * from the agent (which deletes the hold first). */
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
-	__u64 id = current_id();
-	__u32 tid = (__u32)id;
-	if (!id)
+	__u64 id;
+	if (current_id(&id) < 0)
 		return 0;
+	__u32 tid = (__u32)id;
 	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
 	if (!h)
 		return 0;
@@ -361,10 +381,9 @@ int ssl_get_error(struct pt_regs *ctx)
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	int ret = (int)PT_REGS_PARM2(ctx);
 	__u32 zero = 0;
-	__u64 id = current_id();
-	__u32 tid = (__u32)id;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (ret > 0 || !id)
+	if (ret > 0)
 		return 0;
 	struct last_op *l = bpf_map_lookup_elem(&last_ops, &zero);
 	if (!l || l->tid != tid || l->op != EV_WRITE || l->ssl != ssl)
@@ -372,7 +391,8 @@ int ssl_get_error(struct pt_regs *ctx)
 	l->op = 0;
 
 	struct event_header h = {};
-	fill_header(&h, EV_WRITE_FAILED, id);
+	if (fill_header(&h, EV_WRITE_FAILED) < 0)
+		return 0;
 	h.ssl = ssl;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -381,9 +401,7 @@ int ssl_get_error(struct pt_regs *ctx)
 
 static __always_inline int on_read_entry(struct pt_regs *ctx, __u64 readbytes)
 {
-	__u64 id = current_id();
-	if (!id)
-		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
 	struct read_args a = {
 		.ssl = PT_REGS_PARM1(ctx),
 		.buf = PT_REGS_PARM2(ctx),
@@ -412,9 +430,7 @@ int ssl_read_ex(struct pt_regs *ctx)
 SEC("uretprobe/SSL_read")
 int ssl_read_ret(struct pt_regs *ctx)
 {
-	__u64 id = current_id();
-	if (!id)
-		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
 	struct read_args *a = bpf_map_lookup_elem(&reads, &id);
 	if (!a)
 		return 0;
@@ -436,18 +452,16 @@ int ssl_read_ret(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 	count(CNT_READS);
-	return submit_data(EV_READ, id, args.ssl, (const void *)args.buf, n);
+	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n, 0);
 }
 
 /* void SSL_free(SSL *ssl) */
 SEC("uprobe/SSL_free")
 int ssl_free(struct pt_regs *ctx)
 {
-	__u64 id = current_id();
-	if (!id)
-		return 0;
 	struct event_header h = {};
-	fill_header(&h, EV_FREE, id);
+	if (fill_header(&h, EV_FREE) < 0)
+		return 0;
 	h.ssl = PT_REGS_PARM1(ctx);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
@@ -455,14 +469,17 @@ int ssl_free(struct pt_regs *ctx)
 }
 
 /* Reserve a file_event and fill what is common. */
-static __always_inline struct file_event *file_event(__u8 kind, __u64 id)
+static __always_inline struct file_event *file_event(__u8 kind)
 {
 	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST);
 		return NULL;
 	}
-	fill_header(&e->h, kind, id);
+	if (fill_header(&e->h, kind) < 0) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return NULL;
+	}
 	e->h.len = 0;
 	e->h.ssl = 0;
 	e->ino = 0;
@@ -502,13 +519,16 @@ static __always_inline enum sight file_sight(__u32 dev, __u64 ino)
  * examined the file and attached its probes: else its first TLS write
  * could leave before the probe exists. User space releases it like a held
  * write (hold record first, then SIGCONT). */
-static __always_inline int hold_for_file(__u64 id)
+static __always_inline int hold_for_file(void)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg || !cfg->holds)
 		return 0;
 	if (!cfg->scope_all && !in_scope())
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
 		return 0;
 	__u32 tid = (__u32)id;
 	struct hold h = {.pid = id >> 32, .ssl = 0, .ts = bpf_ktime_get_ns()};
@@ -522,10 +542,7 @@ static __always_inline int hold_for_file(__u64 id)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
-	__u64 id = current_id();
-	if (!id)
-		return 0;
-	struct file_event *e = file_event(EV_EXEC, id);
+	struct file_event *e = file_event(EV_EXEC);
 	if (!e)
 		return 0;
 
@@ -542,7 +559,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 	if (sight != SIGHT_KNOWN) {
 		if (sight == SIGHT_FIRST)
 			e->h.flags |= EV_F_UNKNOWN_FILE;
-		if (hold_for_file(id))
+		if (hold_for_file())
 			e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
@@ -553,10 +570,10 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
-	__u64 id = current_id();
-	__u32 tid = (__u32)id;
-	if (!id)
+	__u64 id;
+	if (current_id(&id) < 0)
 		return 0;
+	__u32 tid = (__u32)id;
 	/* A thread that dies held (killed, or its process exits) leaves no
 	 * record behind for a later thread with the same id. */
 	bpf_map_delete_elem(&holds, &tid);
@@ -564,7 +581,8 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 		return 0; /* a thread, not the whole process */
 
 	struct event_header h = {};
-	fill_header(&h, EV_EXIT, id);
+	if (fill_header(&h, EV_EXIT) < 0)
+		return 0;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) < 0)
 		count(CNT_LOST);
 	return 0;
@@ -593,9 +611,6 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 {
 	if (!(args->prot & PROT_EXEC))
 		return 0;
-	__u64 id = current_id();
-	if (!id)
-		return 0;
 	long fd = (long)args->fd;
 	if (fd < 0)
 		return 0;
@@ -622,14 +637,14 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 
 	/* The event first: a process stopped without one would never be
 	 * released. */
-	struct file_event *e = file_event(EV_MMAP, id);
+	struct file_event *e = file_event(EV_MMAP);
 	if (!e)
 		return 0;
 	e->ino = ino;
 	e->dev = dev;
 	if (sight == SIGHT_FIRST)
 		e->h.flags |= EV_F_UNKNOWN_FILE;
-	if (hold_for_file(id))
+	if (hold_for_file())
 		e->h.flags |= EV_F_HELD;
 	else if (sight == SIGHT_PENDING) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);

@@ -181,7 +181,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	policyDir := fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
 	format := journal.FormatAuto
 	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
-	debug := fs.Bool("debug", false, "log every file examined")
+	debugLog := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine is pinned (survives restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (quarantine list, kept across reboots)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
@@ -206,7 +206,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aarsm run: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	log := newLogger(stderr, *debug)
+	log := newLogger(stderr, *debugLog)
 	verdicts, err := journal.New(journal.Options{Format: format, Out: stdout})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)

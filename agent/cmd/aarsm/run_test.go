@@ -14,6 +14,37 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
+// shippedPolicy reads a policy of hcl/policies.
+func shippedPolicy(t testing.TB, name string) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("../../../hcl/policies", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// agentCommand returns an unstarted "aarsm run" on the one policy given
+// (scoped to clients' processes: see scopePolicy), verdicts as JSON on
+// stdout, holding the writes of clients' processes only, with pins, state and a status socket of its own (socket: "" for
+// one in a temporary directory). The pins go at cleanup. It also returns
+// the policy directory.
+func agentCommand(t testing.TB, bin string, policy []byte, clients *testenv.Cgroup, socket string) (*exec.Cmd, string) {
+	t.Helper()
+	policies := t.TempDir()
+	policy = scopePolicy(t, policy, clients)
+	if err := os.WriteFile(filepath.Join(policies, "policy.hcl"), policy, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if socket == "" {
+		socket = filepath.Join(t.TempDir(), "status.sock")
+	}
+	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
+	t.Cleanup(func() { _ = os.RemoveAll(pins) })
+	return exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
+		"--pin-dir", pins, "--state-dir", t.TempDir(), "--status-socket", socket), policies
+}
+
 func processState(pid int) byte {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
@@ -32,21 +63,8 @@ func TestAgentKilledMidHold(t *testing.T) {
 	srv := testenv.NewServer(t, ca)
 	clients := testenv.NewCgroup(t)
 	agentCg := testenv.NewCgroup(t)
-	policies := t.TempDir()
-	src, err := os.ReadFile("../../../hcl/policies/company.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src = scopePolicy(t, src, clients)
-	if err := os.WriteFile(filepath.Join(policies, "company.hcl"), src, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
 	var stderr syncBuffer
-	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
-	t.Cleanup(func() { _ = os.RemoveAll(pins) })
-	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
-		"--pin-dir", pins, "--state-dir", t.TempDir(), "--status-socket", filepath.Join(t.TempDir(), "status.sock"))
+	agent, _ := agentCommand(t, bin, shippedPolicy(t, "company.hcl"), clients, "")
 	agent.Stderr = &stderr
 	if err := agentCg.Start(agent); err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ import (
 // scopePolicy limits a policy to the processes of cg: an agent judges
 // every process on the host, and an enforcing policy must not kill,
 // disconnect or quarantine the clients of tests running beside it.
-func scopePolicy(t *testing.T, src []byte, cg *testenv.Cgroup) []byte {
+func scopePolicy(t testing.TB, src []byte, cg *testenv.Cgroup) []byte {
 	t.Helper()
 	i := bytes.IndexByte(src, '{')
 	if i < 0 {
@@ -142,25 +142,13 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	srv := testenv.NewServer(t, ca)
 	clients := testenv.NewCgroup(t)
 	agentCg := testenv.NewCgroup(t)
-	policies := t.TempDir()
-	src, err := os.ReadFile("../../../hcl/policies/company.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Block by quarantining the sender's cgroup, so a quarantine is in force.
-	src = bytes.Replace(src, []byte(`"terminate_and_alert"`), []byte(`"quarantine_and_alert"`), 1)
-	src = scopePolicy(t, src, clients)
-	if err := os.WriteFile(filepath.Join(policies, "company.hcl"), src, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	src := bytes.Replace(shippedPolicy(t, "company.hcl"), []byte(`"terminate_and_alert"`), []byte(`"quarantine_and_alert"`), 1)
 	socket := filepath.Join(t.TempDir(), "status.sock")
 	notifications := newNotifySocket(t)
 
 	var stdout, stderr syncBuffer
-	pins := fmt.Sprintf("/sys/fs/bpf/aarsm-test-%d", time.Now().UnixNano())
-	t.Cleanup(func() { _ = os.RemoveAll(pins) })
-	agent := exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
-		"--pin-dir", pins, "--state-dir", t.TempDir(), "--status-socket", socket)
+	agent, policies := agentCommand(t, bin, src, clients, socket)
 	// WATCHDOG_USEC without WATCHDOG_PID: for whichever process reads it.
 	agent.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifications.path, "WATCHDOG_USEC=400000")
 	agent.Stdout, agent.Stderr = &stdout, &stderr

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,7 +18,7 @@ import (
 )
 
 // buildAarsm compiles the command into a temporary directory.
-func buildAarsm(t *testing.T) string {
+func buildAarsm(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "aarsm")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -64,7 +65,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func waitOutput(t *testing.T, what string, b *syncBuffer, want string) {
+func waitOutput(t testing.TB, what string, b *syncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(b.String(), want) {
@@ -147,4 +148,80 @@ func TestTraceFailsClearlyWithoutPrivileges(t *testing.T) {
 	if !strings.HasPrefix(stderr.String(), "aarsm trace: ") || strings.Contains(stderr.String(), "panic") {
 		t.Fatalf("unclear error:\n%s", stderr.String())
 	}
+}
+
+// Without CAP_DAC_READ_SEARCH (the unit does not grant it), root cannot
+// search a home directory of mode 0700 that another user owns: a node
+// installed there (nvm, npm prefixes) is still probed, through
+// /proc/PID/exe, and its plaintext seen.
+func TestTraceProbesBinaryInPrivateHome(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := buildAarsm(t)
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node: %v (apt-get install -y nodejs)", err)
+	}
+	const nobody = 65534
+	// Not t.TempDir(): its directories are 0700, and the client runs as
+	// nobody.
+	base, err := os.MkdirTemp("", "aarsm-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(base, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(home, "node")
+	if err := os.WriteFile(private, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{home, private} {
+		if err := os.Chown(p, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+
+	var stdout, stderr syncBuffer
+	trace := exec.Command("setpriv", "--bounding-set=-dac_read_search,-dac_override", "--", bin, "trace", "-v", "--comm", "node")
+	trace.Stdout, trace.Stderr = &stdout, &stderr
+	if err := trace.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = trace.Process.Kill(); _ = trace.Wait() }()
+	waitOutput(t, "trace stderr", &stderr, "tracing TLS writes")
+
+	// The client waits for go before it connects: the trace must have
+	// probed its executable first (trace never holds a process).
+	gate := filepath.Join(base, "go")
+	script := fmt.Sprintf(`const fs = require('fs'), https = require('https');
+const wait = () => fs.existsSync(%q) ? send() : setTimeout(wait, 10);
+const send = () => { const r = https.request(%q, {method: 'POST', rejectUnauthorized: false, agent: false}, (res) => { res.resume(); res.on('end', () => process.exit(0)); });
+  r.on('error', (e) => { console.error(e.message); process.exit(1); }); r.end('private-home-marker'); };
+wait();`, gate, srv.URL()+"/email?private-home")
+	client := exec.Command("setpriv", "--reuid", fmt.Sprint(nobody), "--regid", fmt.Sprint(nobody), "--clear-groups", "--", private, "-e", script)
+	var clientErr syncBuffer
+	client.Stderr = &clientErr
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Process.Kill(); _ = client.Wait() }()
+	waitOutput(t, "trace stderr", &stderr, fmt.Sprintf("path=/proc/%d/exe", client.Process.Pid))
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Wait(); err != nil {
+		t.Fatalf("node in the private home: %v: %s", err, clientErr.String())
+	}
+	waitOutput(t, "trace stdout", &stdout, "private-home-marker")
 }

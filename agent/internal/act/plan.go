@@ -62,8 +62,8 @@ type Executor struct {
 // Order: the quarantine first (while the process, and with it its unit,
 // can still be looked up, and so that it cannot open a new connection once
 // its sockets are gone), then the sockets are destroyed (block), then the
-// process is killed (terminate), then its unit is stopped (Plan.StopUnit
-// with terminate), then "alert" is recorded (raising it is the caller's).
+// process is killed (terminate), then its unit's stop is queued
+// (Plan.StopUnit with terminate; not waited for), then "alert" is recorded (raising it is the caller's).
 // Resuming a held process is the caller's job, after Execute.
 func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, error) {
 	var done []string
@@ -167,7 +167,9 @@ func (e *Executor) stopUnit(ctx context.Context, t Target, unit Unit, unitErr er
 	if self, err := LookupUnit(uint32(selfPID())); err == nil && self.Cgroup == unit.Cgroup {
 		return "", fmt.Errorf("stop unit %s of pid %d: it is the agent's own unit", unit.Name, t.PID)
 	}
-	if err := StopUnit(ctx, e.Systemd, unit.Name); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := QueueStopUnit(ctx, e.Systemd, unit.Name); err != nil {
 		return "", fmt.Errorf("pid %d: %w", t.PID, err)
 	}
 	return "stop-unit " + unit.Name, nil

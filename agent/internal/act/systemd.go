@@ -134,6 +134,17 @@ func dbusEscape(s string) string {
 	return b.String()
 }
 
+// QueueStopUnit asks systemd to stop unit (mode "replace") and returns once
+// the job is queued, without waiting for it: the agent's event loop must
+// never wait for a unit's stop commands (ExecStop= may run a program the
+// agent holds until its own loop has examined it).
+func QueueStopUnit(ctx context.Context, conn *sdbus.Conn, unit string) error {
+	if _, err := conn.StopUnitContext(ctx, unit, "replace", nil); err != nil {
+		return fmt.Errorf("stop unit %s: %w", unit, err)
+	}
+	return nil
+}
+
 // StopUnit stops unit (mode "replace") and waits until the stop job has
 // finished or ctx is done. Every process of the unit is then gone (the
 // unit's KillMode permitting).

@@ -124,9 +124,17 @@ func (s *Sensor) forget(file proc.FileID) {
 func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 	found := false
 	if id, _, err := proc.StatID(s.opts.Proc.Path(pid, "exe")); err == nil {
+		path := ""
 		if exe, err := s.opts.Proc.Exe(pid); err == nil {
-			s.examine(s.openPath(pid, exe, id), id)
+			path = s.openPath(pid, exe, id)
 		}
+		if path == "" {
+			// Deleted, or under a directory the agent may not search
+			// (a home directory of mode 0700 without CAP_DAC_READ_SEARCH):
+			// the link opens the file itself.
+			path = s.opts.Proc.Path(pid, "exe")
+		}
+		s.examine(path, id)
 		found = found || id == want
 	}
 	maps, err := s.opts.Proc.Maps(pid, false)
@@ -263,13 +271,18 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 	}
 	var links []link.Link
 	var attached []string
-	// The hold guard, one instruction after each write probe.
+	// The hold guards, after each write probe (see placeWrite).
+	guarded := map[uint64]bool{}
 	for _, sym := range []string{symWrite, symWriteEx} {
-		if off := info.next[sym]; off != 0 && s.opts.Holds {
+		for _, off := range info.places[sym].guards {
+			if !s.opts.Holds || guarded[off] {
+				continue
+			}
+			guarded[off] = true
 			l, err := ex.Uprobe(sym, s.objs.SslWriteGuard, &link.UprobeOptions{Address: off})
 			if err != nil {
 				closeLinks(links)
-				return nil, nil, fmt.Errorf("attach hold guard of %s: %w", sym, err)
+				return nil, nil, fmt.Errorf("attach hold guard of %s at %#x: %w", sym, off, err)
 			}
 			links = append(links, l)
 		}
@@ -278,6 +291,9 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		off := info.symbols[p.sym]
 		if off == 0 {
 			continue
+		}
+		if w, ok := info.places[p.sym]; ok {
+			off = w.site // the first emulated instruction, arguments intact
 		}
 		// The offset is given, so that the library does not read the
 		// whole symbol table again (seconds for node's).

@@ -1,13 +1,10 @@
 package probe
 
 import (
-	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
-
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // The TLS functions a target may export, and the program each one gets.
@@ -25,9 +22,8 @@ var tlsSymbols = []string{symWrite, symWriteEx, symRead, symReadEx, symGetError,
 // elfInfo is what examining a file tells.
 type elfInfo struct {
 	symbols map[string]uint64 // TLS functions defined by the file -> file offset of their entry
-	// next: file offset of the second instruction of the write functions,
-	// where the hold guard goes; absent when the first one is a branch.
-	next map[string]uint64
+	// places: where the write functions' probes and hold guards go.
+	places map[string]placement
 	// embedsOpenSSL: no TLS symbol is exported but the file carries an
 	// OpenSSL version string: a statically linked, stripped copy that
 	// cannot be probed by symbol.
@@ -40,7 +36,7 @@ var errNotELF = errors.New("not an ELF file")
 
 // examineELF reads the dynamic symbol table of the file at path.
 func examineELF(r io.ReaderAt) (elfInfo, error) {
-	info := elfInfo{symbols: map[string]uint64{}, next: map[string]uint64{}}
+	info := elfInfo{symbols: map[string]uint64{}, places: map[string]placement{}}
 	f, err := elf.NewFile(r)
 	if err != nil {
 		var fe *elf.FormatError
@@ -53,20 +49,13 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 	if f.Machine != elf.EM_X86_64 {
 		return info, fmt.Errorf("elf machine %s is not supported", f.Machine)
 	}
-	syms, err := f.DynamicSymbols()
-	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
+	funcs, err := dynamicFunctions(f, tlsSymbols)
+	if err != nil {
 		return info, fmt.Errorf("read dynamic symbols: %w", err)
 	}
-	for _, s := range syms {
-		if s.Section == elf.SHN_UNDEF || elf.ST_TYPE(s.Info) != elf.STT_FUNC {
-			continue
-		}
-		for _, want := range tlsSymbols {
-			if s.Name == want {
-				if off, ok := fileOffset(f, s.Value); ok {
-					info.symbols[want] = off
-				}
-			}
+	for name, addr := range funcs {
+		if off, ok := fileOffset(f, addr); ok {
+			info.symbols[name] = off
 		}
 	}
 	if !info.writes() {
@@ -74,9 +63,7 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 	}
 	for _, sym := range []string{symWrite, symWriteEx} {
 		if off := info.symbols[sym]; off != 0 {
-			if n, ok := straightInstruction(r, off); ok {
-				info.next[sym] = off + uint64(n)
-			}
+			info.places[sym] = placeWrite(r, off)
 		}
 	}
 	return info, nil
@@ -89,11 +76,7 @@ func carriesOpenSSL(f *elf.File) bool {
 	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > 256<<20 {
 		return false
 	}
-	data, err := sec.Data()
-	if err != nil {
-		return false
-	}
-	return bytes.Contains(data, []byte("ssl/ssl_lib.c"))
+	return readerContains(sec.Open(), []byte("ssl/ssl_lib.c"), 1<<20)
 }
 
 // fileOffset converts a virtual address of the file into the file offset
@@ -109,27 +92,4 @@ func fileOffset(f *elf.File, addr uint64) (uint64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// straightInstruction decodes the instruction at file offset off and
-// returns its length if execution always continues after it (no branch,
-// call or return).
-func straightInstruction(r io.ReaderAt, off uint64) (int, bool) {
-	var code [16]byte
-	n, err := r.ReadAt(code[:], int64(off))
-	if n == 0 || (err != nil && !errors.Is(err, io.EOF)) {
-		return 0, false
-	}
-	inst, err := x86asm.Decode(code[:n], 64)
-	if err != nil {
-		return 0, false
-	}
-	switch inst.Op {
-	case x86asm.JMP, x86asm.CALL, x86asm.RET, x86asm.LRET, x86asm.LCALL, x86asm.LJMP,
-		x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JCXZ, x86asm.JE, x86asm.JECXZ,
-		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP,
-		x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JRCXZ, x86asm.JS, x86asm.UD2, x86asm.INT, x86asm.HLT:
-		return 0, false
-	}
-	return inst.Len, true
 }

@@ -17,7 +17,9 @@ import (
 // set; the process stays stopped until Release, or is killed.
 
 // SetHolds turns holding on or off. With scopeAll every process is in
-// scope; otherwise only processes in the cgroups given to SetScope.
+// scope; otherwise only processes in the cgroups given to SetScope, and
+// the writes of the others are not even copied (an enforcing agent has
+// nothing to do with them): they cost the probe and a map lookup.
 func (s *Sensor) SetHolds(enabled, scopeAll bool) error {
 	if enabled && !s.opts.Holds {
 		return fmt.Errorf("hold writes: the sensor was loaded without Options.Holds")
@@ -28,6 +30,8 @@ func (s *Sensor) SetHolds(enabled, scopeAll bool) error {
 	}
 	if scopeAll {
 		cfg.ScopeAll = 1
+	} else if enabled {
+		cfg.ScopeOnly = 1
 	}
 	if err := s.objs.Settings.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("write sensor settings: %w", err)

@@ -45,6 +45,9 @@ func holdingSensor(t *testing.T, cg *testenv.Cgroup, opts ...func(*Options)) (*S
 	go func() {
 		defer close(done)
 		s.Run(ctx, func(ev *Event) {
+			if o.onEvent != nil {
+				o.onEvent(ev)
+			}
 			if ev.Kind == KindWrite && ev.Held {
 				held <- heldWrite{ev.PID, ev.TID, string(ev.Data)}
 			}
@@ -124,7 +127,8 @@ func TestHoldThenRelease(t *testing.T) {
 	// python writes the body separately: it starts no request, so it is not held.
 	srv.WaitFor(t, nil, 10*time.Second)
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("client after release: %v", err)
+		st, _ := s.Stats()
+		t.Fatalf("client after release: %v (sensor %+v)", err, st)
 	}
 	st, err := s.Stats()
 	if err != nil || st.Holds == 0 || st.GuardKills != 0 {
@@ -187,7 +191,17 @@ func TestRogueContinueIsKilled(t *testing.T) {
 func TestOutOfScopeNotHeld(t *testing.T) {
 	scoped := testenv.NewCgroup(t)
 	other := testenv.NewCgroup(t)
-	s, held := holdingSensor(t, scoped)
+	writers := make(chan uint32, 64)
+	s, held := holdingSensor(t, scoped, func(o *Options) {
+		o.onEvent = func(ev *Event) {
+			if ev.Kind == KindWrite {
+				select {
+				case writers <- ev.PID:
+				default:
+				}
+			}
+		}
+	})
 	ca := testenv.NewCA(t)
 	srv := testenv.NewServer(t, ca)
 	cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte("x")})
@@ -202,8 +216,19 @@ func TestOutOfScopeNotHeld(t *testing.T) {
 		t.Fatalf("write of pid %d held out of scope", h.pid)
 	default:
 	}
-	if st, _ := s.Stats(); st.Holds != 0 {
+	st, _ := s.Stats()
+	if st.Holds != 0 {
 		t.Fatalf("holds %d", st.Holds)
+	}
+	if st.Writes == 0 {
+		t.Fatal("the probe never ran")
+	}
+	// Not even copied: an enforcing agent with a scope has no use for it.
+	time.Sleep(50 * time.Millisecond) // longer than the ring's drain period
+	for len(writers) > 0 {
+		if pid := <-writers; pid == uint32(cmd.Process.Pid) {
+			t.Fatalf("a write of pid %d out of scope was reported", pid)
+		}
 	}
 }
 

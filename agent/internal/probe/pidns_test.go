@@ -8,171 +8,160 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
-const pidnsHelperEnv = "AARSM_PROBE_PIDNS_HELPER"
-
-// A sensor loaded in a pid namespace of its own (a container) reports the
-// processes of that namespace, with the ids it sees them by, and nothing
-// of the processes outside: it would signal and look up the wrong ones.
+// A sensor in a container (its own pid namespace) that holds "every
+// process" holds only the processes of its namespace, and reports them by
+// the ids it can signal: a host process that runs a file the container's
+// sensor has never seen is neither stopped nor reported.
 func TestSensorInPIDNamespace(t *testing.T) {
 	testenv.RequireRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatal("unshare not found: apt-get install util-linux")
-	}
 	ca := testenv.NewCA(t)
 	srv := testenv.NewServer(t, ca)
-
-	self, err := os.Executable()
+	helper := exec.Command("unshare", "--pid", "--fork", "--mount", "--mount-proc",
+		os.Args[0], "-test.run=^TestPIDNamespaceHelper$", "-test.v")
+	helper.Env = append(os.Environ(), "AARSM_PIDNS_HELPER="+srv.URL())
+	out, err := helper.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	helper := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--", self, "-test.run=^TestPIDNamespaceHelper$")
-	helper.Env = append(os.Environ(), pidnsHelperEnv+"=1")
-	stdin, err := helper.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuf
-	helper.Stderr = &stderr
+	helper.Stderr = helper.Stdout
 	if err := helper.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("unshare: %v", err)
 	}
-	lines := make(chan string, 1024)
+	defer func() { _ = helper.Process.Kill(); _ = helper.Wait() }()
+	lines := make(chan string, 64)
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
 		close(lines)
 	}()
-	defer func() {
-		stdin.Close() // the helper exits, and with it its namespace
-		for range lines {
-		}
-		_ = helper.Wait()
-		if t.Failed() {
-			t.Logf("helper stderr:\n%s", stderr.String())
-		}
-	}()
-	next := func(what string) string {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("waiting for %s: the helper exited:\n%s", what, stderr.String())
+	var log []string
+	wait := func(prefix string) string {
+		timeout := time.After(60 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("helper ended before %q:\n%s", prefix, strings.Join(log, "\n"))
+				}
+				log = append(log, l)
+				if strings.HasPrefix(l, prefix) {
+					return l
+				}
+			case <-timeout:
+				t.Fatalf("no %q from the helper:\n%s", prefix, strings.Join(log, "\n"))
 			}
-			return l
-		case <-time.After(60 * time.Second):
-			t.Fatalf("no %s from the helper within 60s:\n%s", what, stderr.String())
 		}
-		return ""
 	}
-	if l := next("ready"); l != "ready" {
-		t.Fatalf("helper said %q, want ready", l)
-	}
+	wait("ready")
 
-	// A mail from outside the namespace first, to the end: had the sensor
-	// reported it, its events would come before those of the mail sent
-	// inside.
-	host := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/host", Body: []byte("from the host")})
-	host.Stdout, host.Stderr = io.Discard, io.Discard
-	if err := host.Run(); err != nil {
-		t.Fatalf("curl outside: %v", err)
-	}
-	if _, err := fmt.Fprintf(stdin, "go %s %s\n", srv.URL(), ca.CAFile); err != nil {
+	// A host process running a file nobody has seen: a copy of sleep.
+	bin := filepath.Join(t.TempDir(), "sleep-copy")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
 		t.Fatal(err)
 	}
-	var childPID string
-	for {
-		l := next("events")
-		if pid, ok := strings.CutPrefix(l, "curl "); ok {
-			childPID = pid
-			continue
-		}
-		pid, ok := strings.CutPrefix(l, "write ")
-		if !ok {
-			continue
-		}
-		if childPID == "" || pid != childPID {
-			t.Fatalf("the sensor in the namespace reported a write of pid %s (curl inside is %q): a process outside", pid, childPID)
-		}
-		break // the write of curl inside, by the pid it has there
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	srv.WaitFor(t, func(r testenv.Recorded) bool { return r.Path == "/inside" }, 30*time.Second)
+	host := exec.Command(bin, "1")
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	for i := 0; i < 100 && host.ProcessState == nil; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", host.Process.Pid)); err != nil {
+			break
+		}
+		if processState(t, uint32(host.Process.Pid)) == 'T' {
+			stopped = true
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if stopped {
+		_ = host.Process.Kill()
+		t.Errorf("the container's sensor stopped host pid %d", host.Process.Pid)
+	}
+	_ = host.Wait()
+	if l := wait("result"); l != "result ok" {
+		t.Fatalf("in the namespace: %s\n%s", l, strings.Join(log, "\n"))
+	}
 }
 
-// TestPIDNamespaceHelper is the sensor side of TestSensorInPIDNamespace,
-// started in a new pid namespace. It loads the sensor, says "ready", prints
-// "write PID" for every TLS write seen, and on "go URL CAFILE" posts with
-// curl ("curl PID" first).
+// TestPIDNamespaceHelper runs inside "unshare --pid" for
+// TestSensorInPIDNamespace: a holding sensor with every process in scope,
+// then a curl POST that must be held with its pid as seen here.
 func TestPIDNamespaceHelper(t *testing.T) {
-	if os.Getenv(pidnsHelperEnv) != "1" {
-		t.Skip("helper of TestSensorInPIDNamespace")
+	url := os.Getenv("AARSM_PIDNS_HELPER")
+	if url == "" {
+		t.Skip("runs inside TestSensorInPIDNamespace only")
 	}
-	var out sync.Mutex
-	say := func(format string, args ...any) {
-		out.Lock()
-		defer out.Unlock()
-		fmt.Printf(format+"\n", args...)
-	}
-	s, err := Load(Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		t.Fatalf("load sensor: %v", err)
+		fmt.Println("result load:", err)
+		return
 	}
 	defer s.Close()
+	if err := s.SetHolds(true, true); err != nil {
+		fmt.Println("result holds:", err)
+		return
+	}
+	type seen struct{ pid, tid uint32 }
+	held := make(chan seen, 16)
+	foreign := make(chan uint32, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		_ = s.Run(ctx, func(ev *Event) {
-			if ev.Kind == KindWrite {
-				say("write %d", ev.PID)
+	go s.Run(ctx, func(ev *Event) {
+		if ev.Kind == KindWrite && ev.Held {
+			held <- seen{ev.PID, ev.TID}
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", ev.PID)); err != nil && ev.Kind != KindExit {
+			select {
+			case foreign <- ev.PID:
+			default:
 			}
-		})
-	}()
-	say("ready")
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 3 || f[0] != "go" {
-			continue
 		}
-		cmd := exec.Command("curl", "-sS", "--http1.1", "--noproxy", "*", "--cacert", f[2], "-d", "from inside", f[1]+"/inside")
-		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-		out.Lock() // "curl PID" before any of its writes
-		if err := cmd.Start(); err != nil {
-			out.Unlock()
-			t.Fatalf("curl: %v", err)
-		}
-		fmt.Printf("curl %d\n", cmd.Process.Pid)
-		out.Unlock()
-		_ = cmd.Wait()
+	})
+	fmt.Println("ready")
+	time.Sleep(1500 * time.Millisecond) // the host side runs its copy of sleep
+	curl := exec.Command("curl", "-sk", "-o", "/dev/null", "-X", "POST", "--data", `{"To":"a@b.example"}`, url+"/email")
+	if err := curl.Start(); err != nil {
+		fmt.Println("result curl:", err)
+		return
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	result := "result ok"
+	select {
+	case h := <-held:
+		if h.pid != uint32(curl.Process.Pid) {
+			result = fmt.Sprintf("result held pid %d, curl is %d here", h.pid, curl.Process.Pid)
+		}
+		if err := s.Release(h.pid, h.tid); err != nil {
+			result = "result release: " + err.Error()
+		}
+	case <-time.After(20 * time.Second):
+		result = "result the POST was not held"
+		_ = curl.Process.Kill()
+	}
+	if err := curl.Wait(); err != nil && result == "result ok" {
+		result = "result curl: " + err.Error()
+	}
+	select {
+	case pid := <-foreign:
+		result = fmt.Sprintf("result an event of pid %d, not in this namespace", pid)
+	default:
+	}
+	if hs, _ := s.Holds(); len(hs) != 0 && result == "result ok" {
+		result = fmt.Sprintf("result holds left: %v", hs)
+	}
+	fmt.Println(result)
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // systemLibssl finds the libssl.so.3 that python's ssl module links.
-func systemLibssl(t *testing.T) string {
+func systemLibssl(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("python3", "-c", "import _ssl; print(_ssl.__file__)").Output()
 	if err != nil {

@@ -1,0 +1,74 @@
+package testenv
+
+import (
+	"crypto/tls"
+	_ "embed"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+//go:embed testdata/writer.c
+var writerSource []byte
+
+// CWriter compiles testdata/writer.c, a TLS client on the system's libssl that
+// writes COUNT records of SIZE bytes at RATE per second and prints the mean
+// nanoseconds per SSL_write (usage: writer PORT COUNT SIZE RATE). It needs
+// a C compiler (clang, or cc) and libssl.so.3, no OpenSSL headers.
+func CWriter(t testing.TB) string {
+	t.Helper()
+	cc := "clang"
+	if _, err := exec.LookPath(cc); err != nil {
+		cc = "cc"
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "writer.c")
+	if err := os.WriteFile(src, writerSource, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "writer")
+	if msg, err := exec.Command(cc, "-O2", "-o", out, src, "-l:libssl.so.3").CombinedOutput(); err != nil {
+		t.Fatalf("testenv: compile writer.c with %s: %v (apt-get install -y clang libssl3)\n%s", cc, err, msg)
+	}
+	return out
+}
+
+// NewDiscardServer accepts TLS connections on loopback, reads and drops
+// everything, and returns its port.
+func NewDiscardServer(t testing.TB, ca *CA) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp4", "127.0.0.1:0", ca.ServerTLSConfig())
+	if err != nil {
+		t.Fatalf("testenv: listen on loopback: %v", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					t.Errorf("testenv: accept: %v", err)
+				}
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = c.SetDeadline(time.Now().Add(connTimeout * 5))
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
