@@ -164,6 +164,7 @@ func (s *statusSource) report() status.Report {
 	if holds, err := sensor.Holds(); err == nil {
 		r.Events.HeldNow = len(holds)
 	}
+	r.LoopAgeSeconds = now.Sub(s.agent.Heartbeat()).Seconds()
 	st := s.agent.Stats()
 	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors}
 	switch {

@@ -234,7 +234,7 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatalf("aarsm status: %v\n%s", err, human)
 	}
-	for _, want := range []string{"policies:    1", "company", "enforce", "libssl.so", "lost", "blocked", "quarantine:  1 cgroups", "up "} {
+	for _, want := range []string{"policies:    1", "company", "enforce", "libssl.so", "lost", "blocked", "quarantine:  1 cgroups", "up ", "event loop:  went round"} {
 		if !bytes.Contains(human, []byte(want)) {
 			t.Errorf("aarsm status output has no %q:\n%s", want, human)
 		}
