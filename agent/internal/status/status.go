@@ -41,6 +41,8 @@ type Report struct {
 	// ReloadError is the last reload that failed, if the policies in force
 	// are older than it.
 	ReloadError *ReloadError `json:"reload_error,omitempty"`
+	// Reloads counts the reloads (SIGHUP) done, failed ones included.
+	Reloads uint64 `json:"reloads"`
 
 	// HoldScope lists the cgroup directories whose processes' writes are
 	// held; empty means every process.
