@@ -574,10 +574,13 @@ func realAgentScenario(t *testing.T, c *container) {
 	// An enforcing policy, reloaded: the same mail is blocked.
 	c.sh(t, "sed 's/email_security_policy \"company\"/email_security_policy \"enforce\"/' /pkgs/company.hcl > /etc/aarsm/policy.d/zz-enforce.hcl")
 	c.sh(t, "systemctl reload aarsm")
-	// With systemd 252, "systemctl reload" returns once kill -HUP has
-	// run: the agent's RELOADING=1 and READY=1 (with the new status) may
-	// come a little later.
+	// ExecReload=aarsm reload returns once the agent has reloaded: the new
+	// policy is in force now. Its READY=1 (with the new status) came over
+	// the notify socket just before.
 	c.waitProp(t, "StatusText", "enforcing 2 policies")
+	if st := c.sh(t, "aarsm status"); !strings.Contains(st, "policies:    2") {
+		t.Errorf("right after systemctl reload, status:\n%s", st)
+	}
 	if out, ok := c.sendMail(t); ok {
 		t.Errorf("enforce mode: curl succeeded: %s", out)
 	}
