@@ -250,6 +250,22 @@ func (c *container) unitProp(t *testing.T, prop string) string {
 	return c.sh(t, "systemctl show --value -p "+prop+" aarsm.service")
 }
 
+// waitProp waits until a property of aarsm.service has the value want.
+func (c *container) waitProp(t *testing.T, prop, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := c.unitProp(t, prop)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %q, want %q", prop, got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (c *container) isActive() string {
 	out, _ := c.try("systemctl is-active aarsm.service")
 	return strings.TrimSpace(out)
@@ -509,6 +525,10 @@ func realAgentScenario(t *testing.T, c *container) {
 	fmt.Sscan(start, &s)
 	fmt.Sscan(ready, &r)
 	t.Logf("the agent was ready (READY=1) %.0f ms after its start", float64(r-s)/1000)
+	// STATUS= came with READY=1 over the notify socket.
+	if got := c.unitProp(t, "StatusText"); got != "enforcing 1 policies" {
+		t.Errorf("StatusText %q, want the agent's \"enforcing 1 policies\"", got)
+	}
 	journal := c.sh(t, "journalctl -u aarsm --no-pager -o cat")
 	if !strings.Contains(journal, "msg=enforcing") {
 		t.Errorf("no 'enforcing' in the agent's log:\n%s", journal)
@@ -554,6 +574,13 @@ func realAgentScenario(t *testing.T, c *container) {
 	// An enforcing policy, reloaded: the same mail is blocked.
 	c.sh(t, "sed 's/email_security_policy \"company\"/email_security_policy \"enforce\"/' /pkgs/company.hcl > /etc/aarsm/policy.d/zz-enforce.hcl")
 	c.sh(t, "systemctl reload aarsm")
+	// ExecReload=aarsm reload returns once the agent has reloaded: the new
+	// policy is in force now. Its READY=1 (with the new status) came over
+	// the notify socket just before.
+	c.waitProp(t, "StatusText", "enforcing 2 policies")
+	if st := c.sh(t, "aarsm status"); !strings.Contains(st, "policies:    2") {
+		t.Errorf("right after systemctl reload, status:\n%s", st)
+	}
 	if out, ok := c.sendMail(t); ok {
 		t.Errorf("enforce mode: curl succeeded: %s", out)
 	}
@@ -585,6 +612,10 @@ func realAgentScenario(t *testing.T, c *container) {
 			t.Fatalf("aarsm status shows no failed reload:\n%s", c.try0("aarsm status"))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	c.waitProp(t, "StatusText", "reload failed; the previous policies stay in force (see the log)")
+	if a := c.isActive(); a != "active" {
+		t.Errorf("after SIGHUP with a broken policy: is-active = %q", a)
 	}
 	st = c.sh(t, "aarsm status")
 	if !strings.Contains(st, "policies:    2") || !strings.Contains(st, "enforce") {

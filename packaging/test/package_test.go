@@ -47,7 +47,7 @@ func TestUnitDirectives(t *testing.T) {
 		"NotifyAccess=main",
 		"WatchdogSec=30s",
 		"ExecStart=/usr/bin/aarsm run --policy-dir /etc/aarsm/policy.d --log-format journal",
-		"ExecReload=/bin/kill -HUP $MAINPID",
+		"ExecReload=/usr/bin/aarsm reload --pid $MAINPID",
 		"Restart=on-failure",
 		"StateDirectory=aarsm",
 		"RuntimeDirectory=aarsm",

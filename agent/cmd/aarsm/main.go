@@ -6,6 +6,7 @@
 //	aarsm trace [-v] [--pid PID,...] [--comm NAME,...]
 //	aarsm run --policy-dir DIR --log-format journal|json|auto
 //	aarsm status [--json]
+//	aarsm reload [--pid PID]
 //	aarsm policy check PATH...
 package main
 
@@ -44,6 +45,7 @@ Commands:
   trace                   show, live, what processes send over TLS (one line per HTTP request)
   run                     the agent: judge outgoing mail against policies and enforce them
   status                  ask the running agent what it does (probes, policies, counters)
+  reload                  make the running agent reload its policies, and wait for the outcome
   policy check PATH...    validate policy files or directories
 
 Run "aarsm COMMAND -h" for the options of a command.
@@ -68,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAgent(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "reload":
+		return runReload(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], stdout, stderr)
 	case "hold-guard": // started by "aarsm run"; not for people
@@ -284,6 +288,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	go func() {
 		for range hup {
 			reload(agent, log)
+			src.reloads.Add(1) // after the outcome is stored: see aarsm reload
 		}
 	}()
 	startWatchdog(ctx, agent, log)

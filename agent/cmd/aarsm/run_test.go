@@ -24,14 +24,15 @@ func shippedPolicy(t testing.TB, name string) []byte {
 	return src
 }
 
-// agentCommand returns an unstarted "aarsm run" on the one policy given,
-// verdicts as JSON on stdout, holding the writes of clients' processes
-// only, with pins, state and a status socket of its own (socket: "" for
+// agentCommand returns an unstarted "aarsm run" on the one policy given
+// (scoped to clients' processes: see scopePolicy), verdicts as JSON on
+// stdout, holding the writes of clients' processes only, with pins, state and a status socket of its own (socket: "" for
 // one in a temporary directory). The pins go at cleanup. It also returns
 // the policy directory.
 func agentCommand(t testing.TB, bin string, policy []byte, clients *testenv.Cgroup, socket string) (*exec.Cmd, string) {
 	t.Helper()
 	policies := t.TempDir()
+	policy = scopePolicy(t, policy, clients)
 	if err := os.WriteFile(filepath.Join(policies, "policy.hcl"), policy, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +22,25 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/status"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
+
+func cmd2(bin string, stdout, stderr io.Writer, args ...string) *exec.Cmd {
+	c := exec.Command(bin, args...)
+	c.Stdout, c.Stderr = stdout, stderr
+	return c
+}
+
+// scopePolicy limits a policy to the processes of cg: an agent judges
+// every process on the host, and an enforcing policy must not kill,
+// disconnect or quarantine the clients of tests running beside it.
+func scopePolicy(t testing.TB, src []byte, cg *testenv.Cgroup) []byte {
+	t.Helper()
+	i := bytes.IndexByte(src, '{')
+	if i < 0 {
+		t.Fatal("policy has no block")
+	}
+	scope := fmt.Sprintf("\n  scope {\n    cgroups = [%q]\n  }\n", cg.Name())
+	return append(append(append([]byte{}, src[:i+1]...), scope...), src[i+1:]...)
+}
 
 // notifySocket is a stand-in for systemd's notification socket.
 type notifySocket struct {
@@ -183,7 +203,9 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	if len(r.HoldScope) != 1 || r.HoldScope[0] != clients.Path() {
 		t.Errorf("status hold scope %v, want [%s]", r.HoldScope, clients.Path())
 	}
-	if r.Verdicts.Judged != 0 || r.Events.Holds != 0 || len(r.Quarantines) != 0 || r.QuarantineError != "" {
+	// Nothing of the clients' yet (the agent judges every process on the
+	// host, mails of other tests included; it acts only on its clients').
+	if r.Verdicts.Blocked != 0 || r.Events.Holds != 0 || len(r.Quarantines) != 0 || r.QuarantineError != "" {
 		t.Errorf("status before any mail: %+v %+v quarantines %v %q", r.Verdicts, r.Events, r.Quarantines, r.QuarantineError)
 	}
 
@@ -219,7 +241,7 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatalf("aarsm status: %v\n%s", err, human)
 	}
-	for _, want := range []string{"policies:    1", "company", "enforce", "libssl.so", "lost", "blocked", "quarantine:  1 cgroups", "up "} {
+	for _, want := range []string{"policies:    1", "company", "enforce", "libssl.so", "lost", "blocked", "quarantine:  1 cgroups", "up ", "event loop:  went round"} {
 		if !bytes.Contains(human, []byte(want)) {
 			t.Errorf("aarsm status output has no %q:\n%s", want, human)
 		}
@@ -250,6 +272,31 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 		t.Errorf("the broken reload was not logged with its diagnostics:\n%s", stderr.String())
 	}
 
+	// aarsm reload (ExecReload=) waits for the outcome: the broken policy
+	// fails it with the diagnostics; once it is gone, it succeeds, and the
+	// status says so as soon as it returns.
+	pid := strconv.Itoa(agent.Process.Pid)
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bin, "reload", "--pid", pid, "--status-socket", socket)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err == nil || !strings.Contains(errb.String(), "zz-broken.hcl") {
+		t.Errorf("aarsm reload with a broken policy: %v, %q; want a failure naming zz-broken.hcl", err, errb.String())
+	}
+	if err := exec.Command(bin, "reload", "--pid", "1", "--status-socket", socket).Run(); err == nil {
+		t.Errorf("aarsm reload --pid of another process succeeded")
+	}
+	if err := os.Remove(filepath.Join(policies, "zz-broken.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if err := cmd2(bin, &out, &errb, "reload", "--pid", pid, "--status-socket", socket).Run(); err != nil || !strings.Contains(out.String(), "reloaded: 1 policies") {
+		t.Errorf("aarsm reload: %v, %q %q", err, out.String(), errb.String())
+	}
+	if r = queryStatus(t, bin, socket); r.ReloadError != nil || r.Reloads != 3 {
+		t.Errorf("right after aarsm reload: reload_error %+v, reloads %d (want none, 3)", r.ReloadError, r.Reloads)
+	}
+
 	// The event loop runs: the watchdog pings.
 	notifications.waitFor(t, "WATCHDOG=1")
 
@@ -265,8 +312,8 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	if _, err := os.Lstat(socket); !os.IsNotExist(err) {
 		t.Errorf("status socket left after exit: %v", err)
 	}
-	cmd := exec.Command(bin, "status", "--status-socket", socket)
-	var errb bytes.Buffer
+	cmd = exec.Command(bin, "status", "--status-socket", socket)
+	errb.Reset()
 	cmd.Stderr = &errb
 	err = cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != exitNotRunning || !strings.Contains(errb.String(), socket) {

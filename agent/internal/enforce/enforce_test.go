@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,6 +65,7 @@ func start(t *testing.T) *env {
 func startWith(t *testing.T, dir string, cg *testenv.Cgroup, scope uint64, executor *act.Executor) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
+	scopePolicies(t, dir, cg)
 	e := &env{jd: testenv.NewJournald(t), cg: cg, ca: testenv.NewCA(t)}
 	e.srv = testenv.NewServer(t, e.ca)
 	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: e.jd.SocketPath})
@@ -93,6 +95,32 @@ func startWith(t *testing.T, dir string, cg *testenv.Cgroup, scope uint64, execu
 		a.Close()
 	})
 	return e
+}
+
+var policyHead = regexp.MustCompile(`(?m)^\s*email_security_policy\s+"[^"]*"\s*\{`)
+
+// scopePolicies limits every policy in dir to the processes of cg. The
+// agent judges every process on the host and acts on a block even when
+// the write was not held: unscoped, an enforcing policy killed the clients
+// of tests running beside it in other packages (the probe and trace tests
+// post the same hidden-Bcc mails).
+func scopePolicies(t testing.TB, dir string, cg *testenv.Cgroup) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := fmt.Sprintf("\n  scope {\n    cgroups = [%q]\n  }\n", cg.Name())
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := policyHead.ReplaceAllStringFunc(string(src), func(head string) string { return head + scope })
+		if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // policyDir writes policy files into a fresh directory.

@@ -41,6 +41,8 @@ type Report struct {
 	// ReloadError is the last reload that failed, if the policies in force
 	// are older than it.
 	ReloadError *ReloadError `json:"reload_error,omitempty"`
+	// Reloads counts the reloads (SIGHUP) done, failed ones included.
+	Reloads uint64 `json:"reloads"`
 
 	// HoldScope lists the cgroup directories whose processes' writes are
 	// held; empty means every process.
@@ -49,6 +51,10 @@ type Report struct {
 	// be probed (Error set).
 	Probes []Probe `json:"probes"`
 	Events Events  `json:"events"`
+	// LoopAgeSeconds is how long ago the event loop last went round (it
+	// does every few milliseconds; the watchdog stops pinging when it is
+	// stuck).
+	LoopAgeSeconds float64 `json:"loop_age_seconds"`
 
 	Verdicts Verdicts `json:"verdicts"`
 	// Quarantines are the cgroups cut off the network now.
@@ -277,6 +283,7 @@ func Format(w io.Writer, r Report) error {
 		fmt.Fprintf(&b, "holding:     processes in %s\n", strings.Join(r.HoldScope, ", "))
 	}
 	e := r.Events
+	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
 	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
 	v := r.Verdicts

@@ -21,9 +21,10 @@ func sample() Report {
 			{Path: "/usr/lib/libssl.so.3", Symbols: []string{"SSL_write", "SSL_write_ex"}},
 			{Path: "/opt/x/node", Error: "permission denied"},
 		},
-		Events:      Events{Seen: 10, Lost: 2, Writes: 7, Holds: 3, FileHolds: 1},
-		Verdicts:    Verdicts{Judged: 3, Blocked: 1, Alerted: 1, Released: 2},
-		Quarantines: []Quarantine{{CgroupID: 7, Cgroup: "/system.slice/mcp.service", Until: t0.Add(24 * time.Hour)}},
+		Events:         Events{Seen: 10, Lost: 2, Writes: 7, Holds: 3, FileHolds: 1},
+		LoopAgeSeconds: 0.004,
+		Verdicts:       Verdicts{Judged: 3, Blocked: 1, Alerted: 1, Released: 2},
+		Quarantines:    []Quarantine{{CgroupID: 7, Cgroup: "/system.slice/mcp.service", Until: t0.Add(24 * time.Hour)}},
 	}
 }
 
@@ -107,6 +108,7 @@ func TestFormat(t *testing.T) {
 		"/usr/lib/libssl.so.3 (SSL_write SSL_write_ex)",
 		"/opt/x/node: permission denied",
 		"holding:     every process",
+		"event loop:  went round 4ms ago",
 		"events:      10 seen, 2 lost",
 		"holds:       3 writes, 1 processes",
 		"verdicts:    3 judged, 1 blocked, 1 alerted",

@@ -8,6 +8,10 @@
 //	    SIGHUP (RELOADING=1 ... READY=1) and exits 0 on SIGTERM. It writes
 //	    "generation N" to $STATE_DIRECTORY/fakeagent.state on every (re)load,
 //	    so a test can tell that the reload happened.
+//	fakeagent reload --pid PID
+//	    sends SIGHUP to PID and waits until the agent has handled it (it
+//	    counts its reloads in $RUNTIME_DIRECTORY/fakeagent.reloads); fails
+//	    if the agent kept its old policy, like "aarsm reload".
 //	fakeagent policy check PATH...
 //	    fails if a file contains "BROKEN", like a policy with an error.
 //	fakeagent version
@@ -42,6 +46,11 @@ func main() {
 		fmt.Println("aarsm fakeagent")
 	case "policy":
 		os.Exit(policyCheck(os.Args[2:]))
+	case "reload":
+		if err := reload(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fakeagent:", err)
+			os.Exit(1)
+		}
 	case "run":
 		if err := run(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "fakeagent:", err)
@@ -114,6 +123,7 @@ func run(args []string) error {
 		return err
 	}
 
+	reloads := 0
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	var tick <-chan time.Time
@@ -133,14 +143,66 @@ func run(args []string) error {
 				return notify("STOPPING=1")
 			}
 			_ = notify("RELOADING=1")
+			outcome := "ok"
 			if err := load(); err != nil {
 				// Keep the old policy, as the real agent does.
 				fmt.Fprintln(os.Stderr, "fakeagent: reload:", err)
+				outcome = "failed"
+			}
+			reloads++
+			if err := os.WriteFile(reloadsFile(), []byte(strconv.Itoa(reloads)+" "+outcome+"\n"), 0o600); err != nil {
+				return err
 			}
 			if err := notify("READY=1"); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+func reloadsFile() string {
+	return filepath.Join(os.Getenv("RUNTIME_DIRECTORY"), "fakeagent.reloads")
+}
+
+// reloads reads the agent's reload count and the last outcome.
+func reloads() (int, string) {
+	data, err := os.ReadFile(reloadsFile())
+	if err != nil {
+		return 0, ""
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return 0, ""
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n, f[1]
+}
+
+func reload(args []string) error {
+	if len(args) != 2 || args[0] != "--pid" {
+		return errors.New("usage: fakeagent reload --pid PID")
+	}
+	pid, err := strconv.Atoi(args[1])
+	if err != nil {
+		return fmt.Errorf("--pid %q: %w", args[1], err)
+	}
+	before, _ := reloads()
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		n, outcome := reloads()
+		if n > before {
+			if outcome != "ok" {
+				return errors.New("the agent kept its old policy")
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no reload within 90s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
