@@ -10,8 +10,8 @@
 #   KERNELS         rows to run (default: every row: bullseye bookworm bookworm-6.12 trixie host)
 #   VM_PACKAGE      the .deb to install (default: the newest dist/aarsm_*_amd64.deb)
 #   VM_JOBS         rows run at once (default 1)
-#   VM_SERVICE      stopped (default, until `aarsm run` works) or started
-#   VM_SCENARIO     the scenario.sh scenario (default trace)
+#   VM_SERVICE      started (default: the role enables and starts aarsm.service) or stopped
+#   VM_SCENARIO     the scenario.sh scenario (default postmark; trace needs no service)
 #   VM_IDEMPOTENCE  1 (default): also the check-mode run and the second run
 #   VM_KEEP         1: leave the run directory (logs, overlays) in place
 #   AARSM_VM_CACHE  images, key and runs (default ~/.cache/aarsm-vm)
@@ -22,8 +22,8 @@ LOG_TAG=vm-test
 
 KERNELS=${KERNELS:-$AARSM_ALL_ROWS}
 VM_JOBS=${VM_JOBS:-1}
-VM_SERVICE=${VM_SERVICE:-stopped}
-VM_SCENARIO=${VM_SCENARIO:-trace}
+VM_SERVICE=${VM_SERVICE:-started}
+VM_SCENARIO=${VM_SCENARIO:-postmark}
 VM_IDEMPOTENCE=${VM_IDEMPOTENCE:-1}
 # One row alone gets both CPUs; rows in parallel one each.
 if [ "$VM_JOBS" -gt 1 ]; then VM_CPUS=${VM_CPUS:-1}; else VM_CPUS=${VM_CPUS:-2}; fi
