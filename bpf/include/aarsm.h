@@ -116,6 +116,7 @@ struct linux_binprm {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	unsigned int flags;
 	int pid;
 	int tgid;
 	struct task_struct *real_parent;

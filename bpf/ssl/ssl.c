@@ -473,6 +473,8 @@ static __always_inline enum sight file_sight(__u32 dev, __u64 ino)
  * examined the file and attached its probes: else its first TLS write
  * could leave before the probe exists. User space releases it like a held
  * write (hold record first, then SIGCONT). */
+#define PF_KTHREAD 0x00200000
+
 static __always_inline int hold_for_file(void)
 {
 	__u32 zero = 0;
@@ -480,6 +482,13 @@ static __always_inline int hold_for_file(void)
 	if (!cfg || !cfg->holds)
 		return 0;
 	if (!cfg->scope_all && !in_scope())
+		return 0;
+	/* Never a process the kernel started itself (its parent is a kernel
+	 * thread): a usermode helper such as the modprobe of a module
+	 * autoload, which the kernel may run for the agent while the agent
+	 * waits for it (a sock_diag request loading inet_diag), or init. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, real_parent, flags) & PF_KTHREAD)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
