@@ -197,6 +197,13 @@ static __always_inline int starts_candidate(const __u8 *d, __u64 n)
 
 #define SCOPE_DEPTH 16
 
+/* 1 when tracing programs may call bpf_get_current_ancestor_cgroup_id
+ * (5.11+); user space clears it on older kernels (5.10 rejects the program:
+ * "unknown func bpf_get_current_ancestor_cgroup_id#123"), and the ancestors
+ * are read from the task's cgroup instead. The branch not taken is dead
+ * code the verifier removes. */
+const volatile __u32 have_ancestor_helper = 1;
+
 /* Is the current cgroup, or one of its ancestors, in scope? A scope names
  * a unit or a slice; its processes may sit in cgroups below it. */
 static __always_inline int in_scope(void)
@@ -204,12 +211,29 @@ static __always_inline int in_scope(void)
 	__u64 id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&scope, &id))
 		return 1;
+	if (have_ancestor_helper) {
 #pragma unroll
+		for (int level = 1; level < SCOPE_DEPTH; level++) {
+			id = bpf_get_current_ancestor_cgroup_id(level);
+			if (id == 0)
+				break;
+			if (bpf_map_lookup_elem(&scope, &id))
+				return 1;
+		}
+		return 0;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup___ids *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!cg)
+		return 0;
+	int top = BPF_CORE_READ(cg, level);
+	/* A bounded loop (5.3+): the variable index keeps clang from unrolling. */
 	for (int level = 1; level < SCOPE_DEPTH; level++) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (id == 0)
+		if (level >= top)
 			break;
-		if (bpf_map_lookup_elem(&scope, &id))
+		id = 0;
+		bpf_core_read(&id, sizeof(id), &cg->ancestor_ids[level]);
+		if (id && bpf_map_lookup_elem(&scope, &id))
 			return 1;
 	}
 	return 0;
