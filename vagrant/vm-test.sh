@@ -68,6 +68,19 @@ playbook() {
 	recap "$dir/ansible-$name.log"
 }
 
+# agent_journal DIR: the agent's journal of this boot into DIR/aarsm-journal.log.
+agent_journal() {
+	vm_ssh "$1" 'journalctl -u aarsm.service -b --no-pager -o short-monotonic' >"$1/aarsm-journal.log" 2>&1 || true
+}
+
+# agent_error DIR: "; agent: LINE" with the agent's last fatal line (e.g. a
+# verifier error's last line), or nothing.
+agent_error() {
+	local l
+	l=$(grep -E 'aarsm run: |unknown func|invalid argument|permission denied' "$1/aarsm-journal.log" 2>/dev/null | tail -n1 | sed 's/^.*aarsm\[[0-9]*\]: //' | cut -c1-200)
+	[ -z "$l" ] || printf '; agent: %s (aarsm-journal.log)' "$l"
+}
+
 # run_vm_row ROW: writes $RUN/ROW/result (key=value).
 run_vm_row() {
 	local row=$1 dir=$RUN/$1 t0=$SECONDS t c f
@@ -83,7 +96,7 @@ run_vm_row() {
 	echo "t_image=$((SECONDS - t))" >>"$res"
 	t=$SECONDS
 	vm_start "$row" "$dir"
-	(vm_wait_ssh "$row" "$dir") || { echo "reason=no ssh" >>"$res"; return 1; }
+	(vm_wait_ssh "$row" "$dir") || { echo "reason=no ssh" >>"$res"; vm_stop "$dir"; return 1; }
 	echo "t_boot=$((SECONDS - t))" >>"$res"
 	log "booted in $((SECONDS - t)) s (port $(cat "$dir/port"))"
 	cat >"$dir/inventory.ini" <<-INV
@@ -104,7 +117,9 @@ run_vm_row() {
 	log "playbook: changed=$c failed=$f in $((SECONDS - t1)) s"
 	if [ "$f" != 0 ]; then
 		tail -n 40 "$dir/ansible-apply.log" >&2
-		echo "reason=playbook failed (ansible-apply.log)" >>"$res"
+		agent_journal "$dir"
+		echo "reason=playbook failed (ansible-apply.log)$(agent_error "$dir")" >>"$res"
+		vm_stop "$dir"
 		return 1
 	fi
 	if [ "$VM_IDEMPOTENCE" = 1 ]; then
@@ -118,6 +133,7 @@ run_vm_row() {
 	scp -q "${SSH_OPTS[@]}" -i "$(ssh_key)" -P "$(cat "$dir/port")" "$AARSM_VAGRANT_DIR/scenario.sh" root@127.0.0.1:/root/scenario.sh
 	vm_ssh "$dir" "bash /root/scenario.sh $VM_SCENARIO" >"$dir/scenario.out" 2>"$dir/scenario.err" || true
 	echo "t_scenario=$((SECONDS - t))" >>"$res"
+	agent_journal "$dir"
 	log "scenario: $(grep -E '^(result|reason)=' "$dir/scenario.out" | tr '\n' ' ')"
 	t=$SECONDS
 	vm_stop "$dir"
