@@ -2,9 +2,10 @@
 # journal-test.sh — proves the role's journal forwarding with two VMs of one
 # row (default bookworm): "central" gets aarsm_journal_remote (collector,
 # plain http on the private link), "agent" gets the agent and
-# aarsm_journal_upload. The agent logs a verdict-like entry with logger
-# --journald (AARSM_VERDICT=block ...); the test reads it back on the central
-# VM with journalctl -D /var/log/journal/remote.
+# aarsm_journal_upload. On "agent", aarsm.service (started by the role,
+# enforcing: test-vars.yml) blocks the backdoored mail of scenario.sh's
+# postmark scenario; the test reads the agent's real verdict back on the
+# central VM with journalctl -D /var/log/journal/remote.
 #
 # The two VMs share a private link: qemu's UDP socket netdev between two
 # 127.0.0.1 ports (no host interface, no route out), with link-local
@@ -94,32 +95,29 @@ playbook again
 grep -A3 '^PLAY RECAP' "$RUN/ansible-again.log" | grep -q 'changed=[1-9]' && die "second run changed something ($RUN/ansible-again.log)"
 log "second run: changed=0 ($((SECONDS - t)) s)"
 
-id=journal-test-$$-$RANDOM
-log "agent: logging a verdict-like entry AARSM_TEST_ID=$id"
-vm_ssh "$RUN/agent" "logger --journald" <<EOF
-MESSAGE=aarsm: blocked mail from pid 4242 (postmark-mcp): Bcc to attacker.example
-PRIORITY=2
-SYSLOG_IDENTIFIER=aarsm
-AARSM_VERDICT=block
-AARSM_POLICY=company
-AARSM_VIOLATION=unauthorized_bcc_recipients
-AARSM_COMM=node
-AARSM_TEST_ID=$id
-EOF
+log "agent: the postmark scenario (the agent blocks the backdoored mail)"
+scp -q "${SSH_OPTS[@]}" -i "$(ssh_key)" -P "$(cat "$RUN/agent/port")" "$AARSM_VAGRANT_DIR/scenario.sh" root@127.0.0.1:/root/scenario.sh
+vm_ssh "$RUN/agent" "bash /root/scenario.sh postmark" >"$RUN/scenario.out" 2>"$RUN/scenario.err" || {
+	cat "$RUN/scenario.out" "$RUN/scenario.err" >&2
+	die "the postmark scenario failed on the agent VM"
+}
+grep -E '^(leaked|delivered|verdict_found)=' "$RUN/scenario.out" | tr '\n' ' ' >&2
+echo >&2
 t=$SECONDS
 found=""
+query="journalctl -D /var/log/journal/remote _HOSTNAME=aarsm-agent AARSM_VERDICT=block -o json --no-pager"
 while [ $((SECONDS - t)) -lt 90 ]; do
-	found=$(vm_ssh "$RUN/central" "journalctl -D /var/log/journal/remote AARSM_TEST_ID=$id -o json --no-pager" 2>/dev/null || true)
+	found=$(vm_ssh "$RUN/central" "$query" 2>/dev/null | grep 'phan@giftshop.club' || true)
 	[ -n "$found" ] && break
 	sleep 2
 done
 [ -n "$found" ] || {
 	vm_ssh "$RUN/agent" 'systemctl status systemd-journal-upload --no-pager; journalctl -u systemd-journal-upload --no-pager | tail -20' >&2 || true
 	vm_ssh "$RUN/central" 'systemctl status systemd-journal-remote.socket systemd-journal-remote --no-pager; ls -la /var/log/journal/remote' >&2 || true
-	die "the entry did not reach the collector within 90 s"
+	die "the verdict did not reach the collector within 90 s"
 }
 log "found on the collector after $((SECONDS - t)) s:"
-vm_ssh "$RUN/central" "journalctl -D /var/log/journal/remote AARSM_VERDICT=block -o verbose --no-pager --output-fields=_HOSTNAME,MESSAGE,AARSM_VERDICT,AARSM_POLICY,AARSM_VIOLATION,AARSM_TEST_ID; ls /var/log/journal/remote" >&2
+vm_ssh "$RUN/central" "journalctl -D /var/log/journal/remote AARSM_VERDICT=block -o verbose --no-pager --output-fields=_HOSTNAME,_SYSTEMD_UNIT,MESSAGE,AARSM_VERDICT,AARSM_ACTIONS,AARSM_POLICY,AARSM_RULES,AARSM_VIOLATIONS,AARSM_UNIT; ls /var/log/journal/remote" >&2
 printf 'forwarded=yes\nsource_host=%s\nseconds_to_collector=%s\ntotal_seconds=%s\n' \
 	"$(printf '%s\n' "$found" | head -n1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["_HOSTNAME"])')" \
 	"$((SECONDS - t))" "$((SECONDS - T0))"

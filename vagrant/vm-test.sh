@@ -10,8 +10,8 @@
 #   KERNELS         rows to run (default: every row: bullseye bookworm bookworm-6.12 trixie host)
 #   VM_PACKAGE      the .deb to install (default: the newest dist/aarsm_*_amd64.deb)
 #   VM_JOBS         rows run at once (default 1)
-#   VM_SERVICE      stopped (default, until `aarsm run` works) or started
-#   VM_SCENARIO     the scenario.sh scenario (default trace)
+#   VM_SERVICE      started (default: the role enables and starts aarsm.service) or stopped
+#   VM_SCENARIO     the scenario.sh scenario (default postmark; trace needs no service)
 #   VM_IDEMPOTENCE  1 (default): also the check-mode run and the second run
 #   VM_KEEP         1: leave the run directory (logs, overlays) in place
 #   AARSM_VM_CACHE  images, key and runs (default ~/.cache/aarsm-vm)
@@ -22,8 +22,8 @@ LOG_TAG=vm-test
 
 KERNELS=${KERNELS:-$AARSM_ALL_ROWS}
 VM_JOBS=${VM_JOBS:-1}
-VM_SERVICE=${VM_SERVICE:-stopped}
-VM_SCENARIO=${VM_SCENARIO:-trace}
+VM_SERVICE=${VM_SERVICE:-started}
+VM_SCENARIO=${VM_SCENARIO:-postmark}
 VM_IDEMPOTENCE=${VM_IDEMPOTENCE:-1}
 # One row alone gets both CPUs; rows in parallel one each.
 if [ "$VM_JOBS" -gt 1 ]; then VM_CPUS=${VM_CPUS:-1}; else VM_CPUS=${VM_CPUS:-2}; fi
@@ -68,6 +68,19 @@ playbook() {
 	recap "$dir/ansible-$name.log"
 }
 
+# agent_journal DIR: the agent's journal of this boot into DIR/aarsm-journal.log.
+agent_journal() {
+	vm_ssh "$1" 'journalctl -u aarsm.service -b --no-pager -o short-monotonic' >"$1/aarsm-journal.log" 2>&1 || true
+}
+
+# agent_error DIR: "; agent: LINE" with the agent's last fatal line (e.g. a
+# verifier error's last line), or nothing.
+agent_error() {
+	local l
+	l=$(grep -E 'aarsm run: |unknown func|invalid argument|permission denied' "$1/aarsm-journal.log" 2>/dev/null | tail -n1 | sed 's/^.*aarsm\[[0-9]*\]: //' | cut -c1-200)
+	[ -z "$l" ] || printf '; agent: %s (aarsm-journal.log)' "$l"
+}
+
 # run_vm_row ROW: writes $RUN/ROW/result (key=value).
 run_vm_row() {
 	local row=$1 dir=$RUN/$1 t0=$SECONDS t c f
@@ -83,7 +96,7 @@ run_vm_row() {
 	echo "t_image=$((SECONDS - t))" >>"$res"
 	t=$SECONDS
 	vm_start "$row" "$dir"
-	(vm_wait_ssh "$row" "$dir") || { echo "reason=no ssh" >>"$res"; return 1; }
+	(vm_wait_ssh "$row" "$dir") || { echo "reason=no ssh" >>"$res"; vm_stop "$dir"; return 1; }
 	echo "t_boot=$((SECONDS - t))" >>"$res"
 	log "booted in $((SECONDS - t)) s (port $(cat "$dir/port"))"
 	cat >"$dir/inventory.ini" <<-INV
@@ -104,7 +117,9 @@ run_vm_row() {
 	log "playbook: changed=$c failed=$f in $((SECONDS - t1)) s"
 	if [ "$f" != 0 ]; then
 		tail -n 40 "$dir/ansible-apply.log" >&2
-		echo "reason=playbook failed (ansible-apply.log)" >>"$res"
+		agent_journal "$dir"
+		echo "reason=playbook failed (ansible-apply.log)$(agent_error "$dir")" >>"$res"
+		vm_stop "$dir"
 		return 1
 	fi
 	if [ "$VM_IDEMPOTENCE" = 1 ]; then
@@ -118,6 +133,7 @@ run_vm_row() {
 	scp -q "${SSH_OPTS[@]}" -i "$(ssh_key)" -P "$(cat "$dir/port")" "$AARSM_VAGRANT_DIR/scenario.sh" root@127.0.0.1:/root/scenario.sh
 	vm_ssh "$dir" "bash /root/scenario.sh $VM_SCENARIO" >"$dir/scenario.out" 2>"$dir/scenario.err" || true
 	echo "t_scenario=$((SECONDS - t))" >>"$res"
+	agent_journal "$dir"
 	log "scenario: $(grep -E '^(result|reason)=' "$dir/scenario.out" | tr '\n' ' ')"
 	t=$SECONDS
 	vm_stop "$dir"

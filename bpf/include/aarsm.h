@@ -117,9 +117,23 @@ struct linux_binprm {
 	const char *filename;
 } __attribute__((preserve_access_index));
 
+/* Kernels before 6.1 keep the ids of a cgroup's ancestors in the cgroup
+ * (ancestor_ids[level], the cgroup itself at its own level); read only when
+ * bpf_get_current_ancestor_cgroup_id is missing (before 5.11). */
+struct cgroup___ids {
+	int level;
+	__u64 ancestor_ids[];
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup___ids *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	unsigned int flags;
 	int pid;
 	int tgid;
+	struct css_set *cgroups;
 	struct task_struct *real_parent;
 	struct files_struct *files;
 	struct mm_struct *mm;

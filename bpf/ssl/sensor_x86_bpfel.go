@@ -90,33 +90,34 @@ type SensorReadArgs struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SensorMapCounters          = "counters"
-	SensorMapEvents            = "events"
-	SensorMapHolds             = "holds"
-	SensorMapKnownFiles        = "known_files"
-	SensorMapLastOps           = "last_ops"
-	SensorMapReads             = "reads"
-	SensorMapScope             = "scope"
-	SensorMapScratch           = "scratch"
-	SensorMapSettings          = "settings"
-	SensorMapWatch             = "watch"
-	SensorProgProbeFloor       = "probe_floor"
-	SensorProgSchedExec        = "sched_exec"
-	SensorProgSchedExit        = "sched_exit"
-	SensorProgSslFree          = "ssl_free"
-	SensorProgSslGetError      = "ssl_get_error"
-	SensorProgSslRead          = "ssl_read"
-	SensorProgSslReadEx        = "ssl_read_ex"
-	SensorProgSslReadRet       = "ssl_read_ret"
-	SensorProgSslWrite         = "ssl_write"
-	SensorProgSslWriteEx       = "ssl_write_ex"
-	SensorProgSslWriteGuard    = "ssl_write_guard"
-	SensorProgSysEnterMmap     = "sys_enter_mmap"
-	SensorVarPidnsDev          = "pidns_dev"
-	SensorVarPidnsIno          = "pidns_ino"
-	SensorVarUnusedEventHeader = "unused_event_header"
-	SensorVarUnusedFileEvent   = "unused_file_event"
-	SensorVarWakeupBytes       = "wakeup_bytes"
+	SensorMapCounters           = "counters"
+	SensorMapEvents             = "events"
+	SensorMapHolds              = "holds"
+	SensorMapKnownFiles         = "known_files"
+	SensorMapLastOps            = "last_ops"
+	SensorMapReads              = "reads"
+	SensorMapScope              = "scope"
+	SensorMapScratch            = "scratch"
+	SensorMapSettings           = "settings"
+	SensorMapWatch              = "watch"
+	SensorProgProbeFloor        = "probe_floor"
+	SensorProgSchedExec         = "sched_exec"
+	SensorProgSchedExit         = "sched_exit"
+	SensorProgSslFree           = "ssl_free"
+	SensorProgSslGetError       = "ssl_get_error"
+	SensorProgSslRead           = "ssl_read"
+	SensorProgSslReadEx         = "ssl_read_ex"
+	SensorProgSslReadRet        = "ssl_read_ret"
+	SensorProgSslWrite          = "ssl_write"
+	SensorProgSslWriteEx        = "ssl_write_ex"
+	SensorProgSslWriteGuard     = "ssl_write_guard"
+	SensorProgSysEnterMmap      = "sys_enter_mmap"
+	SensorVarHaveAncestorHelper = "have_ancestor_helper"
+	SensorVarPidnsDev           = "pidns_dev"
+	SensorVarPidnsIno           = "pidns_ino"
+	SensorVarUnusedEventHeader  = "unused_event_header"
+	SensorVarUnusedFileEvent    = "unused_file_event"
+	SensorVarWakeupBytes        = "wakeup_bytes"
 )
 
 // LoadSensor returns the embedded CollectionSpec for Sensor.
@@ -195,11 +196,12 @@ type SensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorVariableSpecs struct {
-	PidnsDev          *ebpf.VariableSpec `ebpf:"pidns_dev"`
-	PidnsIno          *ebpf.VariableSpec `ebpf:"pidns_ino"`
-	UnusedEventHeader *ebpf.VariableSpec `ebpf:"unused_event_header"`
-	UnusedFileEvent   *ebpf.VariableSpec `ebpf:"unused_file_event"`
-	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
+	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
+	UnusedEventHeader  *ebpf.VariableSpec `ebpf:"unused_event_header"`
+	UnusedFileEvent    *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // SensorObjects contains all objects after they have been loaded into the kernel.
@@ -253,11 +255,12 @@ func (m *SensorMaps) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorVariables struct {
-	PidnsDev          *ebpf.Variable `ebpf:"pidns_dev"`
-	PidnsIno          *ebpf.Variable `ebpf:"pidns_ino"`
-	UnusedEventHeader *ebpf.Variable `ebpf:"unused_event_header"`
-	UnusedFileEvent   *ebpf.Variable `ebpf:"unused_file_event"`
-	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
+	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`
+	UnusedEventHeader  *ebpf.Variable `ebpf:"unused_event_header"`
+	UnusedFileEvent    *ebpf.Variable `ebpf:"unused_file_event"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // SensorPrograms contains all programs after they have been loaded into the kernel.

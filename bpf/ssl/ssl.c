@@ -223,6 +223,13 @@ static __always_inline int starts_candidate(const __u8 *d, __u64 n)
 
 #define SCOPE_DEPTH 16
 
+/* 1 when tracing programs may call bpf_get_current_ancestor_cgroup_id
+ * (5.11+); user space clears it on older kernels (5.10 rejects the program:
+ * "unknown func bpf_get_current_ancestor_cgroup_id#123"), and the ancestors
+ * are read from the task's cgroup instead. The branch not taken is dead
+ * code the verifier removes. */
+const volatile __u32 have_ancestor_helper = 1;
+
 /* Is the current cgroup, or one of its ancestors, in scope? A scope names
  * a unit or a slice; its processes may sit in cgroups below it. */
 static __always_inline int in_scope(void)
@@ -230,12 +237,29 @@ static __always_inline int in_scope(void)
 	__u64 id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&scope, &id))
 		return 1;
+	if (have_ancestor_helper) {
 #pragma unroll
+		for (int level = 1; level < SCOPE_DEPTH; level++) {
+			id = bpf_get_current_ancestor_cgroup_id(level);
+			if (id == 0)
+				break;
+			if (bpf_map_lookup_elem(&scope, &id))
+				return 1;
+		}
+		return 0;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup___ids *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!cg)
+		return 0;
+	int top = BPF_CORE_READ(cg, level);
+	/* A bounded loop (5.3+): the variable index keeps clang from unrolling. */
 	for (int level = 1; level < SCOPE_DEPTH; level++) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (id == 0)
+		if (level >= top)
 			break;
-		if (bpf_map_lookup_elem(&scope, &id))
+		id = 0;
+		bpf_core_read(&id, sizeof(id), &cg->ancestor_ids[level]);
+		if (id && bpf_map_lookup_elem(&scope, &id))
 			return 1;
 	}
 	return 0;
@@ -519,6 +543,8 @@ static __always_inline enum sight file_sight(__u32 dev, __u64 ino)
  * examined the file and attached its probes: else its first TLS write
  * could leave before the probe exists. User space releases it like a held
  * write (hold record first, then SIGCONT). */
+#define PF_KTHREAD 0x00200000
+
 static __always_inline int hold_for_file(void)
 {
 	__u32 zero = 0;
@@ -526,6 +552,13 @@ static __always_inline int hold_for_file(void)
 	if (!cfg || !cfg->holds)
 		return 0;
 	if (!cfg->scope_all && !in_scope())
+		return 0;
+	/* Never a process the kernel started itself (its parent is a kernel
+	 * thread): a usermode helper such as the modprobe of a module
+	 * autoload, which the kernel may run for the agent while the agent
+	 * waits for it (a sock_diag request loading inet_diag), or init. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, real_parent, flags) & PF_KTHREAD)
 		return 0;
 	__u64 id;
 	if (current_id(&id) < 0)

@@ -92,6 +92,30 @@ func DestroySockets(pid uint32) (int, error) {
 	return n, nil
 }
 
+// PreloadDiag makes the kernel load what DestroySockets needs (the
+// sock_diag, inet_diag and tcp_diag modules, where they are modules) by
+// asking once for the TCP sockets of both families in the agent's network
+// namespace. Call it before holding starts: a module autoload runs modprobe
+// as a usermode helper and waits for it, and a held modprobe (a file not
+// examined yet) would wait for the very agent thread that asked.
+func PreloadDiag() error {
+	s, err := newDiagSocket()
+	if err != nil {
+		return fmt.Errorf("preload sock_diag: %w", err)
+	}
+	defer s.close()
+	var errs []error
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if _, err := s.dump(family, destroyStates); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("preload sock_diag: %w", err)
+	}
+	return nil
+}
+
 // socketInodes returns the inodes of the sockets open in pid.
 func socketInodes(pid uint32) (map[uint32]bool, error) {
 	dir := proc.FS{}.Path(pid, "fd")

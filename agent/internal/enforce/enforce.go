@@ -131,6 +131,11 @@ func New(opts Options) (*Agent, error) {
 	if a.exec == nil {
 		a.exec = &act.Executor{}
 	}
+	// Before anything is held: the kernel must not have to run modprobe
+	// for the agent's responses while the agent holds new executables.
+	if err := act.PreloadDiag(); err != nil {
+		opts.Logger.Warn("socket destruction may be unavailable", "err", err)
+	}
 	opts.Sensor.Logger = opts.Logger
 	opts.Sensor.Holds = true
 	s, err := probe.Load(opts.Sensor)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -183,6 +185,14 @@ func Load(opts Options) (*Sensor, error) {
 			return nil, fmt.Errorf("set pidns_ino: %w", err)
 		}
 		opts.Logger.Info("not in the initial pid namespace: only processes of this namespace are seen", "pidns", ns.Ino)
+	}
+	// Before 5.11 tracing programs cannot call
+	// bpf_get_current_ancestor_cgroup_id: the scope check then reads the
+	// ancestors from the task's cgroup (bpf/ssl/ssl.c, in_scope).
+	if features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetCurrentAncestorCgroupId) != nil {
+		if err := spec.Variables["have_ancestor_helper"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("set have_ancestor_helper: %w", err)
+		}
 	}
 
 	s := &Sensor{
