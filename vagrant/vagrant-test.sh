@@ -10,7 +10,7 @@
 # and a qemu.conf that runs qemu as root (the images live under the cache in
 # $HOME). Nothing is left on the host's libvirt configuration; the daemons,
 # dnsmasq and any qemu are killed by PID at the end. Needs root and the
-# packages vagrant, vagrant-libvirt, libvirt-daemon-system.
+# packages vagrant, vagrant-libvirt, libvirt-daemon-system, dnsmasq-base.
 #
 # Environment: AARSM_PACKAGE or VM_PACKAGE (.deb; default newest dist/aarsm_*_amd64.deb),
 # AARSM_VM_CACHE, VM_KEEP=1 (keep the private libvirt state directory).
@@ -21,7 +21,7 @@ LOG_TAG=vagrant-test
 ROWS=${*:-bookworm}
 if [ "${AARSM_IN_NETNS:-}" != 1 ]; then
 	[ "$(id -u)" = 0 ] || die "run as root"
-	need vagrant virsh libvirtd virtlogd unshare qemu-system-x86_64 ansible-playbook
+	need vagrant virsh libvirtd virtlogd dnsmasq unshare qemu-system-x86_64 ansible-playbook
 	vagrant plugin list 2>/dev/null | grep -q vagrant-libvirt || die "the vagrant-libvirt plugin is missing (apt-get install vagrant-libvirt)"
 	PKG=${AARSM_PACKAGE:-${VM_PACKAGE:-$(ls -t "$AARSM_REPO_DIR"/dist/aarsm_*_amd64.deb 2>/dev/null | head -n1 || true)}}
 	[ -n "$PKG" ] && [ -f "$PKG" ] || die "no package: build it with 'make packages' or set AARSM_PACKAGE"
@@ -48,7 +48,7 @@ stop_all() {
 	# dnsmasq and qemu started by libvirtd, then the daemons themselves.
 	for f in /run/libvirt/network/*.pid /var/lib/libvirt/dnsmasq/*.pid /run/libvirt/qemu/*.pid "$STATE"/libvirtd.pid "$STATE"/virtlogd.pid; do
 		[ -f "$f" ] || continue
-		p=$(cat "$f")
+		p=$(cat "$f" 2>/dev/null || true)
 		[ -n "$p" ] && kill "$p" 2>/dev/null && log "stopped pid $p ($(basename "$f"))"
 	done
 	sleep 1
