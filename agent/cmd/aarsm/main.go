@@ -121,11 +121,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 			"responses. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN to read /proc).\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "aarsm trace: unexpected argument %q\n", fs.Arg(0))
+	if !parseFlags(fs, args) {
 		return 2
 	}
 	opts := trace.Options{Comms: comms}
@@ -203,11 +199,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			"\"aarsm status\" reads its state from --status-socket.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "aarsm run: unexpected argument %q\n", fs.Arg(0))
+	if !parseFlags(fs, args) {
 		return 2
 	}
 	log := newLogger(stderr, *debugLog)
@@ -322,4 +314,17 @@ func cgroupID(dir string) (uint64, error) {
 		return 0, fmt.Errorf("%s is not a cgroup v2 directory", dir)
 	}
 	return st.Ino, nil
+}
+
+// parseFlags parses the flags of a subcommand that takes no arguments,
+// reporting errors on the flag set's output (the command's stderr).
+func parseFlags(fs *flag.FlagSet, args []string) bool {
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return false
+	}
+	return true
 }

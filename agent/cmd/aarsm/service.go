@@ -205,11 +205,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 			"verdicts, quarantines in force, uptime. Exits %d when no agent answers.\n\n", exitNotRunning)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "aarsm status: unexpected argument %q\n", fs.Arg(0))
+	if !parseFlags(fs, args) {
 		return 2
 	}
 	r, err := status.Query(*socket, *timeout)
@@ -249,11 +245,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 			"after kill -HUP; this makes \"systemctl reload\" synchronous.)\n\n", exitNotRunning)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "aarsm reload: unexpected argument %q\n", fs.Arg(0))
+	if !parseFlags(fs, args) {
 		return 2
 	}
 	fail := func(err error) int {
