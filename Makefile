@@ -1,7 +1,8 @@
 # AARSM — build, generate, test. Run the test targets as root: they load
 # eBPF programs into the running kernel and drive real TLS clients.
 
-GO        ?= go
+# go from PATH, else where the Debian machine images keep it.
+GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 GOFLAGS   := -trimpath

@@ -22,7 +22,7 @@
 #   NFPM              the nfpm command; default: nfpm v2.45.2 from the module proxy
 
 # All variables are PKG_-prefixed so they do not collide with the top Makefile.
-PKG_GO            ?= go
+PKG_GO            ?= $(or $(GO),go)
 NFPM              ?= $(PKG_GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 PKG_DIST          ?= dist
 PKG_ARCH          ?= $(shell $(PKG_GO) env GOARCH)
