@@ -116,8 +116,7 @@ type Stats struct {
 type discovery struct {
 	pid, tid uint32
 	file     proc.FileID // as reported by the kernel
-	exec     bool
-	held     bool // the process is stopped until the file is examined
+	held     bool        // the process is stopped until the file is examined
 }
 
 // Sensor is the loaded "ssl" sensor: programs, maps and links that live and
@@ -313,7 +312,7 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 			continue
 		case KindExec:
 			if ev.UnknownFile || ev.Held {
-				s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, exec: true, held: ev.Held})
+				s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
 			}
 		}
 		s.events.Add(1)
