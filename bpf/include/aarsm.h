@@ -20,6 +20,7 @@ enum aarsm_event_kind {
 	EV_EXEC = 5,         /* a process image was replaced */
 	EV_EXIT = 6,         /* a thread group leader exited */
 	EV_MMAP = 7,         /* a not yet examined file was mapped executable */
+	EV_CGROUP = 8,       /* a cgroup was created while new cgroups are in scope until judged */
 };
 
 enum aarsm_event_flags {
@@ -28,7 +29,7 @@ enum aarsm_event_flags {
 	EV_F_HELD = 1 << 2,      /* EV_WRITE: stopped until user space judges the write; EV_EXEC, EV_MMAP: until it has examined the file */
 };
 
-/* Common header of every event, 64 bytes. */
+/* Common header of every event, 56 bytes. */
 struct event_header {
 	__u8 kind;
 	__u8 flags;
@@ -57,12 +58,41 @@ struct file_event {
 	char filename[FILENAME_MAX_LEN];
 };
 
-/* Run-time settings written by user space (array map "config", key 0). */
+/* How the holds of a process in scope end when nobody judges them in
+ * time: the value of the "scope" map, and of the whole host in struct
+ * config. A deadline of 0 ms means the default was not filled in: user
+ * space always writes one. */
+struct hold_policy {
+	__u32 fail_closed; /* 1: kill the held process; 0: resume it unjudged */
+	__u32 exec_ms;     /* longest hold for a file to be examined (exec, mmap) */
+	__u32 write_ms;    /* longest hold of a write */
+	__u32 pending;     /* scope entry of a new cgroup that user space has not judged yet */
+};
+
+/* Run-time settings written by user space (array map "settings", key 0). */
 struct config {
-	__u32 holds;     /* 1: hold candidate writes of processes in scope */
-	__u32 scope_all; /* 1: every process is in scope; else only cgroups in "scope" */
-	__u32 scope_only; /* 1 (with holds): writes of processes out of scope are not even copied */
+	__u32 holds;      /* 1: hold candidate writes of processes in scope */
+	__u32 hold_all;   /* 1: every process is in scope (with policy "all"); else only cgroups in "scope" */
+	__u32 copy_all;   /* 1: copy the writes of processes out of scope too (nothing held) */
+	__u32 watch_mkdir; /* 1: a new cgroup is in scope (policy "pending") until user space judged it */
+	struct hold_policy all;
+	struct hold_policy pending;
+	__u32 scoped;     /* 1 (with hold_all): the "scope" map has entries that override "all" */
 	__u32 _pad;
+	__u32 agent_tgid; /* SIGCONTs from these processes are the agent's own */
+	__u32 guard_tgid;
+	__u64 stale_ns;   /* heartbeat older than this: the agent is not judging; take no hold, apply the fail mode at once. 0: no check */
+};
+
+/* Hold kinds. */
+enum {
+	HOLD_WRITE = 1,
+	HOLD_FILE = 2,
+};
+
+/* Hold flags. */
+enum {
+	HOLD_F_FOREIGN_CONT = 1 << 0, /* someone else than the agent sent SIGCONT while held */
 };
 
 /* A connection: process and SSL*. */
@@ -72,12 +102,17 @@ struct conn_key {
 	__u64 ssl;
 };
 
-/* A write held for judgement, by thread id. */
+/* A process held for judgement, by thread id. */
 struct hold {
-	__u32 pid;
-	__u32 _pad;
-	__u64 ssl;
-	__u64 ts;
+	__u32 pid;         /* thread group id */
+	__u8 kind;         /* HOLD_WRITE, HOLD_FILE */
+	__u8 fail_closed;  /* what the deadline does: kill (1) or resume (0) */
+	__u8 flags;        /* HOLD_F_* */
+	__u8 _pad;
+	__u64 ssl;         /* HOLD_WRITE: the SSL* */
+	__u64 ts;          /* bpf_ktime_get_ns when held */
+	__u64 deadline;    /* bpf_ktime_get_ns by which it is resolved, judged or not */
+	__u64 start;       /* the thread's start (boot-time ns): tells a reused thread id */
 };
 
 struct inode_key {
@@ -129,8 +164,22 @@ struct css_set {
 	struct cgroup___ids *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup_root {
+	int hierarchy_id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int flags;
+	__u64 start_boottime;
 	int pid;
 	int tgid;
 	struct css_set *cgroups;

@@ -14,11 +14,18 @@ import (
 )
 
 type SensorConfig struct {
-	_         structs.HostLayout
-	Holds     uint32
-	ScopeAll  uint32
-	ScopeOnly uint32
-	Pad       uint32
+	_          structs.HostLayout
+	Holds      uint32
+	HoldAll    uint32
+	CopyAll    uint32
+	WatchMkdir uint32
+	All        SensorHoldPolicy
+	Pending    SensorHoldPolicy
+	Scoped     uint32
+	Pad        uint32
+	AgentTgid  uint32
+	GuardTgid  uint32
+	StaleNs    uint64
 }
 
 type SensorConnKey struct {
@@ -58,11 +65,24 @@ type SensorFileEvent struct {
 }
 
 type SensorHold struct {
-	_   structs.HostLayout
-	Pid uint32
-	Pad uint32
-	Ssl uint64
-	Ts  uint64
+	_          structs.HostLayout
+	Pid        uint32
+	Kind       uint8
+	FailClosed uint8
+	Flags      uint8
+	Pad        uint8
+	Ssl        uint64
+	Ts         uint64
+	Deadline   uint64
+	Start      uint64
+}
+
+type SensorHoldPolicy struct {
+	_          structs.HostLayout
+	FailClosed uint32
+	ExecMs     uint32
+	WriteMs    uint32
+	Pending    uint32
 }
 
 type SensorInodeKey struct {
@@ -92,17 +112,21 @@ type SensorReadArgs struct {
 const (
 	SensorMapCounters           = "counters"
 	SensorMapEvents             = "events"
+	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
 	SensorMapKnownFiles         = "known_files"
 	SensorMapLastOps            = "last_ops"
 	SensorMapReads              = "reads"
+	SensorMapResolved           = "resolved"
 	SensorMapScope              = "scope"
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
 	SensorMapWatch              = "watch"
+	SensorProgCgroupMkdir       = "cgroup_mkdir"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
+	SensorProgSignalGenerate    = "signal_generate"
 	SensorProgSslFree           = "ssl_free"
 	SensorProgSslGetError       = "ssl_get_error"
 	SensorProgSslRead           = "ssl_read"
@@ -162,18 +186,20 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
-	ProbeFloor    *ebpf.ProgramSpec `ebpf:"probe_floor"`
-	SchedExec     *ebpf.ProgramSpec `ebpf:"sched_exec"`
-	SchedExit     *ebpf.ProgramSpec `ebpf:"sched_exit"`
-	SslFree       *ebpf.ProgramSpec `ebpf:"ssl_free"`
-	SslGetError   *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
-	SslRead       *ebpf.ProgramSpec `ebpf:"ssl_read"`
-	SslReadEx     *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
-	SslReadRet    *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
-	SslWrite      *ebpf.ProgramSpec `ebpf:"ssl_write"`
-	SslWriteEx    *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
-	SslWriteGuard *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
-	SysEnterMmap  *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	CgroupMkdir    *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
+	ProbeFloor     *ebpf.ProgramSpec `ebpf:"probe_floor"`
+	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
+	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
+	SignalGenerate *ebpf.ProgramSpec `ebpf:"signal_generate"`
+	SslFree        *ebpf.ProgramSpec `ebpf:"ssl_free"`
+	SslGetError    *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
+	SslRead        *ebpf.ProgramSpec `ebpf:"ssl_read"`
+	SslReadEx      *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
+	SslReadRet     *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
+	SslWrite       *ebpf.ProgramSpec `ebpf:"ssl_write"`
+	SslWriteEx     *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
+	SslWriteGuard  *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
+	SysEnterMmap   *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -182,10 +208,12 @@ type SensorProgramSpecs struct {
 type SensorMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
 	Holds      *ebpf.MapSpec `ebpf:"holds"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
 	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
 	Reads      *ebpf.MapSpec `ebpf:"reads"`
+	Resolved   *ebpf.MapSpec `ebpf:"resolved"`
 	Scope      *ebpf.MapSpec `ebpf:"scope"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
@@ -226,10 +254,12 @@ func (o *SensorObjects) Close() error {
 type SensorMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
 	Holds      *ebpf.Map `ebpf:"holds"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
 	LastOps    *ebpf.Map `ebpf:"last_ops"`
 	Reads      *ebpf.Map `ebpf:"reads"`
+	Resolved   *ebpf.Map `ebpf:"resolved"`
 	Scope      *ebpf.Map `ebpf:"scope"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Settings   *ebpf.Map `ebpf:"settings"`
@@ -240,10 +270,12 @@ func (m *SensorMaps) Close() error {
 	return _SensorClose(
 		m.Counters,
 		m.Events,
+		m.Heartbeat,
 		m.Holds,
 		m.KnownFiles,
 		m.LastOps,
 		m.Reads,
+		m.Resolved,
 		m.Scope,
 		m.Scratch,
 		m.Settings,
@@ -267,25 +299,29 @@ type SensorVariables struct {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
-	ProbeFloor    *ebpf.Program `ebpf:"probe_floor"`
-	SchedExec     *ebpf.Program `ebpf:"sched_exec"`
-	SchedExit     *ebpf.Program `ebpf:"sched_exit"`
-	SslFree       *ebpf.Program `ebpf:"ssl_free"`
-	SslGetError   *ebpf.Program `ebpf:"ssl_get_error"`
-	SslRead       *ebpf.Program `ebpf:"ssl_read"`
-	SslReadEx     *ebpf.Program `ebpf:"ssl_read_ex"`
-	SslReadRet    *ebpf.Program `ebpf:"ssl_read_ret"`
-	SslWrite      *ebpf.Program `ebpf:"ssl_write"`
-	SslWriteEx    *ebpf.Program `ebpf:"ssl_write_ex"`
-	SslWriteGuard *ebpf.Program `ebpf:"ssl_write_guard"`
-	SysEnterMmap  *ebpf.Program `ebpf:"sys_enter_mmap"`
+	CgroupMkdir    *ebpf.Program `ebpf:"cgroup_mkdir"`
+	ProbeFloor     *ebpf.Program `ebpf:"probe_floor"`
+	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
+	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
+	SignalGenerate *ebpf.Program `ebpf:"signal_generate"`
+	SslFree        *ebpf.Program `ebpf:"ssl_free"`
+	SslGetError    *ebpf.Program `ebpf:"ssl_get_error"`
+	SslRead        *ebpf.Program `ebpf:"ssl_read"`
+	SslReadEx      *ebpf.Program `ebpf:"ssl_read_ex"`
+	SslReadRet     *ebpf.Program `ebpf:"ssl_read_ret"`
+	SslWrite       *ebpf.Program `ebpf:"ssl_write"`
+	SslWriteEx     *ebpf.Program `ebpf:"ssl_write_ex"`
+	SslWriteGuard  *ebpf.Program `ebpf:"ssl_write_guard"`
+	SysEnterMmap   *ebpf.Program `ebpf:"sys_enter_mmap"`
 }
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
+		p.CgroupMkdir,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,
+		p.SignalGenerate,
 		p.SslFree,
 		p.SslGetError,
 		p.SslRead,

@@ -96,13 +96,24 @@ struct {
 	__type(value, struct config);
 } settings SEC(".maps");
 
-/* Cgroups whose processes are in a policy's scope. */
+/* Cgroups whose processes are in an enforcing policy's scope, with what
+ * their holds do when unjudged (already combined with the entries of the
+ * cgroup's ancestors: the deepest entry found wins). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, struct hold_policy);
 } scope SEC(".maps");
+
+/* When the agent's event loop last went round (bpf_ktime_get_ns), written
+ * by it: a loop that is stopped or stuck takes no new holds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} heartbeat SEC(".maps");
 
 /* Connections in the middle of a message that may be mail: every write on
  * them is held until user space clears the entry. */
@@ -113,14 +124,16 @@ struct {
 	__type(value, __u8);
 } watch SEC(".maps");
 
-/* Writes held for judgement, by thread. User space deletes the entry and
- * then sends SIGCONT; a thread that runs on while its entry is still here
- * was resumed by someone else, and is killed by ssl_write_guard. */
+/* Processes held for judgement, by thread. User space deletes the entry
+ * and then sends SIGCONT (or kills); the guard process resolves every
+ * entry older than its deadline by its fail mode, whatever the agent does.
+ * Pinned, so that an agent restarted after a crash finds them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct hold);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } holds SEC(".maps");
 
 /* Counters, per CPU: see enum counter in agent/internal/probe. */
@@ -133,6 +146,11 @@ enum {
 	CNT_HOLDS,     /* writes held for judgement */
 	CNT_GUARD_KILLS, /* held threads resumed by someone else, killed */
 	CNT_FILE_HOLDS,  /* processes stopped until a new file was examined */
+	CNT_STALE,       /* holds not taken: the agent's loop was not running (fail mode applied at once) */
+	CNT_HOLD_FULL,   /* holds not taken: the hold map was full (fail mode applied at once) */
+	CNT_FAIL_KILLS,  /* processes killed in the kernel by a fail-closed policy (stale agent, full map or ring) */
+	CNT_FOREIGN_CONT, /* SIGCONTs from someone else than the agent to a held process */
+	CNT_HELD_EXITS,   /* held threads that exited (killed) while held */
 	CNT_MAX,
 };
 
@@ -142,6 +160,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* Holds the guard process resolved without a verdict, by outcome (see
+ * agent/internal/probe/guard.go): written by the guard alone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} resolved SEC(".maps");
 
 static __always_inline void count(__u32 which)
 {
@@ -204,6 +231,7 @@ static __always_inline void set_last_op(__u32 tid, __u32 op, __u64 ssl)
 }
 
 #define SIGKILL 9
+#define SIGCONT 18
 #define SIGSTOP 19
 
 /* Does the write begin something that may carry mail? An HTTP request with
@@ -230,28 +258,31 @@ static __always_inline int starts_candidate(const __u8 *d, __u64 n)
  * code the verifier removes. */
 const volatile __u32 have_ancestor_helper = 1;
 
-/* Is the current cgroup, or one of its ancestors, in scope? A scope names
- * a unit or a slice; its processes may sit in cgroups below it. */
-static __always_inline int in_scope(void)
+/* The scope entry of the current cgroup or, failing that, of its deepest
+ * ancestor that has one: a scope names a unit or a slice; its processes
+ * may sit in cgroups below it. NULL: not in scope. */
+static __always_inline struct hold_policy *scope_of(void)
 {
 	__u64 id = bpf_get_current_cgroup_id();
-	if (bpf_map_lookup_elem(&scope, &id))
-		return 1;
+	struct hold_policy *found = bpf_map_lookup_elem(&scope, &id);
+	if (found)
+		return found;
 	if (have_ancestor_helper) {
 #pragma unroll
 		for (int level = 1; level < SCOPE_DEPTH; level++) {
 			id = bpf_get_current_ancestor_cgroup_id(level);
 			if (id == 0)
 				break;
-			if (bpf_map_lookup_elem(&scope, &id))
-				return 1;
+			struct hold_policy *p = bpf_map_lookup_elem(&scope, &id);
+			if (p)
+				found = p;
 		}
-		return 0;
+		return found;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct cgroup___ids *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
 	if (!cg)
-		return 0;
+		return NULL;
 	int top = BPF_CORE_READ(cg, level);
 	/* A bounded loop (5.3+): the variable index keeps clang from unrolling. */
 	for (int level = 1; level < SCOPE_DEPTH; level++) {
@@ -259,30 +290,94 @@ static __always_inline int in_scope(void)
 			break;
 		id = 0;
 		bpf_core_read(&id, sizeof(id), &cg->ancestor_ids[level]);
-		if (id && bpf_map_lookup_elem(&scope, &id))
-			return 1;
+		struct hold_policy *p = id ? bpf_map_lookup_elem(&scope, &id) : NULL;
+		if (p)
+			found = p;
+	}
+	return found;
+}
+
+/* The hold policy of the current process, NULL when it is not held. */
+static __always_inline struct hold_policy *hold_policy_of(struct config *cfg)
+{
+	if (!cfg->holds)
+		return NULL;
+	if (!cfg->hold_all)
+		return scope_of();
+	if (cfg->scoped) {
+		struct hold_policy *p = scope_of();
+		if (p)
+			return p;
+	}
+	return &cfg->all;
+}
+
+/* Is the agent's event loop going round? A hold taken while it is not
+ * would wait for its deadline for nothing. */
+static __always_inline int agent_stale(struct config *cfg, __u64 now)
+{
+	if (cfg->stale_ns == 0)
+		return 0;
+	__u32 zero = 0;
+	__u64 *beat = bpf_map_lookup_elem(&heartbeat, &zero);
+	return beat && *beat && now > *beat && now - *beat > cfg->stale_ns;
+}
+
+/* Stop the current thread's process for judgement; 1 when held. When no
+ * hold can be taken (the agent is not running its loop, the map is full)
+ * the fail mode applies at once: a fail-closed process is killed before
+ * the call goes on, a fail-open one goes on unjudged. */
+static __always_inline int take_hold(struct config *cfg, struct hold_policy *p, __u32 pid, __u32 tid,
+				     __u8 kind, __u64 ssl, __u64 now)
+{
+	__u32 ms = kind == HOLD_WRITE ? p->write_ms : p->exec_ms;
+	if (ms == 0)
+		ms = 1000;
+	if (agent_stale(cfg, now)) {
+		count(CNT_STALE);
+		goto fail;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct hold h = {
+		.pid = pid,
+		.kind = kind,
+		.fail_closed = p->fail_closed ? 1 : 0,
+		.ssl = ssl,
+		.ts = now,
+		.deadline = now + (__u64)ms * 1000000,
+		.start = BPF_CORE_READ(task, start_boottime),
+	};
+	if (bpf_map_update_elem(&holds, &tid, &h, BPF_ANY) < 0) {
+		count(CNT_HOLD_FULL);
+		goto fail;
+	}
+	bpf_send_signal(SIGSTOP);
+	return 1;
+fail:
+	if (p->fail_closed) {
+		bpf_send_signal(SIGKILL);
+		count(CNT_FAIL_KILLS);
 	}
 	return 0;
 }
 
 /* Decide whether to hold this write; if so, stop the process and record
  * the hold. */
-static __always_inline int maybe_hold(struct data_event *e, __u64 n)
+static __always_inline int maybe_hold(struct config *cfg, struct hold_policy *p, struct data_event *e, __u64 n)
 {
 	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
 	if (!starts_candidate(e->data, n) && !bpf_map_lookup_elem(&watch, &ck))
 		return 0;
-	struct hold h = {.pid = e->h.pid, .ssl = e->h.ssl, .ts = e->h.ts};
-	if (bpf_map_update_elem(&holds, &e->h.tid, &h, BPF_ANY) < 0)
+	if (!take_hold(cfg, p, e->h.pid, e->h.tid, HOLD_WRITE, e->h.ssl, e->h.ts))
 		return 0;
-	bpf_send_signal(SIGSTOP);
 	count(CNT_HOLDS);
 	return 1;
 }
 
-/* Copy up to MAX_DATA bytes of buf and submit them; holdable: the write
- * may be held (holding is on and the process in scope). */
-static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len, int holdable)
+/* Copy up to MAX_DATA bytes of buf and submit them; p (with cfg): the
+ * write may be held, under that policy. */
+static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len,
+				       struct config *cfg, struct hold_policy *p)
 {
 	__u32 zero = 0;
 	struct data_event *e = bpf_map_lookup_elem(&scratch, &zero);
@@ -309,7 +404,7 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 		e->h.flags |= EV_F_TRUNCATED;
 	}
 	__u64 flags = ring_flags();
-	if (holdable && maybe_hold(e, n)) {
+	if (cfg && p && maybe_hold(cfg, p, e, n)) {
 		e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
@@ -320,9 +415,14 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	if (bpf_ringbuf_output(&events, e, size, flags) < 0) {
 		count(CNT_LOST);
 		if (e->h.flags & EV_F_HELD) {
-			/* Nobody will ever judge it: fail closed. */
+			/* Nobody will ever judge it: the fail mode, now. */
 			bpf_map_delete_elem(&holds, &e->h.tid);
-			bpf_send_signal(SIGKILL);
+			if (p && p->fail_closed) {
+				bpf_send_signal(SIGKILL);
+				count(CNT_FAIL_KILLS);
+			} else {
+				bpf_send_signal(SIGCONT);
+			}
 		}
 	}
 	return 0;
@@ -336,15 +436,16 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 	count(CNT_WRITES);
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	int holdable = 0;
+	struct hold_policy *p = NULL;
 	if (cfg && cfg->holds) {
-		holdable = cfg->scope_all || in_scope();
-		/* An enforcing agent with a scope wants nothing else: no copy. */
-		if (!holdable && cfg->scope_only)
+		p = hold_policy_of(cfg);
+		/* No enforcing policy can match the process, and no other
+		 * policy wants its writes: not even a copy. */
+		if (!p && !cfg->copy_all)
 			return 0;
 	}
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
-	return submit_data(EV_WRITE, ssl, buf, len, holdable);
+	return submit_data(EV_WRITE, ssl, buf, len, cfg, p);
 }
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
@@ -375,9 +476,12 @@ int probe_floor(struct pt_regs *ctx)
 	return 0;
 }
 
-/* At the instruction after the write probe: a thread that gets here while
- * its hold is still recorded was resumed by a SIGCONT that did not come
- * from the agent (which deletes the hold first). */
+/* At the instruction after the write probe, attached only while a
+ * fail-closed policy is in force: a thread that gets here while its hold
+ * is still recorded was resumed by a SIGCONT that did not come from the
+ * agent (which deletes the hold first). Fail-closed: it is killed before
+ * its write runs. Fail-open: it goes on, unjudged (counted by
+ * signal_generate). */
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
@@ -388,10 +492,11 @@ int ssl_write_guard(struct pt_regs *ctx)
 	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
 	if (!h)
 		return 0;
-	int mine = h->pid == (__u32)(id >> 32);
+	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
+	int closed = h->fail_closed;
 	bpf_map_delete_elem(&holds, &tid);
-	if (!mine)
-		return 0; /* a record of a thread that died: its id was reused */
+	if (!mine || !closed)
+		return 0; /* a record of a thread that died (its id was reused), or fail-open */
 	bpf_send_signal(SIGKILL);
 	count(CNT_GUARD_KILLS);
 	return 0;
@@ -476,7 +581,7 @@ int ssl_read_ret(struct pt_regs *ctx)
 	if (n == 0)
 		return 0;
 	count(CNT_READS);
-	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n, 0);
+	return submit_data(EV_READ, args.ssl, (const void *)args.buf, n, NULL, NULL);
 }
 
 /* void SSL_free(SSL *ssl) */
@@ -549,9 +654,10 @@ static __always_inline int hold_for_file(void)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	if (!cfg || !cfg->holds)
+	if (!cfg)
 		return 0;
-	if (!cfg->scope_all && !in_scope())
+	struct hold_policy *p = hold_policy_of(cfg);
+	if (!p)
 		return 0;
 	/* Never a process the kernel started itself (its parent is a kernel
 	 * thread): a usermode helper such as the modprobe of a module
@@ -563,11 +669,8 @@ static __always_inline int hold_for_file(void)
 	__u64 id;
 	if (current_id(&id) < 0)
 		return 0;
-	__u32 tid = (__u32)id;
-	struct hold h = {.pid = id >> 32, .ssl = 0, .ts = bpf_ktime_get_ns()};
-	if (bpf_map_update_elem(&holds, &tid, &h, BPF_ANY) < 0)
+	if (!take_hold(cfg, p, id >> 32, (__u32)id, HOLD_FILE, 0, bpf_ktime_get_ns()))
 		return 0;
-	bpf_send_signal(SIGSTOP);
 	count(CNT_FILE_HOLDS);
 	return 1;
 }
@@ -609,7 +712,8 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 	__u32 tid = (__u32)id;
 	/* A thread that dies held (killed, or its process exits) leaves no
 	 * record behind for a later thread with the same id. */
-	bpf_map_delete_elem(&holds, &tid);
+	if (bpf_map_delete_elem(&holds, &tid) == 0)
+		count(CNT_HELD_EXITS);
 	if (tid != (__u32)(id >> 32))
 		return 0; /* a thread, not the whole process */
 
@@ -683,6 +787,70 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* A SIGCONT for a held process that does not come from the agent or its
+ * guard (an administrator, or another process of the same user trying to
+ * slip a write past the judge): counted, and marked on the hold so that
+ * the journal says the process went on unjudged. A fail-closed write is
+ * stopped in its tracks by ssl_write_guard. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(signal_generate, int sig, void *info, struct task_struct *task, int group, int result)
+{
+	if (sig != SIGCONT)
+		return 0;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg || !cfg->holds)
+		return 0;
+	__u32 sender = bpf_get_current_pid_tgid() >> 32;
+	if (sender == cfg->agent_tgid || sender == cfg->guard_tgid)
+		return 0;
+	__u32 ids[2] = {BPF_CORE_READ(task, pid), BPF_CORE_READ(task, tgid)};
+	for (int i = 0; i < 2; i++) {
+		struct hold *h = bpf_map_lookup_elem(&holds, &ids[i]);
+		if (h) {
+			h->flags |= HOLD_F_FOREIGN_CONT;
+			count(CNT_FOREIGN_CONT);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* A new cgroup while some enforcing policy names systemd units or cgroups
+ * that may appear at any time (a unit started or restarted gets a new
+ * cgroup, with a new id): in scope at once, under the "pending" policy,
+ * until user space has matched its path against the policies. */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg || !cfg->holds || !cfg->watch_mkdir)
+		return 0;
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0; /* a cgroup v1 hierarchy */
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	struct hold_policy p = cfg->pending;
+	p.pending = 1;
+	if (bpf_map_update_elem(&scope, &id, &p, BPF_NOEXIST) < 0)
+		return 0;
+	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_LOST);
+		return 0; /* stays pending: in scope, the safe side */
+	}
+	__builtin_memset(&e->h, 0, sizeof(e->h));
+	e->h.kind = EV_CGROUP;
+	e->h.ts = bpf_ktime_get_ns();
+	e->h.cgroup = id;
+	e->ino = id;
+	e->dev = 0;
+	e->ppid = 0;
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), path);
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -357,7 +358,14 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	// Upgrade over an administrator's edit: the edit stays, the new file is
 	// put beside it, the agent is restarted.
 	c.sh(t, "echo '# edited by the administrator' >> /etc/aarsm/policy.d/default.hcl")
+	var upgraded func()
+	if !fake {
+		upgraded = mailDuringUpgrade(t, c)
+	}
 	t.Log(c.sh(t, "dpkg -i --force-confold /pkgs/v2.deb 2>&1"))
+	if upgraded != nil {
+		upgraded()
+	}
 	if v := c.sh(t, "dpkg-query -W -f '${Version}' aarsm"); v != "1.1.0-1" {
 		t.Errorf("after upgrade: version %q, want 1.1.0-1", v)
 	}
@@ -538,7 +546,7 @@ func realAgentScenario(t *testing.T, c *container) {
 	}
 	st := c.sh(t, "aarsm status")
 	t.Logf("aarsm status:\n%s", st)
-	for _, want := range []string{"policies:    1", "default", "monitor", "libssl.so", "holding:     processes in /sys/fs/cgroup"} {
+	for _, want := range []string{"policies:    1", "default", "monitor", "libssl.so", "holding:     nothing (no enforcing policy)"} {
 		if !strings.Contains(st, want) {
 			t.Errorf("aarsm status has no %q", want)
 		}
@@ -568,7 +576,7 @@ func realAgentScenario(t *testing.T, c *container) {
 	if v := c.verdicts(t, "alert", 1); len(v) < 1 {
 		t.Errorf("no alert naming phan@giftshop.club in the journal:\n%s", c.try0("journalctl -u aarsm --no-pager | tail -30"))
 	} else {
-		t.Logf("verdict: %s", v[0])
+		t.Logf("verdict (%d entries): %s", len(v), v[0])
 	}
 
 	// An enforcing policy, reloaded: the same mail is blocked.
@@ -590,6 +598,8 @@ func realAgentScenario(t *testing.T, c *container) {
 	if got := c.try0("journalctl -u mailapi --no-pager -o cat"); strings.Count(got, "POST /email") != 1 {
 		t.Errorf("the server should have seen exactly the first (monitored) mail:\n%s", got)
 	}
+
+	unitCgroupKilled(t, c)
 
 	// A broken policy: the reload fails, the agent keeps running with the
 	// policies it has, and keeps judging.
@@ -630,5 +640,139 @@ func realAgentScenario(t *testing.T, c *container) {
 	if !strings.Contains(c.try0("journalctl -u aarsm --no-pager -o cat"), "zz-broken.hcl:") {
 		t.Errorf("the agent did not log the broken policy's diagnostics")
 	}
-	c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl /etc/aarsm/policy.d/zz-enforce.hcl && systemctl reload aarsm && systemctl stop mailapi")
+	// The mail API stays up for the upgrade (mailDuringUpgrade stops it).
+	c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl /etc/aarsm/policy.d/zz-enforce.hcl && systemctl reload aarsm")
+}
+
+// curlMail is a curl command that posts body to the container's mail API.
+func curlMail(body string) string {
+	return `curl -sS --fail --max-time 30 --cacert /root/tls/cert.pem https://127.0.0.1:8443/email ` +
+		`-H 'Content-Type: application/json' -H 'X-Postmark-Server-Token: test' -d '` + body + `'`
+}
+
+// stoppedProcesses lists the processes of the container in state T.
+func (c *container) stoppedProcesses() string {
+	out, _ := c.try("ps -eo pid=,stat=,comm= | awk '$2 ~ /^T/'")
+	return strings.TrimSpace(out)
+}
+
+// unitCgroupKilled kills the agent's whole unit cgroup (agent and hold
+// guard at once) while a mail is held under a fail-closed policy: the
+// unit's ExecStopPost resolves the hold (the client is killed, the mail
+// never reaches the API), and Restart=on-failure brings the agent back.
+func unitCgroupKilled(t *testing.T, c *container) {
+	c.sh(t, `printf 'agent {\n  fail_mode = "closed"\n  write_hold_timeout = "20s"\n}\n' > /etc/aarsm/policy.d/00-agent.hcl && systemctl reload aarsm`)
+	pid := c.unitProp(t, "MainPID")
+	// The agent cannot answer: the next mail stays held in the kernel.
+	c.sh(t, "kill -STOP "+pid)
+	c.sh(t, "systemd-run --quiet --unit=heldmail --property=DefaultDependencies=no "+curlMail(`{"From":"a@company.com","To":"b@company.com","Subject":"held"}`))
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(c.stoppedProcesses(), "curl") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mail was never held: %s\n%s", c.stoppedProcesses(), c.try0("journalctl -u heldmail --no-pager"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t0 := time.Now()
+	c.sh(t, "systemctl kill -s KILL aarsm")
+	for strings.Contains(c.stoppedProcesses(), "curl") {
+		if time.Since(t0) > 15*time.Second {
+			t.Fatalf("the held client still stopped 15 s after the unit was killed:\n%s\n%s", c.stoppedProcesses(), c.try0("journalctl -u aarsm --no-pager | tail -20"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("unit cgroup SIGKILL: the held client resolved %s after the kill", time.Since(t0).Round(time.Millisecond))
+	if got := c.try0("journalctl -u aarsm --no-pager -o cat"); !strings.Contains(got, "1 hold(s) resolved") {
+		t.Errorf("ExecStopPost did not resolve the hold:\n%s", got)
+	}
+	if got := c.try0("systemctl show -p ExecMainCode,ExecMainStatus heldmail"); !strings.Contains(got, "ExecMainStatus=9") {
+		t.Errorf("fail-closed: the held client was not killed: %s", got)
+	}
+	if got := c.try0("journalctl -u mailapi --no-pager -o cat"); strings.Contains(got, `"held"`) || strings.Count(got, "POST /email") != 1 {
+		t.Errorf("fail-closed: the held mail reached the API:\n%s", got)
+	}
+	// Restart=on-failure (RestartSec=2s): a new agent, enforcing again.
+	deadline = time.Now().Add(30 * time.Second)
+	for c.isActive() != "active" || c.unitProp(t, "MainPID") == pid {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not come back: %s\n%s", c.isActive(), c.try0("journalctl -u aarsm --no-pager | tail -20"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p := c.stoppedProcesses(); p != "" {
+		t.Errorf("processes left stopped: %s", p)
+	}
+	if _, ok := c.sendMail(t); ok {
+		t.Errorf("after the restart: the backdoored mail was not blocked")
+	}
+	c.sh(t, "rm /etc/aarsm/policy.d/00-agent.hcl && systemctl reload aarsm")
+	_, _ = c.try("systemctl reset-failed heldmail")
+}
+
+// mailDuringUpgrade starts a client that mails the hidden-Bcc message
+// (judged an alert by the monitoring default policy) every 100 ms, and
+// returns a function that stops it and checks the upgrade froze nothing:
+// every mail went through, no process was ever left stopped; it reports
+// how many mails were judged (alerts) of those sent.
+func mailDuringUpgrade(t *testing.T, c *container) func() {
+	since := c.sh(t, "date +%s.%N")
+	c.sh(t, "cat > /root/mailloop.sh <<'EOF'\nwhile :; do\n  "+curlMail(postmarkMail)+" >/dev/null 2>>/root/mailloop.err\n  echo $? >> /root/mailloop.rc\n  sleep 0.1\ndone\nEOF")
+	c.sh(t, "systemd-run --quiet --unit=mailloop --property=DefaultDependencies=no /bin/sh /root/mailloop.sh")
+	stop := make(chan struct{})
+	stopped := make(chan []string)
+	go func() {
+		var seen []string
+		for {
+			select {
+			case <-stop:
+				stopped <- seen
+				return
+			default:
+			}
+			if p := c.stoppedProcesses(); p != "" {
+				seen = append(seen, p)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+	return func() {
+		time.Sleep(2 * time.Second) // the new agent enforcing for a while
+		c.sh(t, "systemctl stop mailloop mailapi")
+		close(stop)
+		seen := <-stopped
+		rcs := strings.Fields(c.try0("cat /root/mailloop.rc"))
+		failed := 0
+		for _, rc := range rcs {
+			if rc != "0" {
+				failed++
+			}
+		}
+		alerts := 0
+		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=alert -o json --no-pager --since=@" + since)
+		// One curl process per mail: count the distinct ones judged.
+		entries, pids := 0, map[string]bool{}
+		for _, l := range strings.Split(out, "\n") {
+			var e struct {
+				PID        string `json:"AARSM_PID"`
+				Recipients string `json:"AARSM_RECIPIENTS"`
+			}
+			if json.Unmarshal([]byte(l), &e) == nil && strings.Contains(e.Recipients, "phan@giftshop.club") {
+				entries++
+				pids[e.PID] = true
+			}
+		}
+		alerts = len(pids)
+		t.Logf("upgrade under mail: %d mails sent, %d judged (alerts; %d journal entries), %d unjudged, %d failed; stopped processes sampled: %v",
+			len(rcs), alerts, entries, len(rcs)-alerts, failed, seen)
+		if failed > 0 {
+			t.Errorf("%d of %d mails failed during the upgrade:\n%s", failed, len(rcs), c.try0("sort /root/mailloop.err | uniq -c"))
+		}
+		if p := c.stoppedProcesses(); p != "" {
+			t.Errorf("after the upgrade, processes stopped: %s", p)
+		}
+		if alerts == 0 {
+			t.Errorf("no mail judged around the upgrade")
+		}
+	}
 }

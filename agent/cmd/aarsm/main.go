@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/bpffs"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/probe"
@@ -47,6 +49,7 @@ Commands:
   status                  ask the running agent what it does (probes, policies, counters)
   reload                  make the running agent reload its policies, and wait for the outcome
   policy check PATH...    validate policy files or directories
+  release-holds           resolve the holds a dead agent left (the unit's ExecStopPost)
 
 Run "aarsm COMMAND -h" for the options of a command.
 `
@@ -76,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runPolicy(args[1:], stdout, stderr)
 	case "hold-guard": // started by "aarsm run"; not for people
 		return runHoldGuard(stderr)
+	case "release-holds":
+		return runReleaseHolds(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -182,11 +187,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	format := journal.FormatAuto
 	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
 	debugLog := fs.Bool("debug", false, "log every file examined")
-	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine is pinned (survives restarts)")
+	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine and the hold map are pinned (survive restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (quarantine list, kept across reboots)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
 	var holdCgroups listFlag
-	fs.Var(&holdCgroups, "hold-cgroup", "hold only writes of processes in these cgroup v2 directories (comma-separated or repeated; default: every process)")
+	fs.Var(&holdCgroups, "hold-cgroup", "narrow the policies' hold scope to these cgroup v2 directories (comma-separated or repeated)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: aarsm run [--policy-dir DIR] [--log-format journal|json|auto] [--hold-cgroup DIR]\n\n"+
 			"The agent: holds every write that may carry mail, judges it against the\n"+
@@ -210,6 +215,25 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	defer verdicts.Close()
 
+	// One agent per pin directory: a second would resume and kill the
+	// holds of the first.
+	// Its state (quarantines, the last good policies) is the agent's alone.
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		log.Warn("no state directory: quarantines and the last good policies are not kept", "err", err)
+	} else if err := os.Chmod(*stateDir, 0o700); err != nil {
+		log.Warn("cannot make the state directory root-only", "dir", *stateDir, "err", err)
+	}
+	lock, err := lockAgent(*pinDir, *stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
+	sensorPins := *pinDir
+	if err := bpffs.Ensure(*pinDir); err != nil {
+		log.Error("cannot pin the hold map: if the agent and its guard are killed together, held processes stay stopped until resumed by hand (kill -CONT)", "err", err)
+		sensorPins = ""
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	exec := &act.Executor{}
@@ -228,25 +252,31 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		defer conn.Close()
 		exec.Systemd = conn
 	}
-	var scope []uint64
+	var narrow []string
 	for _, dir := range holdCgroups {
-		id, err := cgroupID(dir)
+		if _, err := cgroupID(dir); err != nil {
+			fmt.Fprintf(stderr, "aarsm run: --hold-cgroup %q: %v\n", dir, err)
+			return 2
+		}
+		abs, err := filepath.Abs(dir)
 		if err != nil {
 			fmt.Fprintf(stderr, "aarsm run: --hold-cgroup %q: %v\n", dir, err)
 			return 2
 		}
-		scope = append(scope, id)
+		narrow = append(narrow, abs)
 	}
-	src.holdScope = holdCgroups
 	// The policies are loaded, and every OpenSSL on the host and in the
 	// running processes probed, before New returns.
 	agent, err := enforce.New(enforce.Options{
-		ScopeCgroups: scope,
-		PolicyDir:    *policyDir,
-		Verdicts:     verdicts,
-		Logger:       log,
-		Executor:     exec,
-		DiagOut:      stderr,
+		HoldCgroups: narrow,
+		PolicyDir:   *policyDir,
+		StateDir:    *stateDir,
+		Verdicts:    verdicts,
+		Logger:      log,
+		Executor:    exec,
+		DiagOut:     stderr,
+		Sensor:      probe.Options{PinDir: sensorPins},
+		Fault:       os.Getenv("AARSM_TEST_FAULT"),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
@@ -258,7 +288,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 1
 	}
-	guard, err := startHoldGuard(agent.Sensor())
+	guard, err := startHoldGuard(agent.Sensor(), log, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 1

@@ -121,7 +121,6 @@ func checkProbes(targets []probe.Target) error {
 type statusSource struct {
 	started    time.Time
 	policyDir  string
-	holdScope  []string
 	agent      *enforce.Agent
 	quarantine *act.Quarantine
 	qerr       error // why there is no quarantine
@@ -136,7 +135,6 @@ func (s *statusSource) report() status.Report {
 		Started:       s.started,
 		UptimeSeconds: now.Sub(s.started).Seconds(),
 		PolicyDir:     s.policyDir,
-		HoldScope:     s.holdScope,
 		Probes:        []status.Probe{},
 		Policies:      []status.Policy{},
 		Quarantines:   []status.Quarantine{},
@@ -163,14 +161,27 @@ func (s *statusSource) report() status.Report {
 			Seen: st.Events, Lost: st.Lost, Writes: st.Writes, Truncated: st.Truncated,
 			Holds: st.Holds, FileHolds: st.FileHolds, GuardKills: st.GuardKills,
 			Malformed: st.Malformed, DiscoveryDrops: st.DiscoveryDrops,
+			StaleSkips: st.Stale, HoldMapFull: st.HoldMapFull, FailKills: st.FailKills,
+			ForeignConts: st.ForeignConts, HeldExits: st.HeldExits, Predecessor: st.Predecessor,
 		}
+	}
+	if res, err := sensor.Resolved(); err == nil {
+		r.Events.DeadlineResumed, r.Events.DeadlineKilled, r.Events.DeadlineGone = res.Resumed, res.Killed, res.Gone
+	}
+	hs := s.agent.HoldScope()
+	r.HoldScope = status.HoldScope{
+		EveryProcess: hs.All, Cgroups: hs.Cgroups, Widened: hs.Widened, Narrowed: hs.Narrowed,
+		NewCgroups: hs.NewCgroups, FailClosed: hs.FailClosed, EnforcingPolicies: hs.Enforcing, CopyAll: hs.CopyAll,
+	}
+	if r.HoldScope.Cgroups == nil {
+		r.HoldScope.Cgroups = []string{}
 	}
 	if holds, err := sensor.Holds(); err == nil {
 		r.Events.HeldNow = len(holds)
 	}
 	r.LoopAgeSeconds = now.Sub(s.agent.Heartbeat()).Seconds()
 	st := s.agent.Stats()
-	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors}
+	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors, Expired: st.Expired}
 	switch {
 	case s.quarantine == nil && s.qerr != nil:
 		r.QuarantineError = s.qerr.Error()

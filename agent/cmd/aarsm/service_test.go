@@ -200,8 +200,8 @@ func TestRunStatusAndServiceProtocol(t *testing.T) {
 	if !libssl {
 		t.Errorf("at READY=1, status shows no libssl probed: %+v", r.Probes)
 	}
-	if len(r.HoldScope) != 1 || r.HoldScope[0] != clients.Path() {
-		t.Errorf("status hold scope %v, want [%s]", r.HoldScope, clients.Path())
+	if hs := r.HoldScope; hs.EveryProcess || len(hs.Cgroups) != 1 || hs.Cgroups[0] != clients.Name() || hs.EnforcingPolicies != 1 {
+		t.Errorf("status hold scope %+v, want only [%s]", r.HoldScope, clients.Name())
 	}
 	// Nothing of the clients' yet (the agent judges every process on the
 	// host, mails of other tests included; it acts only on its clients').

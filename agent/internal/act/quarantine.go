@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/aarsm/aarsm/agent/internal/bpffs"
 	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/bpf/cgroup"
 )
@@ -121,7 +122,7 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 		}
 		opts.CgroupMount = mnt
 	}
-	if err := ensureBPFFS(opts.PinDir); err != nil {
+	if err := bpffs.Ensure(opts.PinDir); err != nil {
 		return nil, fmt.Errorf("open quarantine: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -208,25 +209,6 @@ func attachOrUpdate(pin, root string, attach ebpf.AttachType, prog *ebpf.Program
 		return nil, fmt.Errorf("pin link: %w", err)
 	}
 	return l, nil
-}
-
-// ensureBPFFS makes sure dir is on a bpffs, mounting one on its parent if
-// the parent is not, and creates dir.
-func ensureBPFFS(dir string) error {
-	parent := filepath.Dir(dir)
-	var st unix.Statfs_t
-	if err := unix.Statfs(parent, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", parent, err)
-	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
-			return fmt.Errorf("mount bpffs on %s: %w", parent, err)
-		}
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create pin directory: %w", err)
-	}
-	return nil
 }
 
 // protectedCgroups returns the ids of the cgroup root and of the agent's

@@ -74,7 +74,7 @@ func BenchmarkVerdictLatency(b *testing.B) {
 		src, _ := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "company.hcl"))
 		os.WriteFile(filepath.Join(dir, "company.hcl"), src, 0o644)
 		scopePolicies(b, dir, e.cg)
-		a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScopeCgroups: []uint64{e.cg.ID()}})
+		a, err := New(Options{PolicyDir: dir, Verdicts: logger, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), HoldCgroups: []string{e.cg.Path()}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +40,10 @@ import (
 // Options configure the agent.
 type Options struct {
 	PolicyDir string
+	// StateDir, if set, keeps a copy of the last policies that loaded
+	// without error: a start on a broken policy directory falls back to
+	// it (and says so) rather than failing.
+	StateDir string
 	// Verdicts receives one record per judged message.
 	Verdicts *journal.Logger
 	// Logger receives operational messages.
@@ -47,10 +52,14 @@ type Options struct {
 	// Executor carries out responses; nil means kill and socket
 	// destruction only.
 	Executor *act.Executor
-	// ScopeCgroups, if set, limits holding in the kernel to these cgroups
-	// (tests scope themselves this way); else every process is in scope
-	// and the policies' own scopes are applied by the judge.
-	ScopeCgroups []uint64
+	// HoldCgroups, if set, narrows the hold scope the policies give to
+	// these cgroup v2 directories (absolute paths): tests scope themselves
+	// this way, and so does "aarsm run --hold-cgroup".
+	HoldCgroups []string
+	// Fault, for tests only, makes the agent misbehave: "wedge" blocks the
+	// event loop forever at the first held write after it released one
+	// (so that a healthy start can be checked first).
+	Fault string
 	// DiagOut receives policy diagnostics (file:line:column).
 	DiagOut io.Writer
 }
@@ -60,6 +69,9 @@ type Stats struct {
 	Judged, Blocked, Alerted uint64
 	Released                 uint64
 	ActionErrors             uint64
+	// Expired: held writes whose deadline passed before the verdict (the
+	// guard resolved them by their fail mode).
+	Expired uint64
 }
 
 // Agent is the running enforcement pipeline.
@@ -84,7 +96,17 @@ type Agent struct {
 	current  *probe.Event
 
 	// Written by the Run goroutine, read by anyone (Stats).
-	judgedN, blockedN, alertedN, releasedN, actionErrorsN atomic.Uint64
+	judgedN, blockedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
+
+	// The hold scope: its compiled rules, where cgroups are mounted, the
+	// narrowing directories (paths below mount) and the entries in force
+	// (path → policy). Written by New and Reload, read by the Run
+	// goroutine for new cgroups and by HoldScope.
+	scopeMu     sync.Mutex
+	scope       compiledScope
+	cgroupMount string
+	narrow      []string
+	entries     map[string]probe.HoldPolicy
 	// Written by Reload, read by anyone (Policies).
 	loaded     atomic.Pointer[PolicyState]
 	reloadFail atomic.Pointer[ReloadFailure]
@@ -125,7 +147,14 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, log: opts.Logger, exes: map[uint32]string{}, bulk: judge.NewBulkState(4096)}
 	if err := a.Reload(); err != nil {
-		return nil, err
+		last, lerr := policy.LoadLastGood(opts.StateDir)
+		if opts.StateDir == "" || last == nil || lerr != nil {
+			return nil, errors.Join(err, lerr)
+		}
+		// Enforce what was in force; the failure stays visible in
+		// status and the log until a reload succeeds.
+		a.log.Error("the policy directory does not load: enforcing the last policies that did", "err", err, "policies", len(last.Policies))
+		a.loaded.Store(&PolicyState{Set: last, Loaded: time.Now()})
 	}
 	a.exec = opts.Executor
 	if a.exec == nil {
@@ -136,8 +165,24 @@ func New(opts Options) (*Agent, error) {
 	if err := act.PreloadDiag(); err != nil {
 		opts.Logger.Warn("socket destruction may be unavailable", "err", err)
 	}
+	mount, err := act.CgroupMount()
+	if err != nil {
+		return nil, err
+	}
+	a.cgroupMount = mount
+	for _, dir := range opts.HoldCgroups {
+		rel, err := filepath.Rel(mount, dir)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return nil, fmt.Errorf("hold cgroup %s: not under the cgroup v2 mount %s", dir, mount)
+		}
+		a.narrow = append(a.narrow, cleanCgroup(rel))
+	}
 	opts.Sensor.Logger = opts.Logger
 	opts.Sensor.Holds = true
+	set := a.loaded.Load().Set
+	// The write guard only for a fail-closed policy: it costs a second
+	// probe hit per write.
+	opts.Sensor.WriteGuard = len(compileScope(set).failClosed) > 0
 	s, err := probe.Load(opts.Sensor)
 	if err != nil {
 		return nil, err
@@ -146,18 +191,101 @@ func New(opts Options) (*Agent, error) {
 	a.http = parse.NewHTTP(parse.Limits{}, a.message)
 	a.http.OnSMTP(a.smtpMessage)
 	a.asm = stream.New(a.http.Factory, stream.Options{})
-	scopeAll := opts.ScopeCgroups == nil
-	if !scopeAll {
-		if err := s.SetScope(opts.ScopeCgroups); err != nil {
-			s.Close()
-			return nil, err
-		}
-	}
-	if err := s.SetHolds(true, scopeAll); err != nil {
+	if err := a.applyScope(set); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// applyScope puts the hold scope of set in force in the kernel.
+func (a *Agent) applyScope(set *policy.Set) error {
+	c := compileScope(set)
+	a.scopeMu.Lock()
+	defer a.scopeMu.Unlock()
+	if c.enforcing == 0 {
+		a.scope, a.entries = c, nil
+		if err := a.sensor.SetScope(nil); err != nil {
+			return err
+		}
+		return a.sensor.SetHolds(probe.HoldConfig{Enabled: true, CopyAll: true})
+	}
+	if len(c.failClosed) > 0 && !a.sensor.WriteGuarded() {
+		a.log.Warn("a fail-closed policy was added while the agent runs: until it restarts, a held write resumed by someone else's SIGCONT goes on unjudged", "policies", strings.Join(c.failClosed, ","))
+	}
+	entries, err := c.scopeEntries(a.cgroupMount, a.narrow)
+	if err != nil {
+		return err
+	}
+	ids := map[uint64]probe.HoldPolicy{}
+	for rel, h := range entries {
+		id, err := act.CgroupID(a.cgroupMount, rel)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		ids[id] = h
+	}
+	if err := a.sensor.SetScope(ids); err != nil {
+		return err
+	}
+	stale := c.shortest
+	if stale < 100*time.Millisecond {
+		stale = 100 * time.Millisecond
+	}
+	all := c.all && len(a.narrow) == 0
+	cfg := probe.HoldConfig{
+		Enabled:       true,
+		All:           all,
+		AllPolicy:     c.allPolicy,
+		Scoped:        all && len(ids) > 0,
+		CopyAll:       c.copyAll,
+		NewCgroups:    len(c.rules) > 0,
+		PendingPolicy: c.pending,
+		Stale:         stale,
+	}
+	if err := a.sensor.SetHolds(cfg); err != nil {
+		return err
+	}
+	a.scope, a.entries = c, entries
+	return nil
+}
+
+// newCgroup judges a cgroup the kernel put in scope at its creation.
+func (a *Agent) newCgroup(ev *probe.Event) {
+	rel := cleanCgroup(ev.Filename)
+	a.scopeMu.Lock()
+	defer a.scopeMu.Unlock()
+	h, ok := a.scope.resolveNew(rel, a.entries, a.narrow)
+	var err error
+	if ok {
+		if a.entries == nil {
+			a.entries = map[string]probe.HoldPolicy{}
+		}
+		a.entries[rel] = h
+		err = a.sensor.SetScopeEntry(ev.Cgroup, h)
+	} else {
+		err = a.sensor.DeleteScopeEntry(ev.Cgroup)
+	}
+	if err != nil {
+		a.log.Warn("cannot judge new cgroup; it stays in the hold scope", "cgroup", rel, "err", err)
+	}
+}
+
+// HoldScope describes the hold scope in force.
+func (a *Agent) HoldScope() HoldScope {
+	a.scopeMu.Lock()
+	defer a.scopeMu.Unlock()
+	c := a.scope
+	return HoldScope{
+		All:        c.all && len(a.narrow) == 0,
+		Cgroups:    sortedKeys(a.entries),
+		Widened:    append([]string(nil), c.widened...),
+		Narrowed:   append([]string(nil), a.narrow...),
+		NewCgroups: len(c.rules) > 0,
+		FailClosed: append([]string(nil), c.failClosed...),
+		Enforcing:  c.enforcing,
+		CopyAll:    c.copyAll,
+	}
 }
 
 // Reload reads the policy directory again. On error the policies in force
@@ -174,8 +302,21 @@ func (a *Agent) Reload() error {
 		a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
 		return err
 	}
+	if a.sensor != nil {
+		if err := a.applyScope(set); err != nil {
+			err = fmt.Errorf("apply the policies' hold scope: %w", err)
+			a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
+			return err
+		}
+		a.releaseOutOfScope()
+	}
 	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
 	a.reloadFail.Store(nil)
+	if a.opts.StateDir != "" {
+		if err := policy.SaveLastGood(a.opts.StateDir, set); err != nil {
+			a.log.Warn("cannot keep a copy of the policies for a restart", "err", err)
+		}
+	}
 	a.log.Info("policies loaded", "dir", a.opts.PolicyDir, "policies", len(set.Policies))
 	return nil
 }
@@ -194,6 +335,7 @@ func (a *Agent) Stats() Stats {
 		Alerted:      a.alertedN.Load(),
 		Released:     a.releasedN.Load(),
 		ActionErrors: a.actionErrorsN.Load(),
+		Expired:      a.expiredN.Load(),
 	}
 }
 
@@ -211,9 +353,13 @@ func (a *Agent) Heartbeat() time.Time { return a.sensor.Heartbeat() }
 // Run enforces until ctx is done, then releases every held write.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.shutdown()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { a.watchScope(watchCtx); close(watched) }()
+	defer func() { stopWatch(); <-watched }()
 	evict := time.NewTicker(5 * time.Second)
 	defer evict.Stop()
-	return a.sensor.Run(ctx, func(ev *probe.Event) {
+	handle := func(ev *probe.Event) {
 		select {
 		case <-evict.C:
 			a.asm.Evict(ev.Mono)
@@ -224,6 +370,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			delete(a.exes, ev.PID)
 		case probe.KindExit:
 			delete(a.exes, ev.PID)
+		case probe.KindCgroup:
+			a.newCgroup(ev)
+			return
+		case probe.KindWrite:
+			if ev.Held && a.opts.Fault == "wedge" && a.releasedN.Load() > 0 {
+				a.log.Warn("test fault: the event loop wedges now", "pid", ev.PID)
+				select {}
+			}
 		}
 		a.current = ev
 		a.verdicts = a.verdicts[:0]
@@ -232,7 +386,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ev.Kind == probe.KindWrite {
 			a.decide(ev)
 		}
-	})
+	}
+	err := a.sensor.Run(ctx, handle)
+	if err == nil {
+		// Stopping (SIGTERM: a restart, an upgrade): no new hold, but the
+		// writes held already are judged, not let go unjudged.
+		a.stopHolding()
+		a.sensor.Drain(handle, 2*time.Second)
+	}
+	return err
+}
+
+// stopHolding turns holding off; writes out of scope are copied again (no
+// verdict will come of them) until the sensor is closed.
+func (a *Agent) stopHolding() {
+	if err := a.sensor.SetHolds(probe.HoldConfig{}); err != nil {
+		a.log.Error("cannot turn holding off", "err", err)
+	}
 }
 
 // shutdown stops holding and lets every held write go: with no agent,
@@ -241,15 +411,13 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) shutdown() { a.shutdownOnce.Do(a.releaseAll) }
 
 func (a *Agent) releaseAll() {
-	if err := a.sensor.SetHolds(false, false); err != nil {
-		a.log.Error("cannot turn holding off", "err", err)
-	}
+	a.stopHolding()
 	holds, err := a.sensor.Holds()
 	if err != nil {
 		a.log.Error("cannot list held writes", "err", err)
 	}
 	for _, h := range holds {
-		if err := a.sensor.Release(h.PID, h.TID); err != nil {
+		if _, err := a.sensor.Release(h.PID, h.TID); err != nil {
 			a.log.Error("cannot release held write", "pid", h.PID, "err", err)
 		}
 	}
@@ -320,20 +488,38 @@ func (a *Agent) exe(pid uint32) string {
 // decide acts on the verdicts the write ev produced, then releases it if
 // it was held and may proceed.
 func (a *Agent) decide(ev *probe.Event) {
+	held := ev.Held
+	if held {
+		// The hold is the agent's from here on, unless the guard took it
+		// first: its deadline passed while the agent was behind.
+		h, owned, err := a.sensor.Take(ev.PID, ev.TID)
+		if err != nil {
+			a.log.Warn("cannot take held write", "pid", ev.PID, "err", err)
+		}
+		switch {
+		case !owned:
+			held = false
+			a.expiredN.Add(1)
+			a.log.Warn("held write resolved by its deadline before the verdict (see the guard's log)", "pid", ev.PID,
+				"comm", ev.Comm(), "held_for", sinceMono(ev.Mono).Round(time.Millisecond).String())
+		case h.Foreign:
+			held = false
+			a.log.Warn("held write resumed by someone else's SIGCONT before the verdict: it went on unjudged", "pid", ev.PID, "comm", ev.Comm())
+		}
+	}
 	block := false
 	for _, j := range a.verdicts {
-		if a.respond(ev, j) {
+		if a.respond(ev, j, held) {
 			block = true
 		}
 	}
-	if !ev.Held {
+	if !held {
 		return
 	}
 	if block {
 		// respond killed the process or destroyed its sockets; a process
 		// still alive resumes into a failed write.
-		a.sensor.Forget(ev.TID)
-		_ = unix.Kill(int(ev.PID), unix.SIGCONT)
+		_ = probe.Resume(ev.PID)
 		return
 	}
 	busy := false
@@ -343,7 +529,7 @@ func (a *Agent) decide(ev *probe.Event) {
 	if err := a.sensor.Watch(ev.PID, ev.SSL, busy); err != nil {
 		a.log.Warn("cannot watch connection", "pid", ev.PID, "err", err)
 	}
-	if err := a.sensor.Release(ev.PID, ev.TID); err != nil {
+	if err := probe.Resume(ev.PID); err != nil {
 		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
 	}
 	a.releasedN.Add(1)
@@ -371,7 +557,7 @@ func (a *Agent) HoldLatencies() []time.Duration {
 
 // respond carries out a verdict and logs it; it reports whether the write
 // was blocked.
-func (a *Agent) respond(ev *probe.Event, j judged) bool {
+func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 	v := j.verdict
 	decision := journal.Allow
 	switch v.Decision {
@@ -399,8 +585,8 @@ func (a *Agent) respond(ev *probe.Event, j judged) bool {
 			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
 		}
-		blocked = ev.Held
-		if !ev.Held {
+		blocked = held
+		if !held {
 			decision = journal.Alert // the bytes had left already
 		}
 		a.blockedN.Add(1)

@@ -57,12 +57,12 @@ func start(t *testing.T) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
 	cg := testenv.NewCgroup(t)
-	return startWith(t, companyPolicy(t), cg, cg.ID(), nil)
+	return startWith(t, companyPolicy(t), cg, nil)
 }
 
 // startWith runs the agent on the policies of dir, holding the writes of
 // the cgroup scope (and below), with executor (nil: the default one).
-func startWith(t *testing.T, dir string, cg *testenv.Cgroup, scope uint64, executor *act.Executor) *env {
+func startWith(t *testing.T, dir string, cg *testenv.Cgroup, executor *act.Executor) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
 	scopePolicies(t, dir, cg)
@@ -74,26 +74,17 @@ func startWith(t *testing.T, dir string, cg *testenv.Cgroup, scope uint64, execu
 	}
 	t.Cleanup(func() { logger.Close() })
 	a, err := New(Options{
-		PolicyDir:    dir,
-		Verdicts:     logger,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ScopeCgroups: []uint64{scope},
-		Executor:     executor,
+		PolicyDir:   dir,
+		Verdicts:    logger,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		HoldCgroups: []string{cg.Path()},
+		Executor:    executor,
 	})
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
 	e.agent = a
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent run: %v", err)
-		}
-		a.Close()
-	})
+	runAgent(t, a)
 	return e
 }
 
@@ -418,7 +409,7 @@ func TestQuarantine(t *testing.T) {
 }
 `})
 	cg := testenv.NewCgroup(t)
-	e := startWith(t, dir, cg, cg.ID(), &act.Executor{Quarantine: q})
+	e := startWith(t, dir, cg, &act.Executor{Quarantine: q})
 	ca, srv, jd := e.ca, e.srv, e.jd
 
 	bad := testenv.Curl(t, ca, srv.URL(), postmark(marker(t), `,"Bcc":"phan@giftshop.club"`))
@@ -475,7 +466,7 @@ func TestUnitIsStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	e := startWith(t, companyPolicy(t), sd.Cgroup, sd.Cgroup.ID(), &act.Executor{Systemd: conn})
+	e := startWith(t, companyPolicy(t), sd.Cgroup, &act.Executor{Systemd: conn})
 	ca, srv, jd := e.ca, e.srv, e.jd
 
 	// A mail server that sends one backdoored mail a second, forever, as
@@ -533,7 +524,7 @@ func quoteAll(args []string) []string {
 func TestMonitorModeOnlyAlerts(t *testing.T) {
 	testenv.RequireRoot(t)
 	cg := testenv.NewCgroup(t)
-	e := startWith(t, shippedPolicy(t, "default.hcl"), cg, cg.ID(), nil)
+	e := startWith(t, shippedPolicy(t, "default.hcl"), cg, nil)
 	ca, srv, jd := e.ca, e.srv, e.jd
 
 	m := marker(t)

@@ -20,11 +20,11 @@ import (
 const blockPolicy = "email_security_policy"
 
 var rootSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: blockPolicy, LabelNames: []string{"name"}}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: blockPolicy, LabelNames: []string{"name"}}, {Type: blockAgent}},
 }
 
 var policySchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "description"}, {Name: "mode"}},
+	Attributes: append([]hcl.AttributeSchema{{Name: "description"}, {Name: "mode"}}, holdAttributes...),
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "scope"},
 		{Type: "allowed_destinations"},
@@ -63,11 +63,16 @@ var blockSchemas = map[string]*hcl.BodySchema{
 
 var policyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-// decodeFile decodes the policies of one parsed file.
-func decodeFile(f *hcl.File) ([]*Policy, hcl.Diagnostics) {
+// decodeFile decodes the policies (and the agent block) of one parsed file
+// into set.
+func (set *Set) decodeFile(f *hcl.File) ([]*Policy, hcl.Diagnostics) {
 	content, diags := f.Body.Content(rootSchema)
 	var out []*Policy
 	for _, b := range content.Blocks {
+		if b.Type == blockAgent {
+			diags = append(diags, set.decodeAgent(b)...)
+			continue
+		}
 		p, d := decodePolicy(b)
 		diags = append(diags, d...)
 		if p != nil && !d.HasErrors() {
@@ -119,6 +124,8 @@ func decodePolicy(b *hcl.Block) (*Policy, hcl.Diagnostics) {
 			}
 		}
 	}
+
+	diags = append(diags, decodeHolds(content.Attributes, &p.Holds)...)
 
 	seen := map[string]*hcl.Block{}
 	var hasDestinations bool

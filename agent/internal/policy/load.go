@@ -73,7 +73,7 @@ func (set *Set) add(parser *hclparse.Parser, name string, src []byte) hcl.Diagno
 	if f == nil || diags.HasErrors() {
 		return diags
 	}
-	ps, d := decodeFile(f)
+	ps, d := set.decodeFile(f)
 	set.Policies = append(set.Policies, ps...)
 	return append(diags, d...)
 }

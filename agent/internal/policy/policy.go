@@ -24,6 +24,8 @@ const DefaultDir = "/etc/aarsm/policy.d"
 // in source order).
 type Set struct {
 	Policies []*Policy
+	// Agent is the agent block, if any.
+	Agent Agent
 	// Files are the files read, in order.
 	Files []string
 	// Sources maps file names to parsed files, for printing diagnostics
@@ -141,6 +143,10 @@ type Policy struct {
 
 	Rules Rules
 	Bulk  Bulk
+
+	// Holds are the hold settings written in the policy (Set.Holds
+	// gives those in force).
+	Holds HoldSettings
 
 	Action        Action
 	Effects       []string // Action.Effects()
@@ -307,6 +313,10 @@ func matchCgroup(p, v string) bool {
 	}
 	return v == p || strings.HasPrefix(v, p+"/")
 }
+
+// UnitPatterns returns the systemd_units patterns as matched: each, and
+// "name.service" for a name without a suffix.
+func (s *Scope) UnitPatterns() []string { return s.unitsExpanded }
 
 // compile fills the derived fields of a scope.
 func (s *Scope) compile() {

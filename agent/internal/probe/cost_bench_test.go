@@ -27,7 +27,7 @@ import (
 // to read. docs/performance.md explains the method.
 func BenchmarkWriteCost(b *testing.B) {
 	testenv.RequireRoot(b)
-	const rounds, size = 5, 1024
+	const rounds, size = 9, 1024
 	writes := map[string]int{"libssl": 20000, "node": 5000}
 	libssl := systemLibssl(b)
 	writer := testenv.CWriter(b)
@@ -63,7 +63,10 @@ func BenchmarkWriteCost(b *testing.B) {
 		return ns
 	}
 
-	modes := []string{"off", "entry floor", "floor", "out of scope", "in scope"}
+	// trace: "aarsm trace", every write copied, nothing held; in scope:
+	// "aarsm run" (fail-open), a write of a process in scope that starts
+	// no mail; fail-closed: the same with the write guard attached.
+	modes := []string{"off", "entry floor", "floor", "trace", "out of scope", "in scope", "fail-closed"}
 	results := map[string]map[string][]float64{}
 	for _, c := range clients {
 		results[c] = map[string][]float64{}
@@ -78,8 +81,14 @@ func BenchmarkWriteCost(b *testing.B) {
 				cleanup = attachFloor(b, false, libssl, node)
 			case "entry floor":
 				cleanup = attachFloor(b, true, libssl, node)
-			case "out of scope", "in scope":
-				s := benchSensor(b, scoped)
+			case "trace":
+				s := traceSensor(b)
+				cleanup = func() {
+					st, _ := s.stop()
+					lost += st.Lost
+				}
+			case "out of scope", "in scope", "fail-closed":
+				s := benchSensor(b, scoped, mode == "fail-closed")
 				cleanup = func() {
 					st, _ := s.stop()
 					lost += st.Lost
@@ -113,6 +122,11 @@ func BenchmarkWriteCost(b *testing.B) {
 		}
 		fmt.Println()
 	}
+	for _, c := range clients {
+		d := median(results[c]["in scope"]) - median(results[c]["trace"])
+		fmt.Printf("%s: aarsm run (in scope, fail-open) %+.0f ns per write beside aarsm trace\n", c, d)
+		b.ReportMetric(d, c+"-run-minus-trace-ns")
+	}
 	fmt.Printf("events lost: %d\n", lost)
 	b.ReportMetric(float64(lost), "lost-events")
 }
@@ -123,26 +137,43 @@ type benchSensorHandle struct {
 	done   chan struct{}
 }
 
-// benchSensor loads the enforcing agent's sensor: holding on, scoped to
-// cg, every event drained by a reader that hands it to handle (if set).
-func benchSensor(b *testing.B, cg *testenv.Cgroup, handle ...func(*Event)) *benchSensorHandle {
-	s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// traceSensor loads the sensor as "aarsm trace" does: every write
+// copied, nothing held.
+func traceSensor(b *testing.B) *benchSensorHandle {
+	s, err := Load(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatalf("load sensor: %v", err)
 	}
-	if err := s.SetScope([]uint64{cg.ID()}); err != nil {
+	return runBenchSensor(s)
+}
+
+// benchSensor loads the enforcing agent's sensor: holding on, scoped to
+// cg (fail-closed: with the write guard), every event drained by a reader
+// that hands it to handle (if set).
+func benchSensor(b *testing.B, cg *testenv.Cgroup, failClosed bool, handle ...func(*Event)) *benchSensorHandle {
+	s, err := Load(Options{Holds: true, WriteGuard: failClosed, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatalf("load sensor: %v", err)
+	}
+	pol := testHoldPolicy
+	pol.FailClosed = failClosed
+	if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
 		b.Fatal(err)
 	}
-	if err := s.SetHolds(true, false); err != nil {
+	if err := s.SetHolds(HoldConfig{Enabled: true}); err != nil {
 		b.Fatal(err)
 	}
+	return runBenchSensor(s, handle...)
+}
+
+func runBenchSensor(s *Sensor, handle ...func(*Event)) *benchSensorHandle {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &benchSensorHandle{Sensor: s, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		_ = s.Run(ctx, func(ev *Event) {
 			if ev.Held { // nothing here starts a request; never leave one stopped
-				_ = s.Release(ev.PID, ev.TID)
+				_, _ = s.Release(ev.PID, ev.TID)
 			}
 			for _, h := range handle {
 				h(ev)
@@ -223,7 +254,7 @@ func BenchmarkEventRate(b *testing.B) {
 		const count = 100000
 		var events int
 		var first, last time.Time
-		s := benchSensor(b, cg, func(ev *Event) {
+		s := benchSensor(b, cg, false, func(ev *Event) {
 			if ev.Kind != KindWrite || ev.Len != 1024 {
 				return
 			}

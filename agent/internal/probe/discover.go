@@ -85,7 +85,7 @@ func (s *Sensor) discover() {
 // releaseFileHold resumes a process the kernel stopped until the file it
 // runs or maps was examined (and probed): its TLS writes are seen now.
 func (s *Sensor) releaseFileHold(d discovery) {
-	if err := s.Release(d.pid, d.tid); err != nil {
+	if _, err := s.Release(d.pid, d.tid); err != nil {
 		s.log.Warn("cannot resume process held for discovery", "pid", d.pid, "err", err)
 	}
 }
@@ -292,7 +292,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 	guarded := map[uint64]bool{}
 	for _, sym := range []string{symWrite, symWriteEx} {
 		for _, off := range info.places[sym].guards {
-			if !s.opts.Holds || guarded[off] {
+			if !s.opts.WriteGuard || guarded[off] {
 				continue
 			}
 			guarded[off] = true

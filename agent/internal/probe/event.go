@@ -20,6 +20,7 @@ const (
 	KindExec        Kind = 5 // a process replaced its image
 	KindExit        Kind = 6 // a process exited
 	KindMmap        Kind = 7 // an unexamined file was mapped executable (handled by the sensor)
+	KindCgroup      Kind = 8 // a cgroup was created: Cgroup and Filename (its path); in scope until judged
 )
 
 func (k Kind) String() string {
@@ -38,6 +39,8 @@ func (k Kind) String() string {
 		return "exit"
 	case KindMmap:
 		return "mmap"
+	case KindCgroup:
+		return "cgroup"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -111,7 +114,7 @@ func (e *Event) decode(raw []byte) error {
 		if uint32(len(e.Data)) > e.Len {
 			return fmt.Errorf("%s event: %d bytes of data for a call of %d", e.Kind, len(e.Data), e.Len)
 		}
-	case KindExec, KindMmap:
+	case KindExec, KindMmap, KindCgroup:
 		if len(raw) < fileEventLen {
 			return fmt.Errorf("short %s event: %d bytes", e.Kind, len(raw))
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -12,20 +14,26 @@ import (
 	"github.com/aarsm/aarsm/bpf/ssl"
 )
 
-// The hold guard. A process stopped by the sensor waits for the agent; if
-// the agent dies (kill -9, a crash), nobody would ever resume it. The
-// agent therefore starts a small guard process that shares the hold and
-// settings maps and a pipe whose write end only the agent holds. When the
-// agent dies the kernel closes the pipe; the guard turns holding off and
-// resumes every held process (failing open: the agent is not there to
-// judge). On a clean exit the agent has released everything itself.
+// The hold guard. A process the sensor stopped waits for the agent; the
+// agent may be stopped (a debugger, SIGSTOP), stuck (a wedged event
+// loop), starved, or dead. The guard is a separate process, in a session
+// of its own, that shares the hold and settings maps and reads a pipe
+// whose write end only the agent holds. Every few milliseconds it resolves
+// the holds whose deadline has passed, each by its fail mode; when the
+// agent is gone (the pipe reaches end of file) it turns holding off and
+// resolves every hold at once. Whoever deletes a hold record first owns
+// its outcome: the agent's Release and the guard never both act on one.
+//
+// When the guard dies with the agent (a kill of the whole service cgroup),
+// the hold map is pinned: "aarsm release-holds" (the unit's ExecStopPost)
+// or the next agent resolves what is left.
 
 // GuardFiles returns the files a guard process needs, in order: the hold
-// map and the settings map. The caller passes them to the guard (as
+// map, the settings map and the map of its counters. The caller passes them to the guard (as
 // ExtraFiles) and closes them.
 func (s *Sensor) GuardFiles() ([]*os.File, error) {
 	var files []*os.File
-	for _, m := range []*ebpf.Map{s.objs.Holds, s.objs.Settings} {
+	for _, m := range []*ebpf.Map{s.objs.Holds, s.objs.Settings, s.objs.Resolved} {
 		fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			for _, f := range files {
@@ -38,52 +46,203 @@ func (s *Sensor) GuardFiles() ([]*os.File, error) {
 	return files, nil
 }
 
-// RunGuard waits until agent reaches end of file (the agent is gone), then
-// turns holding off and resumes every held process. holdsFD and settingsFD
-// are the descriptors of GuardFiles in the guard process. It returns the
-// number of processes resumed.
-func RunGuard(holdsFD, settingsFD int, agent io.Reader) (int, error) {
-	holds, err := ebpf.NewMapFromFD(holdsFD)
-	if err != nil {
-		return 0, fmt.Errorf("open hold map: %w", err)
-	}
-	defer holds.Close()
-	settings, err := ebpf.NewMapFromFD(settingsFD)
-	if err != nil {
-		return 0, fmt.Errorf("open settings map: %w", err)
-	}
-	defer settings.Close()
+// Outcome is how a hold was resolved without a verdict.
+type Outcome string
 
-	_, _ = io.Copy(io.Discard, agent) // returns when the agent is gone
+// Outcomes.
+const (
+	Resumed Outcome = "resumed" // fail-open: the process went on, unjudged
+	Killed  Outcome = "killed"  // fail-closed: the process was killed before its call ran
+	Gone    Outcome = "gone"    // the thread had exited (or its id was reused): record dropped
+	Judged  Outcome = "judged"  // the agent resolved it first
+)
 
-	if err := settings.Put(uint32(0), &ssl.SensorConfig{}); err != nil {
-		return 0, fmt.Errorf("turn holding off: %w", err)
+// Counter index of each outcome in the "resolved" map.
+func (o Outcome) index() uint32 {
+	switch o {
+	case Resumed:
+		return 0
+	case Killed:
+		return 1
+	case Gone:
+		return 2
 	}
-	var tid uint32
-	var h ssl.SensorHold
-	var held []ssl.SensorHold
-	var tids []uint32
-	it := holds.Iterate()
-	for it.Next(&tid, &h) {
-		held = append(held, h)
-		tids = append(tids, tid)
+	return 3
+}
+
+// Resolved counts the holds the guard resolved, by outcome.
+type Resolved struct {
+	Resumed, Killed, Gone uint64
+}
+
+// Resolved returns the guard's counters.
+func (s *Sensor) Resolved() (Resolved, error) {
+	var r Resolved
+	for i, dst := range []*uint64{&r.Resumed, &r.Killed, &r.Gone} {
+		if err := s.objs.Resolved.Lookup(uint32(i), dst); err != nil {
+			return r, fmt.Errorf("read guard counter %d: %w", i, err)
+		}
 	}
+	return r, nil
+}
+
+// Resolver carries out the fail modes.
+type Resolver struct {
+	// Holds is the hold map.
+	Holds *ebpf.Map
+	// Counts, if set, is the "resolved" map, counted into.
+	Counts *ebpf.Map
+	// Kill ends a fail-closed process: destroy its sockets, then SIGKILL.
+	// Default: SIGKILL only.
+	Kill func(pid uint32) error
+	// Proc is the procfs mount. Default /proc.
+	Proc string
+}
+
+// Resolve ends hold h by its fail mode.
+func (r *Resolver) Resolve(h Hold) (Outcome, error) {
+	procRoot := r.Proc
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	same, err := sameThread(procRoot, h.PID, h.TID, h.Start)
+	if err != nil {
+		return "", err
+	}
+	// The record first: it decides who owns the outcome.
+	if err := r.Holds.Delete(h.TID); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Judged, nil
+		}
+		return "", fmt.Errorf("take hold of pid %d thread %d: %w", h.PID, h.TID, err)
+	}
+	if !same {
+		r.count(Gone)
+		return Gone, nil
+	}
+	if h.FailClosed {
+		kill := r.Kill
+		if kill == nil {
+			kill = func(pid uint32) error { return unix.Kill(int(pid), unix.SIGKILL) }
+		}
+		if err := kill(h.PID); err != nil && !errors.Is(err, unix.ESRCH) {
+			return "", fmt.Errorf("kill pid %d: %w", h.PID, err)
+		}
+		r.count(Killed)
+		return Killed, nil
+	}
+	if err := unix.Kill(int(h.PID), unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
+		return "", fmt.Errorf("resume pid %d: %w", h.PID, err)
+	}
+	r.count(Resumed)
+	return Resumed, nil
+}
+
+func (r *Resolver) count(o Outcome) {
+	if r.Counts == nil {
+		return
+	}
+	var v uint64
+	k := o.index()
+	_ = r.Counts.Lookup(k, &v)
+	_ = r.Counts.Put(k, v+1)
+}
+
+// ResolveAll ends every hold by its fail mode (the agent is gone), calling
+// report for each.
+func (r *Resolver) ResolveAll(report func(Hold, Outcome)) error {
+	holds, err := listHolds(r.Holds)
 	var errs []error
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read holds: %w", err))
+	if err != nil {
+		errs = append(errs, err)
 	}
-	n := 0
-	for i, h := range held {
-		// The record goes first, or the write guard would kill the thread.
-		if err := holds.Delete(tids[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("release hold of pid %d: %w", h.Pid, err))
+	for _, h := range holds {
+		o, err := r.Resolve(h)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		if err := unix.Kill(int(h.Pid), unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("resume pid %d: %w", h.Pid, err))
+		if report != nil {
+			report(h, o)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// GuardOptions configure RunGuard.
+type GuardOptions struct {
+	Resolver
+	// Settings is the settings map (holding is turned off through it
+	// when the agent is gone).
+	Settings *ebpf.Map
+	// Agent reaches end of file when the agent is gone.
+	Agent io.Reader
+	// Tick is how often deadlines are checked. Default 10 ms.
+	Tick time.Duration
+	// Report is told of every hold resolved, and why ("deadline" or
+	// "agent gone").
+	Report func(h Hold, o Outcome, why string)
+}
+
+// RunGuard resolves every hold whose deadline passes, until the agent is
+// gone; then it turns holding off, resolves the rest, and returns.
+func RunGuard(o GuardOptions) error {
+	if o.Tick == 0 {
+		o.Tick = 10 * time.Millisecond
+	}
+	gone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, o.Agent) // returns when the agent is gone
+		close(gone)
+	}()
+	report := func(why string) func(Hold, Outcome) {
+		return func(h Hold, out Outcome) {
+			if o.Report != nil && out != Judged {
+				o.Report(h, out, why)
+			}
+		}
+	}
+	tick := time.NewTicker(o.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-gone:
+			var errs []error
+			if err := o.Settings.Put(uint32(0), &ssl.SensorConfig{CopyAll: 1}); err != nil {
+				errs = append(errs, fmt.Errorf("turn holding off: %w", err))
+			}
+			errs = append(errs, o.ResolveAll(report("agent gone")))
+			return errors.Join(errs...)
+		case <-tick.C:
+		}
+		holds, err := listHolds(o.Holds)
+		if err != nil && o.Report == nil {
 			continue
 		}
-		n++
+		now := monoNow()
+		for _, h := range holds {
+			if now < h.Deadline {
+				continue
+			}
+			if out, err := o.Resolve(h); err == nil {
+				report("deadline")(h, out)
+			}
+		}
 	}
-	return n, errors.Join(errs...)
+}
+
+// HoldsPin is the name of the pinned hold map in the pin directory.
+const HoldsPin = "holds"
+
+// OpenPinnedHolds opens the hold map an agent pinned in pinDir. It
+// returns nil (and no error) when there is none.
+func OpenPinnedHolds(pinDir string) (*ebpf.Map, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, HoldsPin), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open pinned hold map in %s: %w", pinDir, err)
+	}
+	return m, nil
 }

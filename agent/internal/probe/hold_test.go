@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +16,10 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
+
+// testHoldPolicy: deadlines far beyond any test (no guard runs in these
+// tests unless they start one), failing open.
+var testHoldPolicy = HoldPolicy{ExecMax: time.Minute, WriteMax: time.Minute}
 
 type heldWrite struct {
 	pid, tid uint32
@@ -33,10 +39,10 @@ func holdingSensor(t *testing.T, cg *testenv.Cgroup, opts ...func(*Options)) (*S
 	if err != nil {
 		t.Fatalf("load sensor: %v", err)
 	}
-	if err := s.SetScope([]uint64{cg.ID()}); err != nil {
+	if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): testHoldPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetHolds(true, false); err != nil {
+	if err := s.SetHolds(HoldConfig{Enabled: true}); err != nil {
 		t.Fatal(err)
 	}
 	held := make(chan heldWrite, 16)
@@ -57,7 +63,7 @@ func holdingSensor(t *testing.T, cg *testenv.Cgroup, opts ...func(*Options)) (*S
 		// Never leave a process stopped: release whatever is still held.
 		if hs, err := s.Holds(); err == nil {
 			for _, h := range hs {
-				_ = s.Release(h.PID, h.TID)
+				_, _ = s.Release(h.PID, h.TID)
 			}
 		}
 		cancel()
@@ -75,6 +81,24 @@ func processState(t *testing.T, pid uint32) byte {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return b[i+2]
+}
+
+// heldCurl starts curl in cg posting a small mail to a fresh server, and
+// waits until the sensor holds its write; it returns the client, the
+// server and the held write.
+func heldCurl(t *testing.T, cg *testenv.Cgroup, held chan heldWrite) (*exec.Cmd, *testenv.Server, heldWrite) {
+	t.Helper()
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	req := testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`), WaitForStdinLine: true}
+	cmd := testenv.Curl(t, ca, srv.URL(), req)
+	gate := testenv.NewGate(t, cmd)
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	pid := gate.Ready(t, 10*time.Second)
+	gate.Go(t)
+	return cmd, srv, waitHeld(t, held, pid)
 }
 
 func waitHeld(t *testing.T, held chan heldWrite, pid int) heldWrite {
@@ -121,7 +145,7 @@ func TestHoldThenRelease(t *testing.T) {
 	if n := len(srv.Requests()); n != 0 {
 		t.Fatalf("server got %d requests while the write was held", n)
 	}
-	if err := s.Release(h.pid, h.tid); err != nil {
+	if _, err := s.Release(h.pid, h.tid); err != nil {
 		t.Fatal(err)
 	}
 	// python writes the body separately: it starts no request, so it is not held.
@@ -136,11 +160,17 @@ func TestHoldThenRelease(t *testing.T) {
 	}
 }
 
-// A SIGCONT from anyone but the agent does not let a held write through:
-// the guard one instruction later kills the thread.
+// A SIGCONT from anyone but the agent does not let a held write of a
+// fail-closed policy through: the write guard one instruction later kills
+// the thread.
 func TestRogueContinueIsKilled(t *testing.T) {
 	cg := testenv.NewCgroup(t)
-	s, held := holdingSensor(t, cg)
+	s, held := holdingSensor(t, cg, func(o *Options) { o.WriteGuard = true })
+	closed := testHoldPolicy
+	closed.FailClosed = true
+	if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): closed}); err != nil {
+		t.Fatal(err)
+	}
 	ca := testenv.NewCA(t)
 	srv := testenv.NewServer(t, ca)
 	for _, client := range []string{"curl", "node"} {
@@ -184,6 +214,35 @@ func TestRogueContinueIsKilled(t *testing.T) {
 	}
 	if st, _ := s.Stats(); st.GuardKills < 2 {
 		t.Fatalf("guard kills %d, want 2", st.GuardKills)
+	}
+}
+
+// Fail-open, a SIGCONT from someone else lets the held write go on
+// unjudged (no second probe hit per write is paid for it), and the kernel
+// counts it and marks the hold.
+func TestRogueContinueFailOpen(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	s, held := holdingSensor(t, cg)
+	if s.WriteGuarded() {
+		t.Fatal("write guard attached without Options.WriteGuard")
+	}
+	cmd, srv, h := heldCurl(t, cg, held)
+	pid := int(h.pid)
+	hs, err := s.Holds()
+	if err != nil || len(hs) != 1 || hs[0].TID != h.tid || hs[0].Foreign || hs[0].Kind != HoldWrite {
+		t.Fatalf("holds before the SIGCONT: %+v, %v", hs, err)
+	}
+	// From another process: the test process is the agent here.
+	if out, err := exec.Command("kill", "-CONT", strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Fatalf("kill -CONT: %v: %s", err, out)
+	}
+	srv.WaitFor(t, nil, 10*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("client resumed fail-open: %v", err)
+	}
+	st, err := s.Stats()
+	if err != nil || st.ForeignConts == 0 || st.GuardKills != 0 {
+		t.Fatalf("stats %+v, %v", st, err)
 	}
 }
 
@@ -253,7 +312,7 @@ func TestScopeCoversChildCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := waitHeld(t, held, cmd.Process.Pid)
-	if err := s.Release(h.pid, h.tid); err != nil {
+	if _, err := s.Release(h.pid, h.tid); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -313,7 +372,7 @@ func TestNewLibraryHeldUntilProbed(t *testing.T) {
 	if !strings.HasPrefix(h.data, "POST /email") {
 		t.Fatalf("held write %q", h.data)
 	}
-	if err := s.Release(h.pid, h.tid); err != nil {
+	if _, err := s.Release(h.pid, h.tid); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {

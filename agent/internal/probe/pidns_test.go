@@ -112,7 +112,7 @@ func TestPIDNamespaceHelper(t *testing.T) {
 		return
 	}
 	defer s.Close()
-	if err := s.SetHolds(true, true); err != nil {
+	if err := s.SetHolds(HoldConfig{Enabled: true, All: true, AllPolicy: testHoldPolicy}); err != nil {
 		fmt.Println("result holds:", err)
 		return
 	}
@@ -145,7 +145,7 @@ func TestPIDNamespaceHelper(t *testing.T) {
 		if h.pid != uint32(curl.Process.Pid) {
 			result = fmt.Sprintf("result held pid %d, curl is %d here", h.pid, curl.Process.Pid)
 		}
-		if err := s.Release(h.pid, h.tid); err != nil {
+		if _, err := s.Release(h.pid, h.tid); err != nil {
 			result = "result release: " + err.Error()
 		}
 	case <-time.After(20 * time.Second):

@@ -6,10 +6,12 @@ package probe
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,17 +25,25 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/aarsm/aarsm/agent/internal/bpffs"
 	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/bpf/ssl"
 )
 
 // Options configure a Sensor. The zero value is usable.
 type Options struct {
-	// Holds prepares the sensor for holding writes (SetHolds): it attaches
-	// the guard probe that kills a held thread resumed by someone else.
-	// The guard costs a probe hit per write, so a tracing-only sensor
-	// leaves it out.
+	// Holds prepares the sensor for holding (SetHolds): the agent's event
+	// loop then writes its heartbeat for the kernel to see.
 	Holds bool
+	// WriteGuard attaches, after each write probe, the guard probe that
+	// kills a held thread resumed by someone else before its write runs
+	// (what a fail-closed policy promises). It costs a second probe hit
+	// per write, so only an agent with a fail-closed policy attaches it.
+	WriteGuard bool
+	// PinDir, if set, is a bpffs directory where the hold map is pinned:
+	// holds outlive an agent killed with its guard, for "aarsm
+	// release-holds" or the next agent to resolve.
+	PinDir string
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
@@ -107,6 +117,12 @@ type Stats struct {
 	Holds          uint64 // writes held for judgement
 	GuardKills     uint64 // held threads resumed by someone else than the agent, killed
 	FileHolds      uint64 // processes stopped until a file they run or map was examined
+	Stale          uint64 // holds not taken because the event loop was not running
+	HoldMapFull    uint64 // holds not taken because the hold map was full
+	FailKills      uint64 // processes killed in the kernel by a fail-closed policy
+	ForeignConts   uint64 // SIGCONTs to a held process from someone else than the agent
+	HeldExits      uint64 // held threads that exited while held
+	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
 	DiscoveryDrops uint64 // discovery requests dropped because the queue was full
@@ -144,6 +160,12 @@ type Sensor struct {
 	// round, as an offset from born (monotonic).
 	born time.Time
 	beat atomic.Int64
+	// lastBeat is when the heartbeat map was last written (Run only).
+	lastBeat time.Time
+
+	holdCfg     ssl.SensorConfig // under mu
+	guardPID    atomic.Uint32
+	predecessor int
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
@@ -203,12 +225,8 @@ func Load(opts Options) (*Sensor, error) {
 		flinks: map[proc.FileID][]link.Link{},
 		born:   time.Now(),
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load sensor: verifier: %+v", ve)
-		}
-		return nil, fmt.Errorf("load sensor: %w", err)
+	if err := s.loadObjects(spec); err != nil {
+		return nil, err
 	}
 	if err := s.attachTracepoints(); err != nil {
 		s.Close()
@@ -226,6 +244,80 @@ func Load(opts Options) (*Sensor, error) {
 	s.wg.Add(1)
 	go s.discover()
 	return s, nil
+}
+
+// loadObjects loads the programs and maps, the hold map pinned in PinDir
+// (reused if an agent left it there: its holds are resolved now, by their
+// fail mode, since nobody will judge them).
+func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
+	var opts *ebpf.CollectionOptions
+	if s.opts.PinDir == "" {
+		spec.Maps[ssl.SensorMapHolds].Pinning = ebpf.PinNone
+	} else {
+		if err := bpffs.Ensure(s.opts.PinDir); err != nil {
+			return err
+		}
+		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: s.opts.PinDir}}
+	}
+	err := spec.LoadAndAssign(&s.objs, opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Pinned by another version of the agent, with another layout.
+		n, rerr := resumeForeignHolds(s.opts.PinDir)
+		s.predecessor += n
+		if rerr != nil {
+			return rerr
+		}
+		err = spec.LoadAndAssign(&s.objs, opts)
+	}
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load sensor: verifier: %+v", ve)
+		}
+		return fmt.Errorf("load sensor: %w", err)
+	}
+	if s.opts.PinDir == "" {
+		return nil
+	}
+	r := Resolver{Holds: s.objs.Holds, Counts: s.objs.Resolved, Proc: s.opts.Proc.Root}
+	err = r.ResolveAll(func(h Hold, o Outcome) {
+		s.predecessor++
+		s.log.Warn("hold left by a previous agent, resolved by its fail mode", "pid", h.PID, "kind", h.Kind.String(), "outcome", string(o))
+	})
+	if err != nil {
+		s.objs.Close()
+		return fmt.Errorf("resolve holds of a previous agent: %w", err)
+	}
+	return nil
+}
+
+// resumeForeignHolds resumes the processes held in a pinned hold map of
+// another layout (its key is the thread id, its value starts with the
+// process id), then removes the pin. They fail open: nothing here knows
+// their policy.
+func resumeForeignHolds(pinDir string) (int, error) {
+	path := filepath.Join(pinDir, HoldsPin)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return 0, fmt.Errorf("open pinned hold map %s: %w", path, err)
+	}
+	defer m.Close()
+	n := 0
+	if m.KeySize() == 4 && m.ValueSize() >= 4 {
+		var tid uint32
+		val := make([]byte, m.ValueSize())
+		it := m.Iterate()
+		for it.Next(&tid, &val) {
+			pid := int(binary.LittleEndian.Uint32(val))
+			if unix.Kill(pid, unix.SIGCONT) == nil {
+				n++
+			}
+		}
+	}
+	if err := m.Unpin(); err != nil {
+		return n, fmt.Errorf("remove pinned hold map %s of another layout: %w", path, err)
+	}
+	return n, nil
 }
 
 // initialPIDNamespace is the inode of the initial pid namespace
@@ -263,7 +355,8 @@ func (s *Sensor) attachTracepoints() error {
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
-	}{{"sched_process_exec", s.objs.SchedExec}, {"sched_process_exit", s.objs.SchedExit}} {
+	}{{"sched_process_exec", s.objs.SchedExec}, {"sched_process_exit", s.objs.SchedExit},
+		{"signal_generate", s.objs.SignalGenerate}, {"cgroup_mkdir", s.objs.CgroupMkdir}} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
@@ -289,6 +382,12 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		}
 		now := time.Now()
 		s.beat.Store(int64(now.Sub(s.born)))
+		if s.opts.Holds && now.Sub(s.lastBeat) >= time.Millisecond {
+			// For the kernel: a loop that stops going round takes no
+			// new holds (struct config, stale_ns).
+			s.lastBeat = now
+			_ = s.objs.Heartbeat.Put(uint32(0), monoNow())
+		}
 		s.reader.SetDeadline(now.Add(s.opts.Poll))
 		err := s.reader.ReadInto(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -320,6 +419,35 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 	}
 }
 
+// Drain delivers to handle, as Run does, the events the kernel produced
+// before now that are still in the ring buffer (for at most max): an
+// agent stopping on SIGTERM judges what the kernel held before it turned
+// holding off. It returns at the first later event.
+func (s *Sensor) Drain(handle func(*Event), max time.Duration) {
+	var rec ringbuf.Record
+	var ev Event
+	until := monoNow()
+	end := time.Now().Add(max)
+	for time.Now().Before(end) {
+		s.reader.SetDeadline(time.Now().Add(time.Millisecond))
+		if err := s.reader.ReadInto(&rec); err != nil {
+			return // empty (deadline), or closed
+		}
+		if err := ev.decode(rec.RawSample); err != nil {
+			s.malformed.Add(1)
+			continue
+		}
+		if ev.Mono > until {
+			return
+		}
+		if ev.Kind == KindMmap {
+			continue // no new discoveries: the files are released below
+		}
+		s.events.Add(1)
+		handle(&ev)
+	}
+}
+
 // Heartbeat returns when Run's loop last went round: at least every Poll
 // while it runs and no handler is stuck; the load time before Run starts.
 // Safe to call from any goroutine.
@@ -345,7 +473,8 @@ func (s *Sensor) enqueue(d discovery) {
 // Stats returns the sensor's counters.
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
-	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds} {
+	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)
@@ -357,6 +486,7 @@ func (s *Sensor) Stats() (Stats, error) {
 	st.Events = s.events.Load()
 	st.Malformed = s.malformed.Load()
 	st.DiscoveryDrops = s.drops.Load()
+	st.Predecessor = s.predecessor
 	s.mu.Lock()
 	st.Targets = s.targets
 	s.mu.Unlock()

@@ -44,9 +44,8 @@ type Report struct {
 	// Reloads counts the reloads (SIGHUP) done, failed ones included.
 	Reloads uint64 `json:"reloads"`
 
-	// HoldScope lists the cgroup directories whose processes' writes are
-	// held; empty means every process.
-	HoldScope []string `json:"hold_scope"`
+	// HoldScope is whom the kernel holds.
+	HoldScope HoldScope `json:"hold_scope"`
 	// Probes are the files with probes attached, and those that could not
 	// be probed (Error set).
 	Probes []Probe `json:"probes"`
@@ -62,6 +61,28 @@ type Report struct {
 	// QuarantineError says why the quarantine is not available or could
 	// not be listed.
 	QuarantineError string `json:"quarantine_error,omitempty"`
+}
+
+// HoldScope is whom the kernel holds: the enforcing policies' scopes as
+// far as the kernel can check them.
+type HoldScope struct {
+	// EveryProcess: every process is held (see Widened for why).
+	EveryProcess bool `json:"every_process"`
+	// Cgroups are the cgroup paths whose processes are held.
+	Cgroups []string `json:"cgroups"`
+	// Widened says, per policy, why the scope covers every process.
+	Widened []string `json:"widened,omitempty"`
+	// Narrowed are the --hold-cgroup directories that narrow the scope.
+	Narrowed []string `json:"narrowed,omitempty"`
+	// NewCgroups: a new cgroup is held from its creation until its path
+	// has been matched against the policies.
+	NewCgroups bool `json:"new_cgroups"`
+	// FailClosed are the fail-closed policies.
+	FailClosed []string `json:"fail_closed,omitempty"`
+	// EnforcingPolicies counts the enforcing policies: none, nothing held.
+	EnforcingPolicies int `json:"enforcing_policies"`
+	// CopyAll: writes out of scope are copied too (a monitoring policy).
+	CopyAll bool `json:"copy_all"`
 }
 
 // Policy is one policy in force.
@@ -94,7 +115,25 @@ type Events struct {
 	FileHolds  uint64 `json:"file_holds"`  // processes held until a new file was probed
 	HeldNow    int    `json:"held_now"`    // writes held at the time of the report
 	GuardKills uint64 `json:"guard_kills"` // held threads resumed by someone else, killed
-	Malformed  uint64 `json:"malformed"`
+	// Holds not taken, and their fail mode applied at once: the event loop
+	// was not running, or the hold map was full.
+	StaleSkips  uint64 `json:"stale_skips"`
+	HoldMapFull uint64 `json:"hold_map_full"`
+	// FailKills are processes killed in the kernel by a fail-closed policy
+	// (stale loop, full hold map, full ring buffer).
+	FailKills uint64 `json:"fail_kills"`
+	// ForeignConts are SIGCONTs to a held process that the agent did not send.
+	ForeignConts uint64 `json:"foreign_sigconts"`
+	// HeldExits are threads that exited (were killed) while held.
+	HeldExits uint64 `json:"held_exits"`
+	// Deadline resolutions by the guard: resumed (fail-open), killed
+	// (fail-closed), dropped (the thread was gone or its id reused).
+	DeadlineResumed uint64 `json:"deadline_resumed"`
+	DeadlineKilled  uint64 `json:"deadline_killed"`
+	DeadlineGone    uint64 `json:"deadline_gone"`
+	// Predecessor are holds left by a previous agent, resolved at start.
+	Predecessor int    `json:"predecessor_holds"`
+	Malformed   uint64 `json:"malformed"`
 	// DiscoveryDrops are new files not examined because the queue was full.
 	DiscoveryDrops uint64 `json:"discovery_drops"`
 }
@@ -106,6 +145,8 @@ type Verdicts struct {
 	Alerted      uint64 `json:"alerted"`
 	Released     uint64 `json:"released"` // held writes let go
 	ActionErrors uint64 `json:"action_errors"`
+	// Expired are held writes whose deadline passed before the verdict.
+	Expired uint64 `json:"expired"`
 }
 
 // Quarantine is one quarantined cgroup.
@@ -277,15 +318,42 @@ func Format(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  %s (%s)\n", p.Path, strings.Join(p.Symbols, " "))
 		}
 	}
-	if len(r.HoldScope) == 0 {
+	hs := r.HoldScope
+	switch {
+	case hs.EnforcingPolicies == 0:
+		b.WriteString("holding:     nothing (no enforcing policy)\n")
+	case hs.EveryProcess:
 		b.WriteString("holding:     every process\n")
-	} else {
-		fmt.Fprintf(&b, "holding:     processes in %s\n", strings.Join(r.HoldScope, ", "))
+	case len(hs.Cgroups) == 0:
+		b.WriteString("holding:     no process now")
+		if hs.NewCgroups {
+			b.WriteString(" (new cgroups are held until matched)")
+		}
+		b.WriteString("\n")
+	default:
+		fmt.Fprintf(&b, "holding:     processes in %s", strings.Join(hs.Cgroups, ", "))
+		if hs.NewCgroups {
+			b.WriteString(" (and new cgroups until matched)")
+		}
+		b.WriteString("\n")
+	}
+	for _, w := range hs.Widened {
+		fmt.Fprintf(&b, "  widened:   %s\n", w)
+	}
+	if len(hs.Narrowed) > 0 {
+		fmt.Fprintf(&b, "  narrowed:  to %s (--hold-cgroup)\n", strings.Join(hs.Narrowed, ", "))
+	}
+	if len(hs.FailClosed) > 0 {
+		fmt.Fprintf(&b, "  fail-closed policies: %s\n", strings.Join(hs.FailClosed, ", "))
 	}
 	e := r.Events
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
 	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
+	fmt.Fprintf(&b, "deadlines:   %d resumed unjudged, %d killed unjudged, %d dropped (thread gone); %d left by a previous agent\n",
+		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
+	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
+		e.StaleSkips, e.HoldMapFull, e.FailKills, e.ForeignConts, e.HeldExits)
 	v := r.Verdicts
 	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d alerted; %d held writes released, %d action errors\n", v.Judged, v.Blocked, v.Alerted, v.Released, v.ActionErrors)
 	switch {

@@ -21,8 +21,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Request describes the single HTTP/1.1 request a client command sends.
@@ -177,4 +179,34 @@ func stateDir(t testing.TB, prefix string) string {
 		t.Fatalf("testenv: create temp dir: %v", err)
 	}
 	return d
+}
+
+// Eventually polls cond every millisecond until it holds, failing the test
+// with what after timeout. It returns when cond first held.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// ProcessState returns the state letter of pid in /proc (R, S, T, Z...),
+// 0 when the process is gone.
+func ProcessState(pid int) byte {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
