@@ -13,6 +13,7 @@ import (
 
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
+	"github.com/aarsm/aarsm/bpf/ssl"
 )
 
 // The fault tests: an enforcing agent holds a client's mail, then fails
@@ -127,6 +128,8 @@ type heldClient struct {
 	// stopped is when the test first saw it stopped; resolved when it
 	// first saw it running again (or gone).
 	stopped, resolved time.Time
+	// kind is what the kernel holds it for (from the pinned hold map).
+	kind string
 }
 
 // heldMail starts a client whose mail the kernel holds, and waits until
@@ -147,6 +150,17 @@ func (e *faultEnv) heldMail(t testing.TB, extra ...string) *heldClient {
 	}()
 	if n := len(e.srv.Requests()); n != 1 {
 		t.Fatalf("server got %d requests (only the warm-up expected) while the mail is held", n)
+	}
+	if m, err := probe.OpenPinnedHolds(e.pins); err == nil && m != nil {
+		var tid uint32
+		var rec ssl.SensorHold
+		it := m.Iterate()
+		for it.Next(&tid, &rec) {
+			if int(rec.Pid) == pid {
+				h.kind = probe.HoldKind(rec.Kind).String()
+			}
+		}
+		m.Close()
 	}
 	return h
 }
@@ -384,7 +398,7 @@ func TestStopJudgesHeldWrites(t *testing.T) {
 	case err := <-h.done:
 		ws, _ := h.cmd.ProcessState.Sys().(syscall.WaitStatus)
 		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("held backdoored client after SIGTERM: %v, want killed\n%s", err, e.stderr.String())
+			t.Fatalf("held (%s) backdoored client after SIGTERM: %v, want killed\n%s", h.kind, err, e.stderr.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("client still held")

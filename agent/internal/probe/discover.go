@@ -187,13 +187,33 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 	if path == "" {
 		return false
 	}
+	// Through stacked overlays (a container root) the kernel may know the
+	// mapped file by another device than stat's, while uprobes attach to
+	// the same inode: probed under both identities, every call would be
+	// reported (and held, and judged) twice.
+	kid := id
+	if mid, err := proc.MappedID(path); err == nil {
+		kid = mid
+	}
 	s.mu.Lock()
-	_, done := s.files[id]
+	t0, done := s.files[id]
+	if !done && kid != id {
+		if t0, done = s.files[kid]; done {
+			s.files[id] = t0
+		}
+	}
 	if !done {
-		s.files[id] = &Target{ID: id, Path: path}
+		t0 = &Target{ID: id, Path: path}
+		s.files[id] = t0
+		if kid != id {
+			s.files[kid] = t0
+		}
 	}
 	s.mu.Unlock()
 	if done {
+		if kid != id {
+			s.markExamined(id)
+		}
 		return true
 	}
 	if s.opts.beforeExamine != nil {
@@ -203,17 +223,19 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 		s.mu.Lock()
 		delete(s.files, id)
+		delete(s.files, kid)
 		s.mu.Unlock()
 		s.forget(id)
+		s.forget(kid)
 		s.log.Debug("cannot open file; will look again", "path", path, "file", id, "err", err)
 		return false
 	}
 	// Marked examined only once its probes are attached: until then the
 	// kernel holds every process in scope that runs or maps it.
 	defer func() {
-		key := ssl.SensorInodeKey{Ino: id.Ino, Dev: id.Dev}
-		if err := s.objs.KnownFiles.Put(&key, fileExamined); err != nil {
-			s.log.Debug("mark file examined", "path", path, "err", err)
+		s.markExamined(id)
+		if kid != id {
+			s.markExamined(kid)
 		}
 	}()
 
@@ -245,12 +267,20 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
 	}
 	s.mu.Lock()
-	s.files[id] = &t
+	*t0 = t
 	s.mu.Unlock()
 	if s.opts.OnAttach != nil {
 		s.opts.OnAttach(t)
 	}
 	return true
+}
+
+// markExamined tells the kernel that file id needs no more examination.
+func (s *Sensor) markExamined(id proc.FileID) {
+	key := ssl.SensorInodeKey{Ino: id.Ino, Dev: id.Dev}
+	if err := s.objs.KnownFiles.Put(&key, fileExamined); err != nil {
+		s.log.Debug("mark file examined", "file", id, "err", err)
+	}
 }
 
 func readELF(path string) (elfInfo, error) {

@@ -498,8 +498,10 @@ func (s *Sensor) Targets() []Target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Target
+	seen := map[*Target]bool{} // a file known by two identities once
 	for _, t := range s.files {
-		if len(t.Symbols) > 0 || t.Err != nil {
+		if !seen[t] && (len(t.Symbols) > 0 || t.Err != nil) {
+			seen[t] = true
 			out = append(out, *t)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -226,4 +227,34 @@ func StatID(path string) (FileID, unix.Stat_t, error) {
 	}
 	dev := uint32(unix.Major(st.Dev))<<20 | uint32(unix.Minor(st.Dev))
 	return FileID{Dev: dev, Ino: st.Ino}, st, nil
+}
+
+// MappedID returns the identity the kernel gives the file at path once it
+// is mapped: the device and inode of /proc/PID/maps and of the inode BPF
+// programs read from a mapped file. Through stacked overlays (a container
+// root, e.g. systemd-nspawn --overlay) it can differ from what stat says,
+// while uprobes attach to the same inode under both. It maps one page of
+// the file, readable only, for a moment.
+func MappedID(path string) (FileID, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return FileID{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 1, unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return FileID{}, fmt.Errorf("map %s: %w", path, err)
+	}
+	defer unix.Munmap(mem)
+	addr := uint64(uintptr(unsafe.Pointer(&mem[0])))
+	maps, err := FS{}.Maps(uint32(os.Getpid()), false)
+	if err != nil {
+		return FileID{}, err
+	}
+	for _, m := range maps {
+		if m.Start == addr {
+			return FileID{Dev: m.KernelDev(), Ino: m.Inode}, nil
+		}
+	}
+	return FileID{}, fmt.Errorf("map %s: the mapping is not in /proc/self/maps", path)
 }

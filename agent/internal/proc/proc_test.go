@@ -64,3 +64,22 @@ func TestSelf(t *testing.T) {
 		t.Errorf("cgroup: %v", err)
 	}
 }
+
+// On a plain file system the mapped identity is stat's.
+func TestMappedID(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := StatID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := MappedID(p)
+	if err != nil || got != want {
+		t.Fatalf("MappedID %v, %v; stat %v", got, err, want)
+	}
+	if _, err := MappedID(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("no error for a missing file")
+	}
+}
