@@ -518,16 +518,27 @@ func (s *Sensor) Close() error {
 		}
 		s.wg.Wait()
 		s.mu.Lock()
+		all := append([]link.Link(nil), s.links...)
 		for _, ls := range s.flinks {
-			for _, l := range ls {
-				errs = append(errs, l.Close())
-			}
+			all = append(all, ls...)
 		}
 		s.flinks = nil
 		s.mu.Unlock()
-		for _, l := range s.links {
-			errs = append(errs, l.Close())
+		// Detaching waits for RCU grace periods in the kernel: ~90 ms per
+		// tracepoint here, serialized by the kernel, and per uprobe,
+		// which overlap when closed together. A restart's gap in
+		// enforcement is mostly this (~0.5 s).
+		lerrs := make([]error, len(all))
+		var wg sync.WaitGroup
+		for i, l := range all {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lerrs[i] = l.Close()
+			}()
 		}
+		wg.Wait()
+		errs = append(errs, lerrs...)
 		errs = append(errs, s.objs.Close())
 	})
 	if err := errors.Join(errs...); err != nil {
