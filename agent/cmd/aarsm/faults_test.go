@@ -236,9 +236,12 @@ var faults = []struct {
 		}
 	}},
 	{name: "agent and guard SIGKILL, then ExecStopPost", later: true, inject: func(t testing.TB, e *faultEnv) {
+		// The guard first: killed second, it could see the agent die and
+		// resolve the hold in between (what it is for). The agent is
+		// stopped and cannot start a new guard.
 		guard := e.guardPID(t)
-		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
 		_ = syscall.Kill(guard, syscall.SIGKILL)
+		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
 		_ = e.agent.Wait()
 		testenv.Eventually(t, 10*time.Second, "guard gone", func() bool { return gone(guard) })
 		if out := e.releaseHolds(t); !strings.Contains(out, "1 hold(s) resolved") {
@@ -246,9 +249,12 @@ var faults = []struct {
 		}
 	}},
 	{name: "agent and guard SIGKILL, then restart", later: true, inject: func(t testing.TB, e *faultEnv) {
+		// The guard first: killed second, it could see the agent die and
+		// resolve the hold in between (what it is for). The agent is
+		// stopped and cannot start a new guard.
 		guard := e.guardPID(t)
-		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
 		_ = syscall.Kill(guard, syscall.SIGKILL)
+		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
 		_ = e.agent.Wait()
 		testenv.Eventually(t, 10*time.Second, "guard gone", func() bool { return gone(guard) })
 		// Meanwhile someone broke the policy directory: the restarted

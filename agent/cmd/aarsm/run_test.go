@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -42,13 +40,4 @@ func agentCommand(t testing.TB, bin string, policy []byte, clients *testenv.Cgro
 	t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	return exec.Command(bin, "run", "--policy-dir", policies, "--log-format", "json", "--hold-cgroup", clients.Path(),
 		"--pin-dir", pins, "--state-dir", t.TempDir(), "--status-socket", socket), policies
-}
-
-func processState(pid int) byte {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return b[i+2]
 }

@@ -262,11 +262,6 @@ func Resume(pid uint32) error {
 	return nil
 }
 
-// Forget drops the hold record of a thread whose process is being killed.
-func (s *Sensor) Forget(tid uint32) {
-	_ = s.objs.Holds.Delete(tid)
-}
-
 // HoldKind is what a process is held for.
 type HoldKind uint8
 
