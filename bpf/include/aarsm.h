@@ -79,6 +79,7 @@ struct config {
 	struct hold_policy pending;
 	__u32 scoped;     /* 1 (with hold_all): the "scope" map has entries that override "all" */
 	__u32 _pad;
+	__u64 self_cgroup; /* the agent's own cgroup: never held (its guard, its ExecStopPost run there) */
 	__u32 agent_tgid; /* SIGCONTs from these processes are the agent's own */
 	__u32 guard_tgid;
 	__u64 stale_ns;   /* heartbeat older than this: the agent is not judging; take no hold, apply the fail mode at once. 0: no check */

@@ -23,6 +23,7 @@ type SensorConfig struct {
 	Pending    SensorHoldPolicy
 	Scoped     uint32
 	Pad        uint32
+	SelfCgroup uint64
 	AgentTgid  uint32
 	GuardTgid  uint32
 	StaleNs    uint64

@@ -302,6 +302,9 @@ static __always_inline struct hold_policy *hold_policy_of(struct config *cfg)
 {
 	if (!cfg->holds)
 		return NULL;
+	/* The agent never holds its own: a held guard resolves nothing. */
+	if (cfg->self_cgroup && bpf_get_current_cgroup_id() == cfg->self_cgroup)
+		return NULL;
 	if (!cfg->hold_all)
 		return scope_of();
 	if (cfg->scoped) {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -105,6 +106,7 @@ type Agent struct {
 	scopeMu     sync.Mutex
 	scope       compiledScope
 	cgroupMount string
+	selfCgroup  uint64
 	narrow      []string
 	entries     map[string]probe.HoldPolicy
 	// Written by Reload, read by anyone (Policies).
@@ -170,6 +172,13 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.cgroupMount = mount
+	// Never hold the agent's own cgroup: its guard must run, and so must
+	// the unit's ExecStopPost.
+	if self, err := a.procs.CgroupPath(uint32(os.Getpid())); err == nil {
+		if id, err := act.CgroupID(mount, self); err == nil {
+			a.selfCgroup = id
+		}
+	}
 	for _, dir := range opts.HoldCgroups {
 		rel, err := filepath.Rel(mount, dir)
 		if err != nil || strings.HasPrefix(rel, "..") {
@@ -208,7 +217,7 @@ func (a *Agent) applyScope(set *policy.Set) error {
 		if err := a.sensor.SetScope(nil); err != nil {
 			return err
 		}
-		return a.sensor.SetHolds(probe.HoldConfig{Enabled: true, CopyAll: true})
+		return a.sensor.SetHolds(probe.HoldConfig{Enabled: true, CopyAll: true, SelfCgroup: a.selfCgroup})
 	}
 	if len(c.failClosed) > 0 && !a.sensor.WriteGuarded() {
 		a.log.Warn("a fail-closed policy was added while the agent runs: until it restarts, a held write resumed by someone else's SIGCONT goes on unjudged", "policies", strings.Join(c.failClosed, ","))
@@ -242,6 +251,7 @@ func (a *Agent) applyScope(set *policy.Set) error {
 		NewCgroups:    len(c.rules) > 0,
 		PendingPolicy: c.pending,
 		Stale:         stale,
+		SelfCgroup:    a.selfCgroup,
 	}
 	if err := a.sensor.SetHolds(cfg); err != nil {
 		return err

@@ -137,3 +137,59 @@ func runAgent(t *testing.T, a *Agent) {
 		a.Close()
 	})
 }
+
+// The agent never holds its own cgroup (its hold guard, the unit's
+// ExecStopPost run there), even when a policy's scope covers it.
+func TestOwnCgroupNeverHeld(t *testing.T) {
+	testenv.RequireRoot(t)
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own string
+	for _, l := range strings.Split(string(self), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			own = p
+		}
+	}
+	// The test process is the agent here: into a cgroup of its own for
+	// the test, back where it was after.
+	cg := testenv.NewCgroup(t)
+	if err := cg.Add(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	mount := strings.TrimSuffix(cg.Path(), cg.Name())
+	t.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(mount, own, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
+			t.Errorf("move the test back to %s: %v", own, err)
+		}
+	})
+	own = cg.Name()
+	company, err := os.ReadFile(filepath.Join("..", "..", "..", "hcl", "policies", "company.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := policyHead.FindString(string(company))
+	dir := policyDir(t, map[string]string{"a.hcl": strings.Replace(string(company), head,
+		fmt.Sprintf("email_security_policy \"own\" {\n  scope {\n    cgroups = [%q]\n  }\n", own), 1)})
+	a, err := New(Options{PolicyDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, a)
+	if hs := a.HoldScope(); !slices.Equal(hs.Cgroups, []string{own}) {
+		t.Fatalf("hold scope %+v", hs)
+	}
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cmd := testenv.Curl(t, ca, srv.URL(), postmark("own", ""))
+	if err := cmd.Start(); err != nil { // in the test's (the agent's) cgroup
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := a.Sensor().Stats(); st.Holds != 0 || st.FileHolds != 0 {
+		t.Fatalf("the agent held a process of its own cgroup: %+v", st)
+	}
+}

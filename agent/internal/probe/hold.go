@@ -84,6 +84,9 @@ type HoldConfig struct {
 	// Stale: while the event loop has not gone round for this long, no
 	// hold is taken (the fail mode applies at once). 0: never.
 	Stale time.Duration
+	// SelfCgroup is the agent's own cgroup: its processes (the agent, its
+	// hold guard) are never held, whatever the scope says. 0: none.
+	SelfCgroup uint64
 }
 
 // SetHolds configures holding.
@@ -91,7 +94,7 @@ func (s *Sensor) SetHolds(c HoldConfig) error {
 	if c.Enabled && !s.opts.Holds {
 		return fmt.Errorf("hold writes: the sensor was loaded without Options.Holds")
 	}
-	cfg := ssl.SensorConfig{AgentTgid: uint32(os.Getpid()), GuardTgid: s.guardPID.Load()}
+	cfg := ssl.SensorConfig{AgentTgid: uint32(os.Getpid()), GuardTgid: s.guardPID.Load(), SelfCgroup: c.SelfCgroup}
 	if c.Enabled {
 		cfg.Holds = 1
 		cfg.StaleNs = uint64(c.Stale)
