@@ -133,15 +133,17 @@ func (g *holdGuard) stop() {
 	<-exited
 }
 
-// guardKill ends a fail-closed process: its sockets first (while it is
-// still stopped, so that nothing more is sent), then the process.
+// guardKill ends a fail-closed process: SIGKILL at once (it is stopped:
+// its held call never runs), then its sockets, reset while it dies. The
+// kill first: the hold record is gone already, and a guard killed in
+// between (with the whole service) must not leave the process stopped
+// with nothing left to find it.
 func guardKill(pid uint32) error {
-	_, serr := act.DestroySockets(pid)
 	if err := unix.Kill(int(pid), unix.SIGKILL); err != nil {
 		return err
 	}
-	if serr != nil && !errors.Is(serr, act.ErrGone) {
-		return fmt.Errorf("killed, but its sockets: %w", serr)
+	if _, err := act.DestroySockets(pid); err != nil && !errors.Is(err, act.ErrGone) {
+		return fmt.Errorf("killed, but its sockets: %w", err)
 	}
 	return nil
 }
