@@ -5,4 +5,4 @@
 // building the agent needs no clang.
 package ssl
 
-//go:generate go tool bpf2go -tags linux -target amd64 -cflags "-O2 -g -Wall -Werror -I../include -I/usr/include/x86_64-linux-gnu" -type event_header -type file_event -type inode_key -type config -type conn_key -type hold -type hold_policy Sensor ssl.c
+//go:generate go tool bpf2go -tags linux -target amd64 -cflags "-O2 -g -Wall -Werror -I../include -I/usr/include/x86_64-linux-gnu" -type event_header -type file_event -type inode_key -type config -type conn_key -type hold -type hold_policy -type resolving_key Sensor ssl.c

@@ -107,6 +107,12 @@ type SensorReadArgs struct {
 	Readbytes uint64
 }
 
+type SensorResolvingKey struct {
+	_     structs.HostLayout
+	Tid   uint32
+	Owner uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -119,6 +125,7 @@ const (
 	SensorMapLastOps            = "last_ops"
 	SensorMapReads              = "reads"
 	SensorMapResolved           = "resolved"
+	SensorMapResolving          = "resolving"
 	SensorMapScope              = "scope"
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
@@ -215,6 +222,7 @@ type SensorMapSpecs struct {
 	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
 	Reads      *ebpf.MapSpec `ebpf:"reads"`
 	Resolved   *ebpf.MapSpec `ebpf:"resolved"`
+	Resolving  *ebpf.MapSpec `ebpf:"resolving"`
 	Scope      *ebpf.MapSpec `ebpf:"scope"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
@@ -261,6 +269,7 @@ type SensorMaps struct {
 	LastOps    *ebpf.Map `ebpf:"last_ops"`
 	Reads      *ebpf.Map `ebpf:"reads"`
 	Resolved   *ebpf.Map `ebpf:"resolved"`
+	Resolving  *ebpf.Map `ebpf:"resolving"`
 	Scope      *ebpf.Map `ebpf:"scope"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Settings   *ebpf.Map `ebpf:"settings"`
@@ -277,6 +286,7 @@ func (m *SensorMaps) Close() error {
 		m.LastOps,
 		m.Reads,
 		m.Resolved,
+		m.Resolving,
 		m.Scope,
 		m.Scratch,
 		m.Settings,

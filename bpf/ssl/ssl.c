@@ -136,6 +136,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } holds SEC(".maps");
 
+/* Holds being resolved, by thread and resolver (1 agent, 2 guard, 3 an
+ * agent or release-holds after a predecessor): a resolver writes its entry
+ * before it deletes the "holds" record (which makes it the owner) and
+ * deletes it once it has acted, so that a resolver killed in between
+ * leaves a trace the others sweep. User space only. */
+struct resolving_key {
+	__u32 tid;
+	__u32 owner;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct resolving_key);
+	__type(value, struct hold);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} resolving SEC(".maps");
+
 /* Counters, per CPU: see enum counter in agent/internal/probe. */
 enum {
 	CNT_WRITES,

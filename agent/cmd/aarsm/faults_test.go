@@ -200,6 +200,19 @@ func (e *faultEnv) outcome(t testing.TB, h *heldClient) {
 	}
 }
 
+// killAgentAndGuard SIGKILLs both and waits until they are gone. The
+// guard first: killed second, it could see the agent die and resolve the
+// hold in between (what it is for). The agent is stopped and cannot start
+// a new guard.
+func (e *faultEnv) killAgentAndGuard(t testing.TB) {
+	t.Helper()
+	guard := e.guardPID(t)
+	_ = syscall.Kill(guard, syscall.SIGKILL)
+	_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
+	_ = e.agent.Wait()
+	testenv.Eventually(t, 10*time.Second, "guard gone", func() bool { return gone(guard) })
+}
+
 // releaseHolds runs what the unit's ExecStopPost runs.
 func (e *faultEnv) releaseHolds(t testing.TB) string {
 	t.Helper()
@@ -222,6 +235,8 @@ var faults = []struct {
 	// later: what ends the hold comes after the fault (ExecStopPost, a
 	// restart), maybe after the hold's deadline.
 	later bool
+	// running: the agent is not stopped first (the fault holds the mail).
+	running bool
 }{
 	{name: "agent SIGKILL", inject: func(t testing.TB, e *faultEnv) {
 		if err := e.agent.Process.Kill(); err != nil {
@@ -236,27 +251,13 @@ var faults = []struct {
 		}
 	}},
 	{name: "agent and guard SIGKILL, then ExecStopPost", later: true, inject: func(t testing.TB, e *faultEnv) {
-		// The guard first: killed second, it could see the agent die and
-		// resolve the hold in between (what it is for). The agent is
-		// stopped and cannot start a new guard.
-		guard := e.guardPID(t)
-		_ = syscall.Kill(guard, syscall.SIGKILL)
-		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
-		_ = e.agent.Wait()
-		testenv.Eventually(t, 10*time.Second, "guard gone", func() bool { return gone(guard) })
+		e.killAgentAndGuard(t)
 		if out := e.releaseHolds(t); !strings.Contains(out, "1 hold(s) resolved") {
 			t.Errorf("release-holds: %s", out)
 		}
 	}},
 	{name: "agent and guard SIGKILL, then restart", later: true, inject: func(t testing.TB, e *faultEnv) {
-		// The guard first: killed second, it could see the agent die and
-		// resolve the hold in between (what it is for). The agent is
-		// stopped and cannot start a new guard.
-		guard := e.guardPID(t)
-		_ = syscall.Kill(guard, syscall.SIGKILL)
-		_ = syscall.Kill(e.agent.Process.Pid, syscall.SIGKILL)
-		_ = e.agent.Wait()
-		testenv.Eventually(t, 10*time.Second, "guard gone", func() bool { return gone(guard) })
+		e.killAgentAndGuard(t)
 		// Meanwhile someone broke the policy directory: the restarted
 		// agent enforces the last policies that loaded.
 		if err := os.WriteFile(filepath.Join(e.policies, "zz-broken.hcl"), []byte("email_security_policy \"x\" {\n  mode =\n"), 0o644); err != nil {
@@ -271,7 +272,11 @@ var faults = []struct {
 		checkRootOnly(t, e.pins, e.state)
 	}},
 	{name: "agent SIGSTOP", byDeadline: true, inject: func(t testing.TB, e *faultEnv) {}},
-	{name: "wedged event loop", env: []string{"AARSM_TEST_FAULT=wedge"}, byDeadline: true, inject: func(t testing.TB, e *faultEnv) {}},
+	{name: "wedged event loop", env: []string{"AARSM_TEST_FAULT=wedge"}, byDeadline: true, running: true, inject: func(t testing.TB, e *faultEnv) {}},
+	// The agent took the hold (the record is gone from the hold map) and
+	// dies before it acts: the guard finds its trace in "resolving".
+	{name: "agent dies between taking a hold and acting", env: []string{"AARSM_TEST_FAULT=die-after-take"}, running: true, later: true,
+		inject: func(t testing.TB, e *faultEnv) {}},
 }
 
 // checkRootOnly fails the test if anything under the directories is
@@ -303,7 +308,7 @@ func runFault(t testing.TB, bin, mode string, f int) (from, resolved time.Time) 
 	e := newFaultEnv(t, bin, mode)
 	e.startAgent(t, fault.env...)
 	e.warmUp(t)
-	if fault.name != "wedged event loop" {
+	if !fault.running {
 		// The agent cannot answer: the next mail stays held in the kernel.
 		if err := e.agent.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)

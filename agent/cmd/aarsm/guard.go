@@ -67,7 +67,7 @@ func (g *holdGuard) start() error {
 		return fmt.Errorf("start hold guard: %w", err)
 	}
 	cmd := exec.Command(self, "hold-guard")
-	cmd.ExtraFiles = append([]*os.File{r}, files...) // fds 3 (pipe), 4 (holds), 5 (settings), 6 (counters)
+	cmd.ExtraFiles = append([]*os.File{r}, files...) // fds 3 (pipe), 4 (holds), 5 (settings), 6 (counters), 7 (resolving)
 	cmd.Stderr = g.stderr
 	// A session of its own: a kill of the agent's process group (a
 	// Ctrl-C, "kill -- -PGID") does not reach it.
@@ -188,7 +188,7 @@ func runHoldGuard(stderr io.Writer) int {
 	// guard leaves only once the agent is gone and the holds are resolved.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	log := newLogger(stderr, false).With("component", "hold-guard")
-	maps := make([]*ebpf.Map, 3)
+	maps := make([]*ebpf.Map, 4)
 	for i := range maps {
 		m, err := ebpf.NewMapFromFD(4 + i)
 		if err != nil {
@@ -199,7 +199,7 @@ func runHoldGuard(stderr io.Writer) int {
 		maps[i] = m
 	}
 	err := probe.RunGuard(probe.GuardOptions{
-		Resolver: probe.Resolver{Holds: maps[0], Counts: maps[2], Kill: guardKill},
+		Resolver: probe.Resolver{Holds: maps[0], Counts: maps[2], Resolving: maps[3], Kill: guardKill},
 		Settings: maps[1],
 		Agent:    os.NewFile(3, "agent"),
 		Report:   func(h probe.Hold, o probe.Outcome, why string) { reportHold(log, h, o, why) },
@@ -234,18 +234,17 @@ func runReleaseHolds(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer lock.Close()
-	m, err := probe.OpenPinnedHolds(*pinDir)
+	r, err := probe.PinnedResolver(*pinDir, guardKill)
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm release-holds: %v\n", err)
 		return 1
 	}
-	if m == nil {
+	if r == nil {
 		return 0
 	}
-	defer m.Close()
+	defer r.Close()
 	log := newLogger(stderr, false)
 	n := 0
-	r := probe.Resolver{Holds: m, Kill: guardKill}
 	err = r.ResolveAll(func(h probe.Hold, o probe.Outcome) {
 		n++
 		reportHold(log, h, o, "agent gone")

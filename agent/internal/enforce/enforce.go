@@ -57,9 +57,10 @@ type Options struct {
 	// these cgroup v2 directories (absolute paths): tests scope themselves
 	// this way, and so does "aarsm run --hold-cgroup".
 	HoldCgroups []string
-	// Fault, for tests only, makes the agent misbehave: "wedge" blocks the
-	// event loop forever at the first held write after it released one
-	// (so that a healthy start can be checked first).
+	// Fault, for tests only, makes the agent misbehave at the first held
+	// write after it released one (so that a healthy start can be checked
+	// first): "wedge" blocks the event loop forever, "die-after-take"
+	// kills the agent after it took the hold and before it acts.
 	Fault string
 	// DiagOut receives policy diagnostics (file:line:column).
 	DiagOut io.Writer
@@ -514,7 +515,18 @@ func (a *Agent) decide(ev *probe.Event) {
 				"comm", ev.Comm(), "held_for", sinceMono(ev.Mono).Round(time.Millisecond).String())
 		case h.Foreign:
 			held = false
+			a.sensor.Settle(ev.TID)
 			a.log.Warn("held write resumed by someone else's SIGCONT before the verdict: it went on unjudged", "pid", ev.PID, "comm", ev.Comm())
+		}
+		if held && a.opts.Fault == "die-after-take" && a.releasedN.Load() > 0 {
+			// The window the resolving map covers: the agent dies after
+			// it took a hold and before it acted on it.
+			a.log.Warn("test fault: the agent dies holding a hold it took", "pid", ev.PID)
+			time.Sleep(200 * time.Millisecond)
+			_ = unix.Kill(os.Getpid(), unix.SIGKILL)
+		}
+		if held {
+			defer a.sensor.Settle(ev.TID)
 		}
 	}
 	block := false

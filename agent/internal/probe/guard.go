@@ -29,11 +29,11 @@ import (
 // or the next agent resolves what is left.
 
 // GuardFiles returns the files a guard process needs, in order: the hold
-// map, the settings map and the map of its counters. The caller passes them to the guard (as
+// map, the settings map, the map of its counters and the resolving map. The caller passes them to the guard (as
 // ExtraFiles) and closes them.
 func (s *Sensor) GuardFiles() ([]*os.File, error) {
 	var files []*os.File
-	for _, m := range []*ebpf.Map{s.objs.Holds, s.objs.Settings, s.objs.Resolved} {
+	for _, m := range []*ebpf.Map{s.objs.Holds, s.objs.Settings, s.objs.Resolved, s.objs.Resolving} {
 		fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			for _, f := range files {
@@ -92,6 +92,14 @@ type Resolver struct {
 	Holds *ebpf.Map
 	// Counts, if set, is the "resolved" map, counted into.
 	Counts *ebpf.Map
+	// Resolving, if set, is the map of holds being resolved: this
+	// resolver leaves its trace there while it acts, and ResolveAll
+	// sweeps the traces of the resolvers in Sweep (gone, all of them).
+	Resolving *ebpf.Map
+	// Owner is this resolver (ownerGuard unless set).
+	Owner uint32
+	// Sweep are the resolvers whose traces ResolveAll acts on.
+	Sweep []uint32
 	// Kill ends a fail-closed process: destroy its sockets, then SIGKILL.
 	// Default: SIGKILL only.
 	Kill func(pid uint32) error
@@ -105,16 +113,25 @@ func (r *Resolver) Resolve(h Hold) (Outcome, error) {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
+	owner := r.Owner
+	if owner == 0 {
+		owner = ownerGuard
+	}
+	// The record first: it decides who owns the outcome.
+	if _, owned, err := claim(r.Holds, r.Resolving, h.TID, owner); err != nil {
+		return "", err
+	} else if !owned {
+		return Judged, nil
+	}
+	defer settle(r.Resolving, h.TID, owner)
+	return r.act(procRoot, h)
+}
+
+// act carries out the fail mode of a hold the resolver owns.
+func (r *Resolver) act(procRoot string, h Hold) (Outcome, error) {
 	same, err := sameThread(procRoot, h.PID, h.TID, h.Start)
 	if err != nil {
 		return "", err
-	}
-	// The record first: it decides who owns the outcome.
-	if err := r.Holds.Delete(h.TID); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return Judged, nil
-		}
-		return "", fmt.Errorf("take hold of pid %d thread %d: %w", h.PID, h.TID, err)
 	}
 	if !same {
 		r.count(Gone)
@@ -166,6 +183,49 @@ func (r *Resolver) ResolveAll(report func(Hold, Outcome)) error {
 			report(h, o)
 		}
 	}
+	errs = append(errs, r.sweep(report))
+	return errors.Join(errs...)
+}
+
+// sweep acts on the holds that a resolver in r.Sweep took and may not
+// have acted on (it is gone): by their fail mode, then drops the trace.
+func (r *Resolver) sweep(report func(Hold, Outcome)) error {
+	if r.Resolving == nil || len(r.Sweep) == 0 {
+		return nil
+	}
+	procRoot := r.Proc
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	type trace struct {
+		key ssl.SensorResolvingKey
+		h   Hold
+	}
+	var traces []trace
+	var key ssl.SensorResolvingKey
+	var v ssl.SensorHold
+	it := r.Resolving.Iterate()
+	for it.Next(&key, &v) {
+		for _, o := range r.Sweep {
+			if key.Owner == o {
+				traces = append(traces, trace{key, holdOf(key.Tid, v)})
+			}
+		}
+	}
+	errs := []error{it.Err()}
+	for _, tr := range traces {
+		if err := r.Resolving.Delete(&tr.key); err != nil {
+			continue // swept by someone else meanwhile
+		}
+		o, err := r.act(procRoot, tr.h)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if report != nil {
+			report(tr.h, o)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -211,6 +271,9 @@ func RunGuard(o GuardOptions) error {
 			if err := o.Settings.Put(uint32(0), &ssl.SensorConfig{CopyAll: 1}); err != nil {
 				errs = append(errs, fmt.Errorf("turn holding off: %w", err))
 			}
+			// The agent's own unfinished resolutions too: it may have
+			// died between taking a hold and acting on it.
+			o.Sweep = []uint32{ownerAgent}
 			errs = append(errs, o.ResolveAll(report("agent gone")))
 			return errors.Join(errs...)
 		case <-tick.C:
@@ -237,12 +300,41 @@ const HoldsPin = "holds"
 // OpenPinnedHolds opens the hold map an agent pinned in pinDir. It
 // returns nil (and no error) when there is none.
 func OpenPinnedHolds(pinDir string) (*ebpf.Map, error) {
-	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, HoldsPin), nil)
+	return openPinned(pinDir, HoldsPin)
+}
+
+func openPinned(pinDir, name string) (*ebpf.Map, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open pinned hold map in %s: %w", pinDir, err)
+		return nil, fmt.Errorf("open pinned map %s in %s: %w", name, pinDir, err)
 	}
 	return m, nil
+}
+
+// PinnedResolver returns a resolver of the holds an agent that is gone
+// left pinned in pinDir, its own unfinished resolutions and its guard's
+// included; nil when there is nothing pinned. Close it after use.
+func PinnedResolver(pinDir string, kill func(uint32) error) (*Resolver, error) {
+	holds, err := OpenPinnedHolds(pinDir)
+	if err != nil || holds == nil {
+		return nil, err
+	}
+	resolving, err := openPinned(pinDir, ssl.SensorMapResolving)
+	if err != nil {
+		holds.Close()
+		return nil, err
+	}
+	return &Resolver{Holds: holds, Resolving: resolving, Kill: kill, Owner: ownerSuccessor,
+		Sweep: []uint32{ownerAgent, ownerGuard, ownerSuccessor}}, nil
+}
+
+// Close releases the maps of a resolver from PinnedResolver.
+func (r *Resolver) Close() {
+	r.Holds.Close()
+	if r.Resolving != nil {
+		r.Resolving.Close()
+	}
 }

@@ -229,33 +229,70 @@ func (s *Sensor) Release(pid, tid uint32) (bool, error) {
 	if !owned || err != nil {
 		return owned, err
 	}
-	return true, Resume(pid)
+	err = Resume(pid)
+	s.Settle(tid)
+	return true, err
 }
 
-// Take deletes the hold record of thread tid: from then on its outcome is
-// the caller's alone (neither the write guard nor the hold guard acts on
-// it), and the process stays stopped until Resume or a kill — unless the
-// record says someone else resumed it already (Hold.Foreign). It reports
-// false when the record was gone: the guard resolved the hold, or the
-// thread died.
-func (s *Sensor) Take(pid, tid uint32) (Hold, bool, error) {
+// Resolvers, the owner field of the resolving map's keys.
+const (
+	ownerAgent     = 1 // the agent judging the write
+	ownerGuard     = 2 // the hold guard, at a deadline or when the agent is gone
+	ownerSuccessor = 3 // a later agent, or "aarsm release-holds"
+)
+
+// claim makes owner the resolver of thread tid's hold. Its entry in
+// resolving goes first, then the hold record (whoever deletes it owns the
+// hold; a loser takes its entry back); once the owner has acted it calls
+// settle. An owner killed in between leaves its entry for the others to
+// sweep (Resolver.ResolveAll). resolving may be nil (no trace).
+func claim(holds, resolving *ebpf.Map, tid, owner uint32) (Hold, bool, error) {
 	var v ssl.SensorHold
-	err := s.objs.Holds.LookupAndDelete(tid, &v)
-	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
-		// Before 5.14 hash maps cannot: look, then delete (whoever
-		// deletes first still owns the hold).
-		if err = s.objs.Holds.Lookup(tid, &v); err == nil {
-			err = s.objs.Holds.Delete(tid)
-		}
-	}
-	if err != nil {
+	if err := holds.Lookup(tid, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Hold{}, false, nil
 		}
-		return Hold{}, false, fmt.Errorf("take hold of pid %d thread %d: %w", pid, tid, err)
+		return Hold{}, false, fmt.Errorf("read hold of thread %d: %w", tid, err)
+	}
+	key := ssl.SensorResolvingKey{Tid: tid, Owner: owner}
+	traced := resolving != nil && resolving.Put(&key, &v) == nil
+	if err := holds.Delete(tid); err != nil {
+		if traced {
+			_ = resolving.Delete(&key)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Hold{}, false, nil
+		}
+		return Hold{}, false, fmt.Errorf("take hold of thread %d: %w", tid, err)
 	}
 	return holdOf(tid, v), true, nil
 }
+
+// settle removes owner's trace of the hold of tid, once it has acted.
+func settle(resolving *ebpf.Map, tid, owner uint32) {
+	if resolving != nil {
+		key := ssl.SensorResolvingKey{Tid: tid, Owner: owner}
+		_ = resolving.Delete(&key)
+	}
+}
+
+// Take makes the agent the owner of thread tid's hold: neither the write
+// guard nor the hold guard acts on it from then on, and the process stays
+// stopped until Resume or a kill — unless the record says someone else
+// resumed it already (Hold.Foreign). It reports false when the record was
+// gone: the guard resolved the hold, or the thread died. Call Settle once
+// the process is resumed or killed.
+func (s *Sensor) Take(pid, tid uint32) (Hold, bool, error) {
+	h, owned, err := claim(s.objs.Holds, s.objs.Resolving, tid, ownerAgent)
+	if err != nil {
+		return h, false, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return h, owned, nil
+}
+
+// Settle tells the kernel maps that the agent has acted on the hold of
+// tid it took.
+func (s *Sensor) Settle(tid uint32) { settle(s.objs.Resolving, tid, ownerAgent) }
 
 // Resume sends SIGCONT to a process whose hold was taken.
 func Resume(pid uint32) error {

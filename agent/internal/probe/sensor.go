@@ -253,6 +253,7 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 	var opts *ebpf.CollectionOptions
 	if s.opts.PinDir == "" {
 		spec.Maps[ssl.SensorMapHolds].Pinning = ebpf.PinNone
+		spec.Maps[ssl.SensorMapResolving].Pinning = ebpf.PinNone
 	} else {
 		if err := bpffs.Ensure(s.opts.PinDir); err != nil {
 			return err
@@ -279,7 +280,8 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 	if s.opts.PinDir == "" {
 		return nil
 	}
-	r := Resolver{Holds: s.objs.Holds, Counts: s.objs.Resolved, Proc: s.opts.Proc.Root}
+	r := Resolver{Holds: s.objs.Holds, Counts: s.objs.Resolved, Resolving: s.objs.Resolving, Proc: s.opts.Proc.Root,
+		Owner: ownerSuccessor, Sweep: []uint32{ownerAgent, ownerGuard, ownerSuccessor}}
 	err = r.ResolveAll(func(h Hold, o Outcome) {
 		s.predecessor++
 		s.log.Warn("hold left by a previous agent, resolved by its fail mode", "pid", h.PID, "kind", h.Kind.String(), "outcome", string(o))
