@@ -279,9 +279,8 @@ const volatile __u32 have_ancestor_helper = 1;
 /* The scope entry of the current cgroup or, failing that, of its deepest
  * ancestor that has one: a scope names a unit or a slice; its processes
  * may sit in cgroups below it. NULL: not in scope. */
-static __always_inline struct hold_policy *scope_of(void)
+static __always_inline struct hold_policy *scope_of(__u64 id)
 {
-	__u64 id = bpf_get_current_cgroup_id();
 	struct hold_policy *found = bpf_map_lookup_elem(&scope, &id);
 	if (found)
 		return found;
@@ -320,13 +319,14 @@ static __always_inline struct hold_policy *hold_policy_of(struct config *cfg)
 {
 	if (!cfg->holds)
 		return NULL;
+	__u64 cgroup = bpf_get_current_cgroup_id();
 	/* The agent never holds its own: a held guard resolves nothing. */
-	if (cfg->self_cgroup && bpf_get_current_cgroup_id() == cfg->self_cgroup)
+	if (cgroup == cfg->self_cgroup)
 		return NULL;
 	if (!cfg->hold_all)
-		return scope_of();
+		return scope_of(cgroup);
 	if (cfg->scoped) {
-		struct hold_policy *p = scope_of();
+		struct hold_policy *p = scope_of(cgroup);
 		if (p)
 			return p;
 	}

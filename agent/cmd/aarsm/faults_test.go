@@ -319,15 +319,11 @@ func runFault(t testing.TB, bin, mode string, f int) (from, resolved time.Time) 
 	if m, err := probe.OpenPinnedHolds(e.pins); err == nil && m != nil {
 		// The hold's own deadline, from the pinned map.
 		var tid uint32
-		var rec struct {
-			Pid                          uint32
-			Kind, FailClosed, Flags, Pad uint8
-			Ssl, Ts, Deadline, Start     uint64
-		}
+		var rec ssl.SensorHold
 		it := m.Iterate()
 		for it.Next(&tid, &rec) {
 			if int(rec.Pid) == h.cmd.Process.Pid {
-				deadline = time.Now().Add(time.Duration(rec.Deadline - monoNow()))
+				deadline = time.Now().Add(time.Duration(rec.Deadline - probe.MonoNow()))
 			}
 		}
 		m.Close()

@@ -155,7 +155,7 @@ func reportHold(log *slog.Logger, h probe.Hold, o probe.Outcome, why string) {
 		comm = string(b[:max(len(b)-1, 0)])
 	}
 	held := time.Duration(0)
-	if now := monoNow(); now > h.Mono {
+	if now := probe.MonoNow(); now > h.Mono {
 		held = time.Duration(now - h.Mono)
 	}
 	mode := "fail_open"
@@ -175,13 +175,6 @@ func reportHold(log *slog.Logger, h probe.Hold, o probe.Outcome, why string) {
 		"held_for", held.Round(time.Millisecond).String(), "foreign_sigcont", h.Foreign)
 }
 
-func monoNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Nano())
-}
 
 func runHoldGuard(stderr io.Writer) int {
 	// A service manager stopping the agent signals the whole cgroup: the

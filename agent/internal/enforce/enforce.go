@@ -676,9 +676,9 @@ func contains(l []string, s string) bool {
 }
 
 func sinceMono(mono uint64) time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil || uint64(ts.Nano()) < mono {
+	now := probe.MonoNow()
+	if now < mono {
 		return 0
 	}
-	return time.Duration(uint64(ts.Nano()) - mono)
+	return time.Duration(now - mono)
 }

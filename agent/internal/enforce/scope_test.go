@@ -17,21 +17,6 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
-// startIn runs a command with its process created directly in cgroup
-// directory dir.
-func startIn(t *testing.T, dir string, cmd *exec.Cmd) {
-	t.Helper()
-	f, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func killed(cmd *exec.Cmd, err error) bool {
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	return err != nil && ws.Signaled() && ws.Signal() == syscall.SIGKILL
@@ -93,7 +78,9 @@ func TestHoldScopeFollowsPolicies(t *testing.T) {
 	unitPath := parent.Name() + "/" + unit
 	testenv.Eventually(t, 5*time.Second, "the unit's cgroup in the hold scope", func() bool { return slices.Contains(a.HoldScope().Cgroups, unitPath) })
 	cmd = testenv.Curl(t, ca, srv.URL(), bcc("unit"))
-	startIn(t, unitDir, cmd)
+	if err := testenv.StartIn(unitDir, cmd); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Wait(); !killed(cmd, err) {
 		t.Fatalf("client of the unit: %v, want killed", err)
 	}

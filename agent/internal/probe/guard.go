@@ -107,12 +107,15 @@ type Resolver struct {
 	Proc string
 }
 
+func (r *Resolver) procRoot() string {
+	if r.Proc == "" {
+		return "/proc"
+	}
+	return r.Proc
+}
+
 // Resolve ends hold h by its fail mode.
 func (r *Resolver) Resolve(h Hold) (Outcome, error) {
-	procRoot := r.Proc
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
 	owner := r.Owner
 	if owner == 0 {
 		owner = ownerGuard
@@ -124,12 +127,12 @@ func (r *Resolver) Resolve(h Hold) (Outcome, error) {
 		return Judged, nil
 	}
 	defer settle(r.Resolving, h.TID, owner)
-	return r.act(procRoot, h)
+	return r.act(h)
 }
 
 // act carries out the fail mode of a hold the resolver owns.
-func (r *Resolver) act(procRoot string, h Hold) (Outcome, error) {
-	same, err := sameThread(procRoot, h.PID, h.TID, h.Start)
+func (r *Resolver) act(h Hold) (Outcome, error) {
+	same, err := sameThread(r.procRoot(), h.PID, h.TID, h.Start)
 	if err != nil {
 		return "", err
 	}
@@ -193,10 +196,6 @@ func (r *Resolver) sweep(report func(Hold, Outcome)) error {
 	if r.Resolving == nil || len(r.Sweep) == 0 {
 		return nil
 	}
-	procRoot := r.Proc
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
 	type trace struct {
 		key ssl.SensorResolvingKey
 		h   Hold
@@ -217,7 +216,7 @@ func (r *Resolver) sweep(report func(Hold, Outcome)) error {
 		if err := r.Resolving.Delete(&tr.key); err != nil {
 			continue // swept by someone else meanwhile
 		}
-		o, err := r.act(procRoot, tr.h)
+		o, err := r.act(tr.h)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -279,10 +278,10 @@ func RunGuard(o GuardOptions) error {
 		case <-tick.C:
 		}
 		holds, err := listHolds(o.Holds)
-		if err != nil && o.Report == nil {
-			continue
+		if err != nil {
+			continue // next tick
 		}
-		now := monoNow()
+		now := MonoNow()
 		for _, h := range holds {
 			if now < h.Deadline {
 				continue

@@ -45,62 +45,59 @@ func startGuard(t *testing.T, s *Sensor, report func(Hold, Outcome, string)) *os
 // agent's loop running or not: fail-open resumes the client (its mail goes
 // out, unjudged), fail-closed kills it (nothing reaches the server).
 func TestGuardResolvesByDeadline(t *testing.T) {
-	for _, closed := range []bool{false, true} {
-		name := map[bool]string{false: "fail-open", true: "fail-closed"}[closed]
-		t.Run(name, func(t *testing.T) {
-			cg := testenv.NewCgroup(t)
-			s, held := holdingSensor(t, cg)
-			pol := HoldPolicy{FailClosed: closed, ExecMax: time.Minute, WriteMax: 300 * time.Millisecond}
-			if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
-				t.Fatal(err)
+	forFailModes(t, func(t *testing.T, closed bool, name string) {
+		cg := testenv.NewCgroup(t)
+		s, held := holdingSensor(t, cg)
+		pol := HoldPolicy{FailClosed: closed, ExecMax: time.Minute, WriteMax: 300 * time.Millisecond}
+		if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
+			t.Fatal(err)
+		}
+		outcomes := make(chan Outcome, 4)
+		startGuard(t, s, func(h Hold, o Outcome, why string) {
+			if why != "deadline" {
+				t.Errorf("resolved for %q", why)
 			}
-			outcomes := make(chan Outcome, 4)
-			startGuard(t, s, func(h Hold, o Outcome, why string) {
-				if why != "deadline" {
-					t.Errorf("resolved for %q", why)
-				}
-				outcomes <- o
-			})
-			cmd, srv, _ := heldCurl(t, cg, held) // and never released by this "agent"
-			hs, err := s.Holds()
-			if err != nil || len(hs) != 1 {
-				t.Fatalf("holds %+v, %v", hs, err)
-			}
-			h := hs[0]
-			if h.FailClosed != closed || h.Kind != HoldWrite || h.Deadline-h.Mono != uint64(300*time.Millisecond) {
-				t.Fatalf("hold %+v", h)
-			}
-			var o Outcome
-			select {
-			case o = <-outcomes:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the guard never resolved the hold")
-			}
-			resolved := monoNow()
-			if resolved < h.Deadline {
-				t.Fatalf("resolved %s before the deadline", time.Duration(h.Deadline-resolved))
-			}
-			t.Logf("%s: resolved %s after the deadline", name, time.Duration(resolved-h.Deadline))
-			err = cmd.Wait()
-			if !closed {
-				if o != Resumed || err != nil {
-					t.Fatalf("outcome %s, client %v", o, err)
-				}
-				srv.WaitFor(t, nil, 10*time.Second)
-				return
-			}
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			if o != Killed || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			outcomes <- o
+		})
+		cmd, srv, _ := heldCurl(t, cg, held) // and never released by this "agent"
+		hs, err := s.Holds()
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("holds %+v, %v", hs, err)
+		}
+		h := hs[0]
+		if h.FailClosed != closed || h.Kind != HoldWrite || h.Deadline-h.Mono != uint64(300*time.Millisecond) {
+			t.Fatalf("hold %+v", h)
+		}
+		var o Outcome
+		select {
+		case o = <-outcomes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the guard never resolved the hold")
+		}
+		resolved := MonoNow()
+		if resolved < h.Deadline {
+			t.Fatalf("resolved %s before the deadline", time.Duration(h.Deadline-resolved))
+		}
+		t.Logf("%s: resolved %s after the deadline", name, time.Duration(resolved-h.Deadline))
+		err = cmd.Wait()
+		if !closed {
+			if o != Resumed || err != nil {
 				t.Fatalf("outcome %s, client %v", o, err)
 			}
-			if n := len(srv.Requests()); n != 0 {
-				t.Fatalf("fail-closed: the server got %d requests", n)
-			}
-			if res, err := s.Resolved(); err != nil || res.Killed != 1 {
-				t.Fatalf("resolved %+v, %v", res, err)
-			}
-		})
-	}
+			srv.WaitFor(t, nil, 10*time.Second)
+			return
+		}
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if o != Killed || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("outcome %s, client %v", o, err)
+		}
+		if n := len(srv.Requests()); n != 0 {
+			t.Fatalf("fail-closed: the server got %d requests", n)
+		}
+		if res, err := s.Resolved(); err != nil || res.Killed != 1 {
+			t.Fatalf("resolved %+v, %v", res, err)
+		}
+	})
 }
 
 // The agent gone (the guard's pipe at end of file): holding goes off and
@@ -140,7 +137,7 @@ func TestGuardDropsReusedThreadID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := ssl.SensorHold{Pid: pid, Kind: uint8(HoldWrite), FailClosed: 1, Ts: monoNow(), Deadline: monoNow(), Start: start - uint64(time.Second)}
+	rec := ssl.SensorHold{Pid: pid, Kind: uint8(HoldWrite), FailClosed: 1, Ts: MonoNow(), Deadline: MonoNow(), Start: start - uint64(time.Second)}
 	if err := s.objs.Holds.Put(pid, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -176,113 +173,115 @@ func threadStart(tid uint32) (uint64, error) {
 // taken: fail-open the write goes on unjudged, fail-closed the process is
 // killed before it runs. Nothing waits for a judge that is not there.
 func TestStaleLoopTakesNoHold(t *testing.T) {
-	for _, closed := range []bool{false, true} {
-		name := map[bool]string{false: "fail-open", true: "fail-closed"}[closed]
-		t.Run(name, func(t *testing.T) {
-			cg := testenv.NewCgroup(t)
-			s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			pol := HoldPolicy{FailClosed: closed, ExecMax: time.Minute, WriteMax: time.Minute}
-			if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.SetHolds(HoldConfig{Enabled: true, Stale: 100 * time.Millisecond}); err != nil {
-				t.Fatal(err)
-			}
-			// The loop runs once (a heartbeat), then stops.
-			ctx, cancel := context.WithCancel(context.Background())
-			ran := make(chan struct{})
-			go func() { _ = s.Run(ctx, func(*Event) {}); close(ran) }()
-			testenv.Eventually(t, 5*time.Second, "a heartbeat", func() bool {
-				var v uint64
-				return s.objs.Heartbeat.Lookup(uint32(0), &v) == nil && v != 0
-			})
-			cancel()
-			<-ran
-			var beat uint64
-			_ = s.objs.Heartbeat.Lookup(uint32(0), &beat)
-			testenv.Eventually(t, 5*time.Second, "a stale heartbeat", func() bool { return monoNow()-beat > uint64(150*time.Millisecond) })
-
-			ca := testenv.NewCA(t)
-			srv := testenv.NewServer(t, ca)
-			cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`)})
-			if err := cg.Start(cmd); err != nil {
-				t.Fatal(err)
-			}
-			err = cmd.Wait()
-			st, _ := s.Stats()
-			if st.Stale == 0 || st.Holds != 0 {
-				t.Fatalf("stats %+v", st)
-			}
-			if !closed {
-				if err != nil {
-					t.Fatalf("client: %v", err)
-				}
-				srv.WaitFor(t, nil, 10*time.Second)
-				return
-			}
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || st.FailKills == 0 {
-				t.Fatalf("client %v, stats %+v", err, st)
-			}
-			if n := len(srv.Requests()); n != 0 {
-				t.Fatalf("fail-closed: the server got %d requests", n)
-			}
+	forFailModes(t, func(t *testing.T, closed bool, name string) {
+		cg := testenv.NewCgroup(t)
+		s, err := Load(Options{Holds: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		pol := HoldPolicy{FailClosed: closed, ExecMax: time.Minute, WriteMax: time.Minute}
+		if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetHolds(HoldConfig{Enabled: true, Stale: 100 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		// The loop runs once (a heartbeat), then stops.
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan struct{})
+		go func() { _ = s.Run(ctx, func(*Event) {}); close(ran) }()
+		testenv.Eventually(t, 5*time.Second, "a heartbeat", func() bool {
+			var v uint64
+			return s.objs.Heartbeat.Lookup(uint32(0), &v) == nil && v != 0
 		})
-	}
+		cancel()
+		<-ran
+		var beat uint64
+		_ = s.objs.Heartbeat.Lookup(uint32(0), &beat)
+		testenv.Eventually(t, 5*time.Second, "a stale heartbeat", func() bool { return MonoNow()-beat > uint64(150*time.Millisecond) })
+
+		ca := testenv.NewCA(t)
+		srv := testenv.NewServer(t, ca)
+		cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`)})
+		if err := cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err = cmd.Wait()
+		st, _ := s.Stats()
+		if st.Stale == 0 || st.Holds != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+		if !closed {
+			if err != nil {
+				t.Fatalf("client: %v", err)
+			}
+			srv.WaitFor(t, nil, 10*time.Second)
+			return
+		}
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || st.FailKills == 0 {
+			t.Fatalf("client %v, stats %+v", err, st)
+		}
+		if n := len(srv.Requests()); n != 0 {
+			t.Fatalf("fail-closed: the server got %d requests", n)
+		}
+	})
 }
 
 // A full hold map: the hold cannot be recorded, so it is not taken, and
 // the fail mode applies at once.
 func TestFullHoldMap(t *testing.T) {
-	for _, closed := range []bool{false, true} {
-		name := map[bool]string{false: "fail-open", true: "fail-closed"}[closed]
-		t.Run(name, func(t *testing.T) {
-			cg := testenv.NewCgroup(t)
-			s, _ := holdingSensor(t, cg)
-			pol := testHoldPolicy
-			pol.FailClosed = closed
-			if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
+	forFailModes(t, func(t *testing.T, closed bool, name string) {
+		cg := testenv.NewCgroup(t)
+		s, _ := holdingSensor(t, cg)
+		pol := testHoldPolicy
+		pol.FailClosed = closed
+		if err := s.SetScope(map[uint64]HoldPolicy{cg.ID(): pol}); err != nil {
+			t.Fatal(err)
+		}
+		// Thread ids no process has (above pid_max).
+		for i := uint32(0); i < s.objs.Holds.MaxEntries(); i++ {
+			if err := s.objs.Holds.Put(1<<30+i, &ssl.SensorHold{Pid: 1<<30 + i}); err != nil {
 				t.Fatal(err)
 			}
-			// Thread ids no process has (above pid_max).
+		}
+		t.Cleanup(func() {
 			for i := uint32(0); i < s.objs.Holds.MaxEntries(); i++ {
-				if err := s.objs.Holds.Put(1<<30+i, &ssl.SensorHold{Pid: 1<<30 + i}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			t.Cleanup(func() {
-				for i := uint32(0); i < s.objs.Holds.MaxEntries(); i++ {
-					_ = s.objs.Holds.Delete(1<<30 + i)
-				}
-			})
-			ca := testenv.NewCA(t)
-			srv := testenv.NewServer(t, ca)
-			cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`)})
-			if err := cg.Start(cmd); err != nil {
-				t.Fatal(err)
-			}
-			err := cmd.Wait()
-			st, _ := s.Stats()
-			if st.HoldMapFull == 0 {
-				t.Fatalf("stats %+v", st)
-			}
-			if !closed {
-				if err != nil {
-					t.Fatalf("client: %v", err)
-				}
-				return
-			}
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("client %v", err)
-			}
-			if n := len(srv.Requests()); n != 0 {
-				t.Fatalf("fail-closed: the server got %d requests", n)
+				_ = s.objs.Holds.Delete(1<<30 + i)
 			}
 		})
+		ca := testenv.NewCA(t)
+		srv := testenv.NewServer(t, ca)
+		cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"To":"a@b.example"}`)})
+		if err := cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		st, _ := s.Stats()
+		if st.HoldMapFull == 0 {
+			t.Fatalf("stats %+v", st)
+		}
+		if !closed {
+			if err != nil {
+				t.Fatalf("client: %v", err)
+			}
+			return
+		}
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("client %v", err)
+		}
+		if n := len(srv.Requests()); n != 0 {
+			t.Fatalf("fail-closed: the server got %d requests", n)
+		}
+	})
+}
+
+// forFailModes runs f as a subtest for fail-open, then fail-closed.
+func forFailModes(t *testing.T, f func(t *testing.T, closed bool, name string)) {
+	for _, closed := range []bool{false, true} {
+		name := map[bool]string{false: "fail-open", true: "fail-closed"}[closed]
+		t.Run(name, func(t *testing.T) { f(t, closed, name) })
 	}
 }

@@ -57,10 +57,6 @@ func (p HoldPolicy) kernel() ssl.SensorHoldPolicy {
 	return k
 }
 
-func holdPolicyOf(k ssl.SensorHoldPolicy) HoldPolicy {
-	return HoldPolicy{FailClosed: k.FailClosed != 0, ExecMax: time.Duration(k.ExecMs) * time.Millisecond, WriteMax: time.Duration(k.WriteMs) * time.Millisecond}
-}
-
 // HoldConfig says whom the sensor holds.
 type HoldConfig struct {
 	Enabled bool
@@ -399,8 +395,9 @@ func threadStartTicks(procRoot string, pid, tid uint32) (uint64, error) {
 	return ticks, nil
 }
 
-// monoNow returns CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
-func monoNow() uint64 {
+// MonoNow returns CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns
+// (Event.Mono, Hold.Mono, Hold.Deadline).
+func MonoNow() uint64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0

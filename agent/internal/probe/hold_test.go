@@ -302,13 +302,7 @@ func TestScopeCoversChildCgroups(t *testing.T) {
 	ca := testenv.NewCA(t)
 	srv := testenv.NewServer(t, ca)
 	cmd := testenv.Curl(t, ca, srv.URL(), testenv.Request{Method: "POST", Path: "/email", Body: []byte("x")})
-	dir, err := os.Open(child)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartIn(child, cmd); err != nil {
 		t.Fatal(err)
 	}
 	h := waitHeld(t, held, cmd.Process.Pid)

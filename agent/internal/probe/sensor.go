@@ -388,7 +388,7 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 			// For the kernel: a loop that stops going round takes no
 			// new holds (struct config, stale_ns).
 			s.lastBeat = now
-			_ = s.objs.Heartbeat.Put(uint32(0), monoNow())
+			_ = s.objs.Heartbeat.Put(uint32(0), MonoNow())
 		}
 		s.reader.SetDeadline(now.Add(s.opts.Poll))
 		err := s.reader.ReadInto(&rec)
@@ -428,7 +428,7 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 func (s *Sensor) Drain(handle func(*Event), max time.Duration) {
 	var rec ringbuf.Record
 	var ev Event
-	until := monoNow()
+	until := MonoNow()
 	end := time.Now().Add(max)
 	for time.Now().Before(end) {
 		s.reader.SetDeadline(time.Now().Add(time.Millisecond))

@@ -134,10 +134,14 @@ func writeCgroupProcs(dir string, pid int) error {
 // Start starts cmd directly inside the cgroup (clone3 with
 // CLONE_INTO_CGROUP via SysProcAttr.UseCgroupFD), so the process never
 // runs anywhere else. Other SysProcAttr fields of cmd are kept.
-func (c *Cgroup) Start(cmd *exec.Cmd) error {
-	fd, err := unix.Open(c.path, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func (c *Cgroup) Start(cmd *exec.Cmd) error { return StartIn(c.path, cmd) }
+
+// StartIn starts cmd directly inside the cgroup v2 directory dir (one of
+// a Cgroup's children, say), as Cgroup.Start does.
+func StartIn(dir string, cmd *exec.Cmd) error {
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open cgroup %s: %w", c.Name(), err)
+		return fmt.Errorf("open cgroup %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
 	if cmd.SysProcAttr == nil {
@@ -146,7 +150,7 @@ func (c *Cgroup) Start(cmd *exec.Cmd) error {
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = fd
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s in cgroup %s: %w", filepath.Base(cmd.Path), c.Name(), err)
+		return fmt.Errorf("start %s in cgroup %s: %w", filepath.Base(cmd.Path), dir, err)
 	}
 	return nil
 }
