@@ -175,7 +175,6 @@ func reportHold(log *slog.Logger, h probe.Hold, o probe.Outcome, why string) {
 		"held_for", held.Round(time.Millisecond).String(), "foreign_sigcont", h.Foreign)
 }
 
-
 func runHoldGuard(stderr io.Writer) int {
 	// A service manager stopping the agent signals the whole cgroup: the
 	// guard leaves only once the agent is gone and the holds are resolved.
