@@ -117,6 +117,7 @@ type SensorResolvingKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SensorMapActive             = "active"
 	SensorMapCounters           = "counters"
 	SensorMapEvents             = "events"
 	SensorMapHeartbeat          = "heartbeat"
@@ -144,6 +145,7 @@ const (
 	SensorProgSslWriteEx        = "ssl_write_ex"
 	SensorProgSslWriteGuard     = "ssl_write_guard"
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
+	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
 	SensorVarPidnsDev           = "pidns_dev"
 	SensorVarPidnsIno           = "pidns_ino"
@@ -214,6 +216,7 @@ type SensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorMapSpecs struct {
+	Active     *ebpf.MapSpec `ebpf:"active"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
@@ -233,6 +236,7 @@ type SensorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorVariableSpecs struct {
+	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
 	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
@@ -261,6 +265,7 @@ func (o *SensorObjects) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorMaps struct {
+	Active     *ebpf.Map `ebpf:"active"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
@@ -278,6 +283,7 @@ type SensorMaps struct {
 
 func (m *SensorMaps) Close() error {
 	return _SensorClose(
+		m.Active,
 		m.Counters,
 		m.Events,
 		m.Heartbeat,
@@ -298,6 +304,7 @@ func (m *SensorMaps) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorVariables struct {
+	Generation         *ebpf.Variable `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
 	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`

@@ -35,6 +35,23 @@ const volatile __u64 wakeup_bytes = 0;
 const volatile __u64 pidns_dev = 0;
 const volatile __u64 pidns_ino = 0;
 
+/* Handover to a successor image (an upgrade in place): this load's
+ * generation, set by the loader. Its programs act only while "active"
+ * holds it: the successor loads and attaches its own programs (a
+ * generation further) while these still run, switches "active" over in
+ * one write, and only then detaches these. No write goes unseen in
+ * between, and none is seen twice. */
+const volatile __u32 generation = 0;
+
+/* The generation whose programs act (shared by the generations of one
+ * handover; entry 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20); /* resized by the loader */
@@ -187,6 +204,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } resolved SEC(".maps");
+
+/* Is this load's generation the one that acts? */
+static __always_inline int retired(void)
+{
+	__u32 zero = 0;
+	__u32 *g = bpf_map_lookup_elem(&active, &zero);
+	return !g || *g != generation;
+}
 
 static __always_inline void count(__u32 which)
 {
@@ -473,6 +498,8 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 SEC("uprobe/SSL_write")
 int ssl_write(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	int num = (int)PT_REGS_PARM3(ctx);
 	if (num <= 0)
 		return 0;
@@ -483,6 +510,8 @@ int ssl_write(struct pt_regs *ctx)
 SEC("uprobe/SSL_write_ex")
 int ssl_write_ex(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	__u64 num = PT_REGS_PARM3(ctx);
 	if (num == 0)
 		return 0;
@@ -506,6 +535,8 @@ int probe_floor(struct pt_regs *ctx)
 SEC("uprobe/SSL_write_guard")
 int ssl_write_guard(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	__u64 id;
 	if (current_id(&id) < 0)
 		return 0;
@@ -528,6 +559,8 @@ int ssl_write_guard(struct pt_regs *ctx)
 SEC("uprobe/SSL_get_error")
 int ssl_get_error(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	int ret = (int)PT_REGS_PARM2(ctx);
 	__u32 zero = 0;
@@ -567,6 +600,8 @@ static __always_inline int on_read_entry(struct pt_regs *ctx, __u64 readbytes)
 SEC("uprobe/SSL_read")
 int ssl_read(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	return on_read_entry(ctx, 0);
 }
 
@@ -574,12 +609,16 @@ int ssl_read(struct pt_regs *ctx)
 SEC("uprobe/SSL_read_ex")
 int ssl_read_ex(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	return on_read_entry(ctx, PT_REGS_PARM4(ctx));
 }
 
 SEC("uretprobe/SSL_read")
 int ssl_read_ret(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct read_args *a = bpf_map_lookup_elem(&reads, &id);
 	if (!a)
@@ -609,6 +648,8 @@ int ssl_read_ret(struct pt_regs *ctx)
 SEC("uprobe/SSL_free")
 int ssl_free(struct pt_regs *ctx)
 {
+	if (retired())
+		return 0;
 	struct event_header h = {};
 	if (fill_header(&h, EV_FREE) < 0)
 		return 0;
@@ -699,6 +740,8 @@ static __always_inline int hold_for_file(void)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
+	if (retired())
+		return 0;
 	struct file_event *e = file_event(EV_EXEC);
 	if (!e)
 		return 0;
@@ -727,6 +770,8 @@ int BPF_PROG(sched_exec, struct task_struct *p, int old_pid, struct linux_binprm
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
+	if (retired())
+		return 0;
 	__u64 id;
 	if (current_id(&id) < 0)
 		return 0;
@@ -767,6 +812,8 @@ struct sys_enter_mmap_args {
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int sys_enter_mmap(struct sys_enter_mmap_args *args)
 {
+	if (retired())
+		return 0;
 	if (!(args->prot & PROT_EXEC))
 		return 0;
 	long fd = (long)args->fd;
@@ -820,6 +867,8 @@ int sys_enter_mmap(struct sys_enter_mmap_args *args)
 SEC("tp_btf/signal_generate")
 int BPF_PROG(signal_generate, int sig, void *info, struct task_struct *task, int group, int result)
 {
+	if (retired())
+		return 0;
 	if (sig != SIGCONT)
 		return 0;
 	__u32 zero = 0;
@@ -848,6 +897,8 @@ int BPF_PROG(signal_generate, int sig, void *info, struct task_struct *task, int
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
+	if (retired())
+		return 0;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	if (!cfg || !cfg->holds || !cfg->watch_mkdir)

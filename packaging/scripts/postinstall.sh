@@ -65,7 +65,17 @@ if [ "$action" = install ]; then
 	fi
 elif systemd_running; then
 	# Only if it was running: an administrator's "stopped" stays stopped.
-	systemctl try-restart "$UNIT" ||
-		warn "$UNIT did not restart; see: journalctl -u $UNIT"
+	# A running agent replaces itself by the new binary in place (same
+	# pid, no gap in enforcement, what it holds judged by the new one);
+	# one that cannot (an older version, no status socket) is restarted.
+	# Changes to the unit's own settings take effect at its next restart.
+	pid=$(systemctl show -p MainPID --value "$UNIT" 2>/dev/null || echo 0)
+	if systemctl is-active --quiet "$UNIT" && [ "${pid:-0}" -gt 0 ] &&
+		/usr/bin/aarsm handover --pid "$pid" --timeout 60s; then
+		:
+	else
+		systemctl try-restart "$UNIT" ||
+			warn "$UNIT did not restart; see: journalctl -u $UNIT"
+	fi
 fi
 exit 0

@@ -330,7 +330,6 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	if fake && r-s < 300000 {
 		t.Errorf("unit active %d µs after start, before the agent's READY=1 (300 ms)", r-s)
 	}
-	pid1 := c.unitProp(t, "MainPID")
 	if installed != nil {
 		installed()
 	}
@@ -356,12 +355,13 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	}
 
 	// Upgrade over an administrator's edit: the edit stays, the new file is
-	// put beside it, the agent is restarted.
+	// put beside it, the agent is replaced in place (the fake one restarted).
 	c.sh(t, "echo '# edited by the administrator' >> /etc/aarsm/policy.d/default.hcl")
 	var upgraded func()
 	if !fake {
 		upgraded = mailDuringUpgrade(t, c)
 	}
+	pidBefore := c.unitProp(t, "MainPID") // the scenario may have restarted it
 	t.Log(c.sh(t, "dpkg -i --force-confold /pkgs/v2.deb 2>&1"))
 	if upgraded != nil {
 		upgraded()
@@ -381,8 +381,16 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	if a := c.isActive(); a != "active" {
 		t.Errorf("after upgrade: is-active = %q, want active", a)
 	}
-	if pid2 := c.unitProp(t, "MainPID"); pid2 == pid1 {
+	switch pid2 := c.unitProp(t, "MainPID"); {
+	case fake && pid2 == pidBefore:
+		// The fake agent cannot hand over: postinst restarts it.
 		t.Errorf("after upgrade: MainPID still %s: not restarted", pid2)
+	case !fake && pid2 != pidBefore:
+		t.Errorf("after upgrade: MainPID %s, was %s: restarted, not handed over in place", pid2, pidBefore)
+	case !fake:
+		if st := c.sh(t, "aarsm status --json"); !strings.Contains(st, `"handovers": 1,`) {
+			t.Errorf("after upgrade: status does not count the handover:\n%s", st)
+		}
 	}
 
 	// Removal: stopped, disabled, configuration and state kept.
@@ -476,11 +484,13 @@ EOF`)
 }
 
 // mailServer is a python3 HTTPS server on 127.0.0.1:8443 in the container
-// (a transient unit) that answers every POST with 200.
-const mailServer = `import http.server, ssl
+// (a transient unit) that answers every POST with 200 and logs its body
+// (the journal of the unit: what reached the API).
+const mailServer = `import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        print("body:", body.decode(errors="replace"), file=sys.stderr, flush=True)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -650,8 +660,9 @@ func realAgentScenario(t *testing.T, c *container) {
 	if !strings.Contains(c.try0("journalctl -u aarsm --no-pager -o cat"), "zz-broken.hcl:") {
 		t.Errorf("the agent did not log the broken policy's diagnostics")
 	}
-	// The mail API stays up for the upgrade (mailDuringUpgrade stops it).
-	c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl /etc/aarsm/policy.d/zz-enforce.hcl && systemctl reload aarsm")
+	// The mail API stays up, and the enforcing policy in force, for the
+	// upgrade (mailDuringUpgrade).
+	c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl && systemctl reload aarsm")
 }
 
 // curlMail is a curl command that posts body to the container's mail API.
@@ -721,14 +732,23 @@ func unitCgroupKilled(t *testing.T, c *container) {
 	_, _ = c.try("systemctl reset-failed heldmail")
 }
 
-// mailDuringUpgrade starts a client that mails the hidden-Bcc message
-// (judged an alert by the monitoring default policy) every 100 ms, and
-// returns a function that stops it and checks the upgrade froze nothing:
-// every mail went through, no process was ever left stopped; it reports
-// how many mails were judged (alerts) of those sent.
+// mailDuringUpgrade starts a client that, under the enforcing policy,
+// mails without pause a clean message and the hidden-Bcc one in turn, and
+// returns a function that stops it and checks the upgrade lost nothing:
+// every clean mail delivered, every backdoored one blocked (its curl
+// killed, one block verdict each, nothing of it at the API), no process
+// ever left stopped.
 func mailDuringUpgrade(t *testing.T, c *container) func() {
 	since := c.sh(t, "date +%s.%N")
-	c.sh(t, "cat > /root/mailloop.sh <<'EOF'\nwhile :; do\n  "+curlMail(postmarkMail)+" >/dev/null 2>>/root/mailloop.err\n  echo $? >> /root/mailloop.rc\n  sleep 0.1\ndone\nEOF")
+	clean := strings.Replace(postmarkMail, `"Bcc":"phan@giftshop.club",`, "", 1)
+	// Each curl in a scope of its own: the policy stops the unit of a
+	// blocked client.
+	scope := "systemd-run --quiet --scope --property=DefaultDependencies=no "
+	loop := "i=0\nwhile :; do\n  i=$((i+1))\n" +
+		"  " + scope + curlMail(strings.Replace(clean, `"Invoice"`, `"clean-'$i'"`, 1)) + " >/dev/null 2>>/root/mailloop.err\n  echo clean $i $? >> /root/mailloop.rc\n" +
+		"  " + scope + curlMail(strings.Replace(postmarkMail, `"Invoice"`, `"bad-'$i'"`, 1)) + " >/dev/null 2>>/root/mailloop.err\n  echo bad $i $? >> /root/mailloop.rc\n" +
+		"  sleep 0.05\ndone\n"
+	c.sh(t, "cat > /root/mailloop.sh <<'EOF'\n"+loop+"EOF")
 	c.sh(t, "systemd-run --quiet --unit=mailloop --property=DefaultDependencies=no /bin/sh /root/mailloop.sh")
 	stop := make(chan struct{})
 	stopped := make(chan []string)
@@ -750,44 +770,56 @@ func mailDuringUpgrade(t *testing.T, c *container) func() {
 	time.Sleep(time.Second)
 	return func() {
 		time.Sleep(2 * time.Second) // the new agent enforcing for a while
-		c.sh(t, "systemctl stop mailloop mailapi")
+		c.sh(t, "systemctl stop mailloop")
 		close(stop)
 		seen := <-stopped
-		rcs := strings.Fields(c.try0("cat /root/mailloop.rc"))
-		failed := 0
-		for _, rc := range rcs {
-			if rc != "0" {
-				failed++
-			}
-		}
-		alerts := 0
-		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=alert -o json --no-pager --since=@" + since)
-		// One curl process per mail: count the distinct ones judged.
-		entries, pids := 0, map[string]bool{}
+		api := c.try0("journalctl -u mailapi --no-pager -o cat --since=@" + since)
+		c.sh(t, "systemctl stop mailapi")
+		blocks := map[string]int{} // by curl pid
+		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=block -o json --no-pager --since=@" + since)
 		for _, l := range strings.Split(out, "\n") {
 			var e struct {
 				PID        string `json:"AARSM_PID"`
 				Recipients string `json:"AARSM_RECIPIENTS"`
 			}
 			if json.Unmarshal([]byte(l), &e) == nil && strings.Contains(e.Recipients, "phan@giftshop.club") {
-				entries++
-				pids[e.PID] = true
+				blocks[e.PID]++
 			}
 		}
-		alerts = len(pids)
-		t.Logf("upgrade under mail: %d mails sent, %d judged (alerts; %d journal entries), %d unjudged, %d failed; stopped processes sampled: %v",
-			len(rcs), alerts, entries, len(rcs)-alerts, failed, seen)
-		if entries != alerts {
-			t.Errorf("%d verdicts for %d judged mails", entries, alerts)
+		nclean, nbad, verdicts := 0, 0, 0
+		for _, n := range blocks {
+			verdicts += n
 		}
-		if failed > 0 {
-			t.Errorf("%d of %d mails failed during the upgrade:\n%s", failed, len(rcs), c.try0("sort /root/mailloop.err | uniq -c"))
+		for _, l := range strings.Split(strings.TrimSpace(c.try0("cat /root/mailloop.rc")), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 3 {
+				continue
+			}
+			switch kind, i, rc := f[0], f[1], f[2]; kind {
+			case "clean":
+				nclean++
+				if rc != "0" || !strings.Contains(api, `"clean-`+i+`"`) {
+					t.Errorf("clean mail %s: curl exit %s, at the API: %v", i, rc, strings.Contains(api, `"clean-`+i+`"`))
+				}
+			case "bad":
+				nbad++
+				if rc == "0" || strings.Contains(api, `"bad-`+i+`"`) {
+					t.Errorf("backdoored mail %s: curl exit %s, at the API: %v", i, rc, strings.Contains(api, `"bad-`+i+`"`))
+				}
+			}
+		}
+		t.Logf("upgrade under mail: %d clean mails delivered, %d backdoored blocked (%d block verdicts by %d clients); stopped processes sampled: %v",
+			nclean, nbad, verdicts, len(blocks), seen)
+		// A mail cut short by the loop's stop has no rc line but may
+		// have been judged.
+		if len(blocks) < nbad || verdicts != len(blocks) {
+			t.Errorf("%d backdoored mails, %d clients blocked, %d verdicts: want one verdict per mail", nbad, len(blocks), verdicts)
+		}
+		if nclean == 0 || nbad == 0 {
+			t.Errorf("no mail sent around the upgrade")
 		}
 		if p := c.stoppedProcesses(); p != "" {
 			t.Errorf("after the upgrade, processes stopped: %s", p)
-		}
-		if alerts == 0 {
-			t.Errorf("no mail judged around the upgrade")
 		}
 	}
 }

@@ -36,7 +36,9 @@ type faultEnv struct {
 	policies string
 	pins     string
 	state    string
+	socket   string // the agent's status socket
 	agent    *exec.Cmd
+	stdout   *syncBuffer // the verdicts (JSON lines)
 	stderr   *syncBuffer
 }
 
@@ -78,10 +80,11 @@ func newFaultEnv(t testing.TB, bin, mode string, timeout ...time.Duration) *faul
 // enforces.
 func (e *faultEnv) startAgent(t testing.TB, env ...string) {
 	t.Helper()
-	e.stderr = &syncBuffer{}
+	e.stdout, e.stderr = &syncBuffer{}, &syncBuffer{}
+	e.socket = filepath.Join(t.TempDir(), "status.sock")
 	e.agent = exec.Command(e.bin, "run", "--policy-dir", e.policies, "--log-format", "json", "--hold-cgroup", e.clients.Path(),
-		"--pin-dir", e.pins, "--state-dir", e.state, "--status-socket", filepath.Join(t.TempDir(), "status.sock"))
-	e.agent.Stderr = e.stderr
+		"--pin-dir", e.pins, "--state-dir", e.state, "--status-socket", e.socket)
+	e.agent.Stdout, e.agent.Stderr = e.stdout, e.stderr
 	e.agent.Env = append(os.Environ(), env...)
 	// A process group of its own, as a shell job or a service would have.
 	e.agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -122,6 +122,16 @@ func (g *holdGuard) pid() int {
 	return g.cmd.Process.Pid
 }
 
+// handOff leaves the guard to a successor image: it is not restarted, and
+// its pipe is to stay open across exec. It returns the guard's pid and the
+// pipe's descriptor.
+func (g *holdGuard) handOff() (pid, pipe int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	return g.cmd.Process.Pid, int(g.pipe.Fd())
+}
+
 // stop tells the guard the agent is gone (after it released everything)
 // and waits for it.
 func (g *holdGuard) stop() {

@@ -7,6 +7,7 @@
 //	aarsm run --policy-dir DIR --log-format journal|json|auto
 //	aarsm status [--json]
 //	aarsm reload [--pid PID]
+//	aarsm handover [--pid PID]
 //	aarsm policy check PATH...
 package main
 
@@ -23,6 +24,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,6 +52,7 @@ Commands:
   reload                  make the running agent reload its policies, and wait for the outcome
   policy check PATH...    validate policy files or directories
   release-holds           resolve the holds a dead agent left (the unit's ExecStopPost)
+  handover                replace the running agent by the installed binary, in place (postinst)
 
 Run "aarsm COMMAND -h" for the options of a command.
 `
@@ -81,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runHoldGuard(stderr)
 	case "release-holds":
 		return runReleaseHolds(args[1:], stdout, stderr)
+	case "handover":
+		return runHandover(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -180,7 +185,8 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) int {
-	started := time.Now()
+	imageStarted := time.Now()
+	started := imageStarted
 	fs := flag.NewFlagSet("aarsm run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	policyDir := fs.String("policy-dir", "/etc/aarsm/policy.d", "directory of *.hcl policies")
@@ -207,7 +213,18 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if !parseFlags(fs, args) {
 		return 2
 	}
+	// Before anything can ask for a handover: SIGUSR2 would kill.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	log := newLogger(stderr, *debugLog)
+	ho, err := takeHandover()
+	if err != nil {
+		log.Error("starting afresh", "err", err)
+	}
+	if ho != nil {
+		started = ho.Started
+	}
 	verdicts, err := journal.New(journal.Options{Format: format, Out: stdout})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
@@ -223,8 +240,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	} else if err := os.Chmod(*stateDir, 0o700); err != nil {
 		log.Warn("cannot make the state directory root-only", "dir", *stateDir, "err", err)
 	}
-	lock, err := lockAgent(*pinDir, *stateDir)
-	if err != nil {
+	var lock *os.File
+	if ho != nil {
+		lock = os.NewFile(uintptr(ho.Lock), "agent lock") // held still
+	} else if lock, err = lockAgent(*pinDir, *stateDir); err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 1
 	}
@@ -236,6 +255,12 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	var adopted *probe.Handover
+	if ho != nil {
+		if adopted, err = probe.AdoptHandover(ho.Sensor); err != nil {
+			log.Error("cannot take over the previous image's probes: starting afresh, its holds resolved by their fail mode", "err", err)
+		}
+	}
 	exec := &act.Executor{}
 	src := &statusSource{started: started, policyDir: *policyDir}
 	if q, err := act.OpenQuarantine(act.QuarantineOptions{PinDir: *pinDir, StateDir: *stateDir}); err != nil {
@@ -275,7 +300,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		Logger:      log,
 		Executor:    exec,
 		DiagOut:     stderr,
-		Sensor:      probe.Options{PinDir: sensorPins},
+		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted},
 		Fault:       os.Getenv("AARSM_TEST_FAULT"),
 	})
 	if err != nil {
@@ -294,10 +319,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer guard.stop()
+	if ho != nil {
+		retireGuard(ho, log)
+		src.handovers = ho.Handovers + 1
+	}
+	var srv *status.Server
 	if *statusSocket != "" {
 		// Enforcement matters more than the report: the agent runs on
 		// without it.
-		if srv, err := status.Listen(*statusSocket, src.report); err != nil {
+		if srv, err = status.Listen(*statusSocket, src.report); err != nil {
 			log.Warn("no status socket: aarsm status will not answer", "err", err)
 		} else {
 			defer srv.Close()
@@ -316,9 +346,40 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	startWatchdog(ctx, agent, log)
 	ps, _ := agent.Policies()
 	notify(fmt.Sprintf("%s\nSTATUS=enforcing %d policies", daemon.SdNotifyReady, len(ps.Set.Policies)))
-	log.Info("enforcing", "policy_dir", *policyDir, "verdicts", verdicts.Format().String(),
-		"probes", len(agent.Sensor().Targets()), "ready_after", time.Since(started).Round(time.Millisecond).String())
-	err = agent.Run(ctx)
+	if ho != nil {
+		log.Info("enforcing, handed over in place", "from_version", ho.From, "version", version, "policy_dir", *policyDir,
+			"probes", len(agent.Sensor().Targets()), "ready_after", time.Since(imageStarted).Round(time.Millisecond).String())
+	} else {
+		log.Info("enforcing", "policy_dir", *policyDir, "verdicts", verdicts.Format().String(),
+			"probes", len(agent.Sensor().Targets()), "ready_after", time.Since(started).Round(time.Millisecond).String())
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var handingOver atomic.Bool
+	go func() {
+		select {
+		case <-usr2:
+			handingOver.Store(true)
+			agent.KeepHolds()
+			stopRun()
+		case <-runCtx.Done():
+		}
+	}()
+	err = agent.Run(runCtx)
+	if err == nil && handingOver.Load() && ctx.Err() != nil {
+		// Told to stop meanwhile: a new image would miss it.
+		log.Warn("stop requested during the handover: stopping instead")
+	} else if err == nil && handingOver.Load() {
+		gpid, gpipe := guard.handOff()
+		if srv != nil {
+			srv.Close() // the new image listens again
+		}
+		err = handOver(agent, handoverState{Lock: int(lock.Fd()), GuardPID: gpid, GuardPipe: gpipe,
+			Started: started, Handovers: src.handovers, From: version}, log)
+		// Only on failure: stop; the held writes are released (Close)
+		// and the service manager starts the agent again.
+		err = fmt.Errorf("hand over to the installed binary: %w", err)
+	}
 	notify(daemon.SdNotifyStopping)
 	st := agent.Stats()
 	log.Info("agent stopped", "judged", st.Judged, "blocked", st.Blocked, "alerted", st.Alerted, "released", st.Released)

@@ -125,6 +125,7 @@ type statusSource struct {
 	quarantine *act.Quarantine
 	qerr       error // why there is no quarantine
 	reloads    atomic.Uint64
+	handovers  uint64 // in-place replacements since started
 }
 
 func (s *statusSource) report() status.Report {
@@ -139,6 +140,8 @@ func (s *statusSource) report() status.Report {
 		Policies:      []status.Policy{},
 		Quarantines:   []status.Quarantine{},
 		Reloads:       s.reloads.Load(),
+		CanHandOver:   true,
+		Handovers:     s.handovers,
 	}
 	ps, fail := s.agent.Policies()
 	r.PoliciesLoaded = ps.Loaded
@@ -203,6 +206,43 @@ func (s *statusSource) report() status.Report {
 // scripts' "status": program is not running).
 const exitNotRunning = 3
 
+// signalAgent sends sig to the agent answering on socket (refused if pid
+// is given and it is another, or if check says no) and polls its status
+// until done reports the outcome, or timeout. An error wrapping
+// status.ErrNotRunning means nothing was sent.
+func signalAgent(socket string, pid int, timeout time.Duration, sig syscall.Signal, check func(status.Report) error,
+	done func(before, now status.Report, err error) (bool, error)) (before, now status.Report, err error) {
+	before, err = status.Query(socket, timeout)
+	if err != nil {
+		return before, now, err
+	}
+	if pid != 0 && before.PID != pid {
+		return before, now, fmt.Errorf("the agent on %s is pid %d, not %d: %w", socket, before.PID, pid, status.ErrNotRunning)
+	}
+	if check != nil {
+		if err := check(before); err != nil {
+			return before, now, fmt.Errorf("%w: %w", err, status.ErrNotRunning)
+		}
+	}
+	if err := syscall.Kill(before.PID, sig); err != nil {
+		return before, now, fmt.Errorf("signal the agent (pid %d): %w", before.PID, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		now, err = status.Query(socket, time.Second)
+		if err == nil && now.PID != before.PID {
+			return before, now, fmt.Errorf("another agent (pid %d) answers on %s", now.PID, socket)
+		}
+		if finished, err := done(before, now, err); finished || err != nil {
+			return before, now, err
+		}
+		if time.Now().After(deadline) {
+			return before, now, fmt.Errorf("no outcome within %s", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("aarsm status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -266,32 +306,18 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	before, err := status.Query(*socket, *timeout)
+	_, r, err := signalAgent(*socket, *pid, *timeout, syscall.SIGHUP, nil, func(before, r status.Report, err error) (bool, error) {
+		switch {
+		case err != nil:
+			return true, fmt.Errorf("the agent went away during the reload: %w", err)
+		case r.Reloads > before.Reloads && r.ReloadError != nil:
+			return true, fmt.Errorf("the agent kept its policies: %s", r.ReloadError.Error)
+		}
+		return r.Reloads > before.Reloads, nil
+	})
 	if err != nil {
 		return fail(err)
 	}
-	if *pid != 0 && before.PID != *pid {
-		return fail(fmt.Errorf("the agent on %s is pid %d, not %d", *socket, before.PID, *pid))
-	}
-	if err := syscall.Kill(before.PID, syscall.SIGHUP); err != nil {
-		return fail(fmt.Errorf("signal the agent (pid %d): %w", before.PID, err))
-	}
-	deadline := time.Now().Add(*timeout)
-	for {
-		r, err := status.Query(*socket, *timeout)
-		switch {
-		case err != nil:
-			return fail(fmt.Errorf("the agent went away during the reload: %w", err))
-		case r.PID != before.PID:
-			return fail(fmt.Errorf("another agent (pid %d) answers on %s", r.PID, *socket))
-		case r.Reloads > before.Reloads && r.ReloadError != nil:
-			return fail(fmt.Errorf("the agent kept its policies: %s", r.ReloadError.Error))
-		case r.Reloads > before.Reloads:
-			fmt.Fprintf(stdout, "reloaded: %d policies from %s\n", len(r.Policies), r.PolicyDir)
-			return 0
-		case time.Now().After(deadline):
-			return fail(fmt.Errorf("no reload within %s", *timeout))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	fmt.Fprintf(stdout, "reloaded: %d policies from %s\n", len(r.Policies), r.PolicyDir)
+	return 0
 }

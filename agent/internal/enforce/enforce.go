@@ -115,6 +115,9 @@ type Agent struct {
 	reloadFail atomic.Pointer[ReloadFailure]
 
 	shutdownOnce sync.Once
+	// keep: Run leaves holding on and the holds in place when it returns
+	// (KeepHolds: a successor image takes over).
+	keep atomic.Bool
 }
 
 // PolicyState is the policy set in force and when it was loaded.
@@ -361,9 +364,19 @@ func (a *Agent) Policies() (PolicyState, *ReloadFailure) {
 // all while an event handler is stuck. A watchdog reads it.
 func (a *Agent) Heartbeat() time.Time { return a.sensor.Heartbeat() }
 
-// Run enforces until ctx is done, then releases every held write.
+// KeepHolds makes Run, once its context is done, return with holding on
+// and every hold in place, for a successor image to judge
+// (probe.Sensor.PrepareHandover). Close still releases them.
+func (a *Agent) KeepHolds() { a.keep.Store(true) }
+
+// Run enforces until ctx is done, then releases every held write (unless
+// KeepHolds was called).
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.shutdown()
+	defer func() {
+		if !a.keep.Load() {
+			a.shutdown()
+		}
+	}()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { a.watchScope(watchCtx); close(watched) }()
@@ -399,7 +412,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	err := a.sensor.Run(ctx, handle)
-	if err == nil {
+	if err == nil && !a.keep.Load() {
 		// Stopping (SIGTERM: a restart, an upgrade): no new hold, but the
 		// writes held already are judged, not let go unjudged.
 		a.stopHolding()

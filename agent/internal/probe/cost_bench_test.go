@@ -228,7 +228,7 @@ func attachFloor(b *testing.B, entry bool, paths ...string) func() {
 		}
 	}
 	return func() {
-		closeLinks(links)
+		_ = closeLinks(links)
 		prog.Close()
 	}
 }

@@ -82,6 +82,31 @@ func (s *Sensor) discover() {
 	}
 }
 
+// stopDiscovery ends the discovery goroutine (once it is done with the
+// file it is examining).
+func (s *Sensor) stopDiscovery() {
+	s.stopDiscover.Do(func() {
+		close(s.done)
+		s.wg.Wait()
+	})
+}
+
+// drainDiscoveries examines, after stopDiscovery, the files still queued,
+// and resumes the processes held for them.
+func (s *Sensor) drainDiscoveries() {
+	for {
+		select {
+		case d := <-s.queue:
+			s.examineProcess(d.pid, d.file)
+			if d.held {
+				s.releaseFileHold(d)
+			}
+		default:
+			return
+		}
+	}
+}
+
 // releaseFileHold resumes a process the kernel stopped until the file it
 // runs or maps was examined (and probed): its TLS writes are seen now.
 func (s *Sensor) releaseFileHold(d discovery) {
@@ -259,7 +284,7 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 			s.flinks[id] = links
 			s.targets++
 		} else {
-			closeLinks(links)
+			_ = closeLinks(links)
 		}
 		s.mu.Unlock()
 	case info.embedsOpenSSL:
@@ -328,7 +353,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 			guarded[off] = true
 			l, err := ex.Uprobe(sym, s.objs.SslWriteGuard, &link.UprobeOptions{Address: off})
 			if err != nil {
-				closeLinks(links)
+				_ = closeLinks(links)
 				return nil, nil, fmt.Errorf("attach hold guard of %s at %#x: %w", sym, off, err)
 			}
 			links = append(links, l)
@@ -352,7 +377,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 			l, err = ex.Uprobe(p.sym, p.prog, opts)
 		}
 		if err != nil {
-			closeLinks(links)
+			_ = closeLinks(links)
 			return nil, nil, fmt.Errorf("attach %s: %w", p.sym, err)
 		}
 		links = append(links, l)
@@ -361,10 +386,4 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		}
 	}
 	return links, attached, nil
-}
-
-func closeLinks(links []link.Link) {
-	for _, l := range links {
-		_ = l.Close()
-	}
 }

@@ -243,16 +243,33 @@ type GuardOptions struct {
 	Report func(h Hold, o Outcome, why string)
 }
 
+// GuardRetire, written to a guard's agent pipe, makes it leave without
+// resolving anything: an agent replaced in place has started another.
+const GuardRetire = 'q'
+
 // RunGuard resolves every hold whose deadline passes, until the agent is
-// gone; then it turns holding off, resolves the rest, and returns.
+// gone (or retired by GuardRetire); then it turns holding off, resolves
+// the rest, and returns.
 func RunGuard(o GuardOptions) error {
 	if o.Tick == 0 {
 		o.Tick = 10 * time.Millisecond
 	}
-	gone := make(chan struct{})
+	gone, retired := make(chan struct{}), make(chan struct{})
 	go func() {
-		_, _ = io.Copy(io.Discard, o.Agent) // returns when the agent is gone
-		close(gone)
+		// EOF when the agent is gone; GuardRetire from a successor image
+		// whose own guard watches the same holds.
+		b := make([]byte, 1)
+		for {
+			n, err := o.Agent.Read(b)
+			if n == 1 && b[0] == GuardRetire {
+				close(retired)
+				return
+			}
+			if err != nil {
+				close(gone)
+				return
+			}
+		}
 	}()
 	report := func(why string) func(Hold, Outcome) {
 		return func(h Hold, out Outcome) {
@@ -265,6 +282,8 @@ func RunGuard(o GuardOptions) error {
 	defer tick.Stop()
 	for {
 		select {
+		case <-retired:
+			return nil
 		case <-gone:
 			var errs []error
 			if err := o.Settings.Put(uint32(0), &ssl.SensorConfig{CopyAll: 1}); err != nil {

@@ -63,6 +63,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Proc is the procfs to read. Default /proc.
 	Proc proc.FS
+	// Handover, if set, is the sensor of the agent image this one
+	// replaces in place (AdoptHandover): this sensor takes over from it
+	// when Run starts.
+	Handover *Handover
 	// OnAttach, if set, is called (from the discovery goroutine) after a
 	// file has been examined and, if it has TLS functions, probed.
 	OnAttach func(Target)
@@ -166,6 +170,13 @@ type Sensor struct {
 	holdCfg     ssl.SensorConfig // under mu
 	guardPID    atomic.Uint32
 	predecessor int
+
+	// gen is this sensor's generation (bpf/ssl/ssl.c, "active"); prev the
+	// predecessor it takes over from, until its probes are detached (Run
+	// only).
+	gen          uint32
+	prev         *predecessor
+	stopDiscover sync.Once
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
@@ -226,6 +237,9 @@ func Load(opts Options) (*Sensor, error) {
 		born:   time.Now(),
 	}
 	if err := s.loadObjects(spec); err != nil {
+		if opts.Handover != nil {
+			opts.Handover.Close()
+		}
 		return nil, err
 	}
 	if err := s.attachTracepoints(); err != nil {
@@ -236,6 +250,12 @@ func Load(opts Options) (*Sensor, error) {
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	if s.prev != nil {
+		if s.prev.reader, err = ringbuf.NewReader(s.prev.h.events); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open the predecessor's ring buffer: %w", err)
+		}
 	}
 	// Tracepoints first, then the scan: a process started during the scan
 	// is reported by an event.
@@ -250,7 +270,25 @@ func Load(opts Options) (*Sensor, error) {
 // (reused if an agent left it there: its holds are resolved now, by their
 // fail mode, since nobody will judge them).
 func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
-	var opts *ebpf.CollectionOptions
+	opts := &ebpf.CollectionOptions{}
+	if h := s.opts.Handover; h != nil {
+		// A generation further, sharing the switch and the holds; the
+		// predecessor's holds are judged (Run), not resolved here.
+		r, err := h.replacements(spec)
+		if err != nil {
+			return fmt.Errorf("take over: %w", err)
+		}
+		s.gen = h.generation + 1
+		if err := spec.Variables["generation"].Set(s.gen); err != nil {
+			return fmt.Errorf("set generation: %w", err)
+		}
+		opts.MapReplacements = r
+		if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
+			return fmt.Errorf("load sensor beside the predecessor's: %w", verifierDetail(err))
+		}
+		s.prev = &predecessor{h: h, detached: make(chan struct{})}
+		return nil
+	}
 	if s.opts.PinDir == "" {
 		spec.Maps[ssl.SensorMapHolds].Pinning = ebpf.PinNone
 		spec.Maps[ssl.SensorMapResolving].Pinning = ebpf.PinNone
@@ -258,7 +296,7 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 		if err := bpffs.Ensure(s.opts.PinDir); err != nil {
 			return err
 		}
-		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: s.opts.PinDir}}
+		opts.Maps.PinPath = s.opts.PinDir
 	}
 	err := spec.LoadAndAssign(&s.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -271,11 +309,7 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 		err = spec.LoadAndAssign(&s.objs, opts)
 	}
 	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("load sensor: verifier: %+v", ve)
-		}
-		return fmt.Errorf("load sensor: %w", err)
+		return fmt.Errorf("load sensor: %w", verifierDetail(err))
 	}
 	if s.opts.PinDir == "" {
 		return nil
@@ -291,6 +325,16 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 		return fmt.Errorf("resolve holds of a previous agent: %w", err)
 	}
 	return nil
+}
+
+// verifierDetail returns err with the verifier's whole log, if it is the
+// verifier's.
+func verifierDetail(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("verifier: %+v", ve)
+	}
+	return err
 }
 
 // resumeForeignHolds resumes the processes held in a pinned hold map of
@@ -378,9 +422,22 @@ func (s *Sensor) attachTracepoints() error {
 func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 	var rec ringbuf.Record
 	var ev Event
+	var detached chan struct{}
+	if s.prev != nil {
+		if err := s.takeOver(handle); err != nil {
+			return err
+		}
+		detached = s.prev.detached
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil
+		}
+		select {
+		case <-detached:
+			s.finishTakeOver(handle)
+			detached = nil
+		default:
 		}
 		now := time.Now()
 		s.beat.Store(int64(now.Sub(s.born)))
@@ -401,24 +458,30 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		if err != nil {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		if err := ev.decode(rec.RawSample); err != nil {
-			if s.malformed.Add(1) == 1 {
-				s.log.Warn("malformed sensor event", "err", err)
-			}
-			continue
-		}
-		switch ev.Kind {
-		case KindMmap:
-			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
-			continue
-		case KindExec:
-			if ev.UnknownFile || ev.Held {
-				s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
-			}
-		}
-		s.events.Add(1)
-		handle(&ev)
+		s.deliver(rec.RawSample, &ev, handle)
 	}
+}
+
+// deliver decodes one record into ev, has the files it reports examined,
+// and hands it to handle.
+func (s *Sensor) deliver(raw []byte, ev *Event, handle func(*Event)) {
+	if err := ev.decode(raw); err != nil {
+		if s.malformed.Add(1) == 1 {
+			s.log.Warn("malformed sensor event", "err", err)
+		}
+		return
+	}
+	switch ev.Kind {
+	case KindMmap:
+		s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
+		return
+	case KindExec:
+		if ev.UnknownFile || ev.Held {
+			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
+		}
+	}
+	s.events.Add(1)
+	handle(ev)
 }
 
 // Drain delivers to handle, as Run does, the events the kernel produced
@@ -514,11 +577,19 @@ func (s *Sensor) Targets() []Target {
 func (s *Sensor) Close() error {
 	var errs []error
 	s.closeOnce.Do(func() {
-		close(s.done)
+		s.stopDiscovery()
 		if s.reader != nil {
 			errs = append(errs, s.reader.Close())
 		}
-		s.wg.Wait()
+		if p := s.prev; p != nil {
+			if p.reader != nil {
+				errs = append(errs, p.reader.Close())
+			}
+			if p.h.links == nil {
+				<-p.detached // being detached by Run
+			}
+			errs = append(errs, p.h.Close())
+		}
 		s.mu.Lock()
 		all := append([]link.Link(nil), s.links...)
 		for _, ls := range s.flinks {
@@ -526,21 +597,9 @@ func (s *Sensor) Close() error {
 		}
 		s.flinks = nil
 		s.mu.Unlock()
-		// Detaching waits for RCU grace periods in the kernel: ~90 ms per
-		// tracepoint here, serialized by the kernel, and per uprobe,
-		// which overlap when closed together. A restart's gap in
-		// enforcement is mostly this (~0.5 s).
-		lerrs := make([]error, len(all))
-		var wg sync.WaitGroup
-		for i, l := range all {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				lerrs[i] = l.Close()
-			}()
-		}
-		wg.Wait()
-		errs = append(errs, lerrs...)
+		// A restart's gap in enforcement is mostly this (~0.5 s); an
+		// upgrade in place has none (PrepareHandover).
+		errs = append(errs, closeLinks(all))
 		errs = append(errs, s.objs.Close())
 	})
 	if err := errors.Join(errs...); err != nil {

@@ -43,6 +43,10 @@ type Report struct {
 	ReloadError *ReloadError `json:"reload_error,omitempty"`
 	// Reloads counts the reloads (SIGHUP) done, failed ones included.
 	Reloads uint64 `json:"reloads"`
+	// CanHandOver: the agent replaces itself in place on SIGUSR2 ("aarsm
+	// handover"); Handovers counts the times it did since it started.
+	CanHandOver bool   `json:"can_hand_over"`
+	Handovers   uint64 `json:"handovers"`
 
 	// HoldScope is whom the kernel holds.
 	HoldScope HoldScope `json:"hold_scope"`
@@ -287,7 +291,11 @@ func Query(path string, timeout time.Duration) (Report, error) {
 func Format(w io.Writer, r Report) error {
 	var b strings.Builder
 	up := time.Duration(r.UptimeSeconds * float64(time.Second)).Round(time.Second)
-	fmt.Fprintf(&b, "aarsm %s, pid %d, up %s (since %s)\n", r.Version, r.PID, up, r.Started.UTC().Format(time.DateTime+" MST"))
+	fmt.Fprintf(&b, "aarsm %s, pid %d, up %s (since %s)", r.Version, r.PID, up, r.Started.UTC().Format(time.DateTime+" MST"))
+	if r.Handovers > 0 {
+		fmt.Fprintf(&b, ", replaced in place %d time(s)", r.Handovers)
+	}
+	b.WriteString("\n")
 
 	fmt.Fprintf(&b, "policies:    %d from %s, loaded %s\n", len(r.Policies), r.PolicyDir, r.PoliciesLoaded.UTC().Format(time.DateTime+" MST"))
 	for _, p := range r.Policies {
