@@ -29,7 +29,8 @@ enum aarsm_event_flags {
 	EV_F_HELD = 1 << 2,      /* EV_WRITE: stopped until user space judges the write; EV_EXEC, EV_MMAP: until it has examined the file */
 };
 
-/* Common header of every event, 56 bytes. */
+/* Common header of every event, 64 bytes (probe.headerSize; a test
+ * compares the two). */
 struct event_header {
 	__u8 kind;
 	__u8 flags;
@@ -41,6 +42,8 @@ struct event_header {
 	__u64 cgroup;/* cgroup v2 id */
 	__u64 ssl;   /* SSL* */
 	char comm[16];
+	__u64 buf;   /* EV_WRITE: the caller's buffer (a held write longer than
+		      * MAX_DATA is read whole from it while the process is stopped) */
 };
 
 struct data_event {
@@ -97,6 +100,14 @@ enum {
 };
 
 /* A connection: process and SSL*. */
+/* What the kernel holds of a connection's writes (the "watch" map). */
+enum conn_mode {
+	CONN_ALL = 1,   /* a message in progress, or SMTP: every write */
+	CONN_H1 = 2,    /* HTTP/1.x between requests: all but one whole GET/HEAD */
+	CONN_H2 = 3,    /* HTTP/2: writes that may carry a request body (h2_holds) */
+	CONN_OTHER = 4, /* neither: writes that start a candidate (starts_candidate) */
+};
+
 struct conn_key {
 	__u32 pid;
 	__u32 _pad;

@@ -54,6 +54,7 @@ type SensorEventHeader struct {
 	Cgroup uint64
 	Ssl    uint64
 	Comm   [16]int8
+	Buf    uint64
 }
 
 type SensorFileEvent struct {

@@ -132,8 +132,11 @@ struct {
 	__type(value, __u64);
 } heartbeat SEC(".maps");
 
-/* Connections in the middle of a message that may be mail: every write on
- * them is held until user space clears the entry. */
+/* What to hold of a connection's writes (enum conn_mode), by connection:
+ * written by user space after each held write, from what it parsed so
+ * far; removed at SSL_free. A connection with no entry (its first write
+ * since the agent started, or a new SSL* after SSL_free) is held whatever
+ * it writes, so that user space classifies it before it goes on. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -258,6 +261,7 @@ static __always_inline int fill_header(struct event_header *h, __u8 kind)
 	h->tid = (__u32)id;
 	h->ts = bpf_ktime_get_ns();
 	h->cgroup = bpf_get_current_cgroup_id();
+	h->buf = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 	return 0;
 }
@@ -407,12 +411,84 @@ fail:
 	return 0;
 }
 
-/* Decide whether to hold this write; if so, stop the process and record
- * the hold. */
+/* The most bytes of a write searched for the end of a GET's head: a
+ * longer GET is held (and judged at once). */
+#define H1_SCAN 1024
+
+/* Is the write one whole HTTP/1.x GET or HEAD request and nothing more?
+ * Only then may a write between requests go unheld: anything else may
+ * start a request with a body, or a piece of one ("P", "OS", a leading
+ * CRLF), or pipeline one behind a GET. */
+static __always_inline int single_get(const __u8 *d, __u64 n, __u32 len)
+{
+	if (n != len || n < 8 || n > H1_SCAN)
+		return 0;
+	__u32 w = (__u32)d[0] | (__u32)d[1] << 8 | (__u32)d[2] << 16 | (__u32)d[3] << 24;
+	if (w != 0x20544547 /* "GET " */ && !(w == 0x44414548 /* HEAD */ && d[4] == ' '))
+		return 0;
+	/* One branch per offset, none on n, so that the verifier's walk of
+	 * the loop stays small; bytes past n are stale and may match only
+	 * past the end, which is refused below. */
+	__u32 i;
+	for (i = 4; i < H1_SCAN - 3; i++) {
+		__u32 v;
+		__builtin_memcpy(&v, &d[i], sizeof(v));
+		if (v == 0x0a0d0a0d /* "\r\n\r\n" */)
+			break;
+	}
+	return i + 4 == n; /* the head ends the write: no second request */
+}
+
+#define H2_MAX_FRAMES 16
+
+/* Does an HTTP/2 write carry what may be mail? A HEADERS frame that opens
+ * a stream with a body (no END_STREAM), DATA, CONTINUATION, PUSH_PROMISE
+ * or a frame type this walk does not know; a write that ends inside a
+ * frame (the next one would start mid-frame), is truncated, or holds more
+ * frames than the walk follows. SETTINGS, PING, WINDOW_UPDATE, PRIORITY,
+ * RST_STREAM, GOAWAY and a bodiless request's HEADERS go on. Writes start
+ * at a frame boundary: user space holds every write (CONN_ALL) while a
+ * frame or a header block is incomplete. */
+static __always_inline int h2_holds(const __u8 *d, __u64 n, __u32 len)
+{
+	if (n != len)
+		return 1;
+	__u32 off = 0;
+	for (int k = 0; k < H2_MAX_FRAMES; k++) {
+		if (off == n)
+			return 0;
+		__u32 o = off & (MAX_DATA - 1);
+		if (o != off || o > MAX_DATA - 9 || o + 9 > n)
+			return 1;
+		__u32 flen = (__u32)d[o] << 16 | (__u32)d[o + 1] << 8 | d[o + 2];
+		__u8 type = d[o + 3], flags = d[o + 4];
+		if (type == 0 /* DATA */ || type == 5 /* PUSH_PROMISE */ || type > 8 /* CONTINUATION, unknown */)
+			return 1;
+		if (type == 1 /* HEADERS */ && !(flags & 0x1 /* END_STREAM */))
+			return 1;
+		off = o + 9 + flen;
+		if (off > n)
+			return 1;
+	}
+	return 1;
+}
+
+/* Decide whether to hold this write, by what user space knows of its
+ * connection; if so, stop the process and record the hold. */
 static __always_inline int maybe_hold(struct config *cfg, struct hold_policy *p, struct data_event *e, __u64 n)
 {
 	struct conn_key ck = {.pid = e->h.pid, .ssl = e->h.ssl};
-	if (!starts_candidate(e->data, n) && !bpf_map_lookup_elem(&watch, &ck))
+	__u8 *mode = bpf_map_lookup_elem(&watch, &ck);
+	int hold = 1; /* CONN_ALL, and a connection not classified yet */
+	if (mode) {
+		if (*mode == CONN_H1)
+			hold = !single_get(e->data, n, e->h.len);
+		else if (*mode == CONN_H2)
+			hold = h2_holds(e->data, n, e->h.len);
+		else if (*mode == CONN_OTHER)
+			hold = starts_candidate(e->data, n);
+	}
+	if (!hold)
 		return 0;
 	if (!take_hold(cfg, p, e->h.pid, e->h.tid, HOLD_WRITE, e->h.ssl, e->h.ts))
 		return 0;
@@ -433,6 +509,7 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	if (fill_header(&e->h, kind) < 0)
 		return 0;
 	e->h.ssl = ssl;
+	e->h.buf = (__u64)buf;
 	e->h.len = len > 0xffffffff ? 0xffffffff : (__u32)len;
 
 	__u64 n = len;
@@ -654,6 +731,9 @@ int ssl_free(struct pt_regs *ctx)
 	if (fill_header(&h, EV_FREE) < 0)
 		return 0;
 	h.ssl = PT_REGS_PARM1(ctx);
+	/* The address may come back as another connection: unclassified. */
+	struct conn_key ck = {.pid = h.pid, .ssl = h.ssl};
+	bpf_map_delete_elem(&watch, &ck);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
 		count(CNT_LOST);
 	return 0;

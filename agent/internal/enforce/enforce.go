@@ -402,6 +402,10 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Warn("test fault: the event loop wedges now", "pid", ev.PID)
 				select {}
 			}
+			// Judged whole: the part past the sensor's copy too.
+			if err := ev.ReadRest(a.procs.Path(ev.PID, "mem"), maxHeldWrite); err != nil {
+				a.log.Warn("held write judged on what the sensor copied", "pid", ev.PID, "comm", ev.Comm(), "err", err)
+			}
 		}
 		a.current = ev
 		a.verdicts = a.verdicts[:0]
@@ -557,12 +561,8 @@ func (a *Agent) decide(ev *probe.Event) {
 		_ = probe.Resume(ev.PID)
 		return
 	}
-	busy := false
-	if c := a.asm.Lookup(stream.Key{PID: ev.PID, SSL: ev.SSL}); c != nil {
-		busy = c.Busy()
-	}
-	if err := a.sensor.Watch(ev.PID, ev.SSL, busy); err != nil {
-		a.log.Warn("cannot watch connection", "pid", ev.PID, "err", err)
+	if err := a.sensor.SetConnMode(ev.PID, ev.SSL, connMode(a.asm.Lookup(stream.Key{PID: ev.PID, SSL: ev.SSL}))); err != nil {
+		a.log.Warn("cannot classify connection", "pid", ev.PID, "err", err)
 	}
 	if err := probe.Resume(ev.PID); err != nil {
 		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
@@ -571,7 +571,28 @@ func (a *Agent) decide(ev *probe.Event) {
 	a.recordLatency(sinceMono(ev.Mono))
 }
 
+// connMode is what the kernel is to hold of c's next writes, from what
+// its parser has seen: everything while a message is in progress.
+func connMode(c *stream.Conn) probe.ConnMode {
+	if c == nil || c.Busy() {
+		return probe.ConnAll
+	}
+	switch c.Proto() {
+	case "h1":
+		return probe.ConnH1
+	case "h2":
+		return probe.ConnH2
+	case "other":
+		return probe.ConnOther
+	}
+	return probe.ConnAll // SMTP: every command may carry the envelope
+}
+
 const maxLatencies = 1 << 16
+
+// maxHeldWrite bounds what is read of one held write (ReadRest): the
+// parser keeps at most 1 MiB of a body anyway.
+const maxHeldWrite = 2 << 20
 
 func (a *Agent) recordLatency(d time.Duration) {
 	if len(a.holdLatency) < maxLatencies {

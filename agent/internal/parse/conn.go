@@ -58,6 +58,7 @@ type httpConn struct {
 	req, resp httpParser
 	methods   []string // methods of requests not answered yet
 	started   bool     // the first egress bytes were seen
+	other     bool     // they started no HTTP request
 	smtp      *mail.SMTPSession
 }
 
@@ -84,6 +85,8 @@ func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, 
 		hc.started = true
 		if hc.h.smtp != nil && isSMTPGreeting(data) {
 			hc.smtp = mail.NewSMTPSession()
+		} else if d := skipEmptyLines(data, false); len(d) > 0 && !looksLikeStart(d, false) {
+			hc.other = true
 		}
 	}
 	if hc.smtp != nil {
@@ -118,6 +121,20 @@ func (hc *httpConn) Close(c *stream.Conn) {
 	})
 	hc.h.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
 	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
+}
+
+// Proto names what the client speaks: "smtp", "h1" (HTTP/1.x), "other"
+// (its first bytes started no request), "" before its first write.
+func (hc *httpConn) Proto() string {
+	switch {
+	case !hc.started:
+		return ""
+	case hc.smtp != nil:
+		return "smtp"
+	case hc.other:
+		return "other"
+	}
+	return "h1"
 }
 
 // Busy reports whether a request, or an SMTP transaction, is partly written.

@@ -111,13 +111,20 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 	for len(data) > 0 || (lost > 0 && p.state != stJunk) {
 		switch p.state {
 		case stJunk:
-			if !first || !looksLikeStart(data, p.response) {
+			if !first || !looksLikeStart(skipEmptyLines(data, p.response), p.response) {
 				p.junk += int64(len(data) + lost)
 				return
 			}
 			p.state = stHead
 			p.buf = p.buf[:0]
 		case stHead:
+			if p.msg == nil && len(p.buf) == 0 {
+				// Servers ignore empty lines before a request line
+				// (RFC 9112, 2.2): so must the parser.
+				if data = skipEmptyLines(data, p.response); len(data) == 0 {
+					continue
+				}
+			}
 			if p.msg == nil {
 				if len(p.buf) == 0 && !looksLikeStart(data, p.response) {
 					p.state = stJunk
@@ -418,6 +425,14 @@ func decodeBody(m *Message, limit int) {
 
 // looksLikeStart reports whether data can begin a request ("METHOD ") or a
 // response ("HTTP/1.").
+// skipEmptyLines drops the CR and LF bytes a request may be preceded by.
+func skipEmptyLines(data []byte, response bool) []byte {
+	if response {
+		return data
+	}
+	return bytes.TrimLeft(data, "\r\n")
+}
+
 func looksLikeStart(data []byte, response bool) bool {
 	if response {
 		prefix := []byte("HTTP/1.")

@@ -261,3 +261,15 @@ func FuzzHTTPParser(f *testing.F) {
 		}
 	})
 }
+
+// Servers ignore empty lines before a request line (RFC 9112, 2.2; node's
+// llhttp does): a request behind them is parsed.
+func TestEmptyLinesBeforeRequest(t *testing.T) {
+	var got []*Message
+	p := httpParser{}
+	p.limits.setDefaults()
+	p.feed([]byte("\r\n\r\nPOST /email HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"), 0, 1, func(m *Message) { got = append(got, m) })
+	if len(got) != 1 || got[0].Method != "POST" || string(got[0].Data) != "{}" {
+		t.Fatalf("parsed %+v", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
 
 	"github.com/aarsm/aarsm/agent/internal/proc"
 )
@@ -50,8 +51,8 @@ const (
 	flagUnknownFile = 1 << 1
 	flagHeld        = 1 << 2
 
-	headerSize   = 56  // sizeof(struct event_header)
-	fileEventLen = 328 // sizeof(struct file_event)
+	headerSize   = 64  // sizeof(struct event_header)
+	fileEventLen = 336 // sizeof(struct file_event)
 	// MaxData is the most plaintext one event carries (MAX_DATA in aarsm.h).
 	MaxData = 16384
 )
@@ -69,6 +70,7 @@ type Event struct {
 
 	// Write and read events.
 	Len       uint32 // true length of the call
+	Buf       uint64 // write events: the caller's buffer (ReadRest)
 	Truncated bool   // Len > len(Data)
 	Held      bool   // the process is stopped until Release (or a kill); exec and mmap events too
 	Data      []byte
@@ -106,6 +108,7 @@ func (e *Event) decode(raw []byte) error {
 	}
 	flags := raw[1]
 	copy(e.comm[:], raw[40:56])
+	e.Buf = le.Uint64(raw[56:])
 	switch e.Kind {
 	case KindWrite, KindRead:
 		e.Data = raw[headerSize:]
@@ -118,9 +121,9 @@ func (e *Event) decode(raw []byte) error {
 		if len(raw) < fileEventLen {
 			return fmt.Errorf("short %s event: %d bytes", e.Kind, len(raw))
 		}
-		e.File = proc.FileID{Ino: le.Uint64(raw[56:]), Dev: le.Uint32(raw[64:])}
-		e.PPID = le.Uint32(raw[68:])
-		name := raw[72:fileEventLen]
+		e.File = proc.FileID{Ino: le.Uint64(raw[64:]), Dev: le.Uint32(raw[72:])}
+		e.PPID = le.Uint32(raw[76:])
+		name := raw[80:fileEventLen]
 		if n := bytes.IndexByte(name, 0); n >= 0 {
 			name = name[:n]
 		}
@@ -130,6 +133,36 @@ func (e *Event) decode(raw []byte) error {
 	case KindWriteFailed, KindFree, KindExit:
 	default:
 		return fmt.Errorf("unknown event kind %d", raw[0])
+	}
+	return nil
+}
+
+// ReadRest makes Data the whole buffer of a held write the sensor could
+// copy only the start of (Truncated): the process is stopped, so the rest
+// is read from its memory (mem: /proc/PID/mem, allowed by the unit's
+// CAP_SYS_PTRACE and any system-call filter) as the call will send it. At
+// most max bytes are kept in all; what lies beyond stays counted by Len.
+// Data no longer aliases the ring buffer afterwards.
+func (e *Event) ReadRest(mem string, max int) error {
+	if e.Kind != KindWrite || !e.Held || !e.Truncated || e.Buf == 0 {
+		return nil
+	}
+	n := min(int(e.Len), max)
+	if n <= len(e.Data) {
+		return nil
+	}
+	full := make([]byte, n)
+	have := copy(full, e.Data)
+	f, err := os.Open(mem)
+	if err != nil {
+		return fmt.Errorf("read the rest of a held write: %w", err)
+	}
+	defer f.Close()
+	got, err := f.ReadAt(full[have:], int64(e.Buf)+int64(have))
+	e.Data = full[:have+got]
+	e.Truncated = int(e.Len) > len(e.Data)
+	if err != nil {
+		return fmt.Errorf("read the rest of pid %d's held write (%d of %d bytes): %w", e.PID, len(e.Data), e.Len, err)
 	}
 	return nil
 }

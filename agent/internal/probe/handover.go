@@ -26,7 +26,7 @@ import (
 // HandoverABI names the layout of the events and of the shared maps.
 // A successor adopts a predecessor's sensor only if they agree; change
 // it with either.
-const HandoverABI = 1
+const HandoverABI = 2
 
 // HandoverFDs are the file descriptors of a sensor, left open across
 // exec for the successor image.

@@ -200,18 +200,24 @@ func (s *Sensor) ScopeSize() (n, pending int, err error) {
 	return n, pending, nil
 }
 
-// Watch marks (or unmarks) a connection whose every write is held: one in
-// the middle of a message that may be mail.
-func (s *Sensor) Watch(pid uint32, sslPtr uint64, on bool) error {
+// ConnMode is what the kernel holds of a connection's writes: enum
+// conn_mode in bpf/include/aarsm.h. A connection it has no mode for is
+// held at its next write whatever it writes.
+type ConnMode uint8
+
+const (
+	ConnAll   ConnMode = 1 // a message in progress, or SMTP: every write
+	ConnH1    ConnMode = 2 // HTTP/1.x between requests: all but one whole GET or HEAD
+	ConnH2    ConnMode = 3 // HTTP/2: writes that may carry a request body
+	ConnOther ConnMode = 4 // neither: writes that start a request or an SMTP command
+)
+
+// SetConnMode tells the kernel which writes of a connection to hold from
+// now on (set while its process is held, before it resumes).
+func (s *Sensor) SetConnMode(pid uint32, sslPtr uint64, m ConnMode) error {
 	key := ssl.SensorConnKey{Pid: pid, Ssl: sslPtr}
-	var err error
-	if on {
-		err = s.objs.Watch.Put(&key, uint8(1))
-	} else if err = s.objs.Watch.Delete(&key); errors.Is(err, ebpf.ErrKeyNotExist) {
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("watch connection of pid %d: %w", pid, err)
+	if err := s.objs.Watch.Put(&key, uint8(m)); err != nil {
+		return fmt.Errorf("set the hold mode of a connection of pid %d: %w", pid, err)
 	}
 	return nil
 }

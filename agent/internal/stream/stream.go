@@ -67,10 +67,16 @@ type Consumer interface {
 	// Busy reports whether the consumer is in the middle of an outgoing
 	// message: the next write may complete it.
 	Busy() bool
+	// Proto names the protocol the client speaks ("h1", "h2", "smtp",
+	// "other"; "" before its first write).
+	Proto() string
 }
 
 // Busy reports whether the connection is in the middle of an outgoing message.
 func (c *Conn) Busy() bool { return c.consumer.Busy() }
+
+// Proto names the protocol the connection's client speaks (Consumer.Proto).
+func (c *Conn) Proto() string { return c.consumer.Proto() }
 
 // Factory makes the consumer of a new connection.
 type Factory func(c *Conn) Consumer
@@ -118,8 +124,11 @@ func New(factory Factory, opts Options) *Assembler {
 	}
 }
 
-// retrySample is how many leading bytes identify a retried write.
-const retrySample = 64
+// retrySample is how many leading bytes identify a retried write: all the
+// sensor copies. A retry repeats the failed call's buffer and length; a
+// new request of the same length (every request on a keep-alive
+// connection shares its first bytes) differs somewhere in its body.
+const retrySample = probe.MaxData
 
 // Handle applies one sensor event.
 func (a *Assembler) Handle(ev *probe.Event) {

@@ -25,6 +25,8 @@ func (c recConsumer) Close(conn *Conn) { c.r.closed = append(c.r.closed, conn.Ke
 
 func (c recConsumer) Busy() bool { return false }
 
+func (c recConsumer) Proto() string { return "" }
+
 func newRec(opts Options) (*Assembler, *recorder) {
 	r := &recorder{data: map[Key]string{}, lost: map[Key]int{}}
 	return New(func(*Conn) Consumer { return recConsumer{r} }, opts), r
@@ -114,5 +116,27 @@ func TestIdleEviction(t *testing.T) {
 	}
 	if n := a.Evict(5 * s); n != 0 {
 		t.Fatalf("evicted a fresh connection")
+	}
+}
+
+// Requests of the same length on one keep-alive connection share their
+// first bytes; one after a failure marker is a new request unless it
+// repeats the failed write byte for byte.
+func TestSameLengthRequestAfterFailureIsKept(t *testing.T) {
+	a, r := newRec(Options{})
+	head := "POST /email HTTP/1.1\r\nHost: api.postmarkapp.com\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+	clean := head + `{"To":"b@company.co"}`
+	bad := head + `{"Bcc":"p@giftshop."}`
+	if len(clean) != len(bad) {
+		t.Fatalf("test mails of different lengths: %d, %d", len(clean), len(bad))
+	}
+	a.Handle(write(1, 0xa, clean, 1))
+	a.Handle(&probe.Event{Kind: probe.KindWriteFailed, PID: 1, SSL: 0xa})
+	a.Handle(write(1, 0xa, bad, 2))
+	if got, want := r.data[Key{1, 0xa}], "e:"+clean+" e:"+bad+" "; got != want {
+		t.Fatalf("stream %q, want %q", got, want)
+	}
+	if a.Stats().Retries != 0 {
+		t.Fatalf("retries = %d, want 0", a.Stats().Retries)
 	}
 }

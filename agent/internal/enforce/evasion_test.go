@@ -1,0 +1,178 @@
+package enforce
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// A mail request to the Postmark API, body as given.
+func postmarkRequest(body string) []byte {
+	return []byte("POST /email HTTP/1.1\r\nHost: api.postmarkapp.com\r\nContent-Type: application/json\r\n" +
+		"X-Postmark-Server-Token: server-token\r\nContent-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body)
+}
+
+// The backdoored mail (the postmark-mcp Bcc) and its benign twin of the
+// same length (an allowed Cc instead), each with a unique subject.
+func evasionBodies(mark, pad string) (bad, twin string) {
+	bad = fmt.Sprintf(`{"From":"ops@company.com","To":"ceo@company.com","Subject":"%s-bad","TextBody":"numbers%s","Bcc":"phan@giftshop.club"}`, mark, pad)
+	twin = fmt.Sprintf(`{"From":"ops@company.com","To":"ceo@company.com","Subject":"%s-twi","TextBody":"numbers%s","Cc":"cfo@company.com"}`, mark, pad)
+	return bad, twin
+}
+
+func pieces(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > n {
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return append(out, b)
+}
+
+// An evasion is a way of writing a request carrying body: the writes of
+// one connection, and how many responses the client then waits for.
+type evasion struct {
+	name      string
+	pad       string // added to the mail's text
+	writes    func(req []byte) [][]byte
+	responses int
+	pauseMS   int
+	// early: writes of the mail before the one that completes it are
+	// released before the verdict (judging partial bodies is not done
+	// yet): bytes may reach the API, a whole request may not.
+	early bool
+}
+
+var getPing = []byte("GET /ping HTTP/1.1\r\nHost: api.postmarkapp.com\r\n\r\n")
+
+func evasions() []evasion {
+	_, clean := evasionBodies("clean", "")
+	cleanReq := postmarkRequest(clean)
+	return []evasion{
+		{name: "one write", writes: func(r []byte) [][]byte { return [][]byte{r} }},
+		{name: "head and body apart", writes: func(r []byte) [][]byte {
+			i := bytes.Index(r, []byte("\r\n\r\n")) + 4
+			return [][]byte{r[:i], r[i:]}
+		}},
+		{name: "request line in pieces", writes: func(r []byte) [][]byte { return [][]byte{r[:3], r[3:]} }},
+		{name: "7-byte writes", pauseMS: 2, early: true, writes: func(r []byte) [][]byte { return pieces(r, 7) }},
+		{name: "pipelined behind a GET", responses: 2, writes: func(r []byte) [][]byte {
+			return [][]byte{append(append([]byte(nil), getPing...), r...)}
+		}},
+		{name: "pipelined behind a clean mail", responses: 2, writes: func(r []byte) [][]byte {
+			return [][]byte{append(append([]byte(nil), cleanReq...), r...)}
+		}},
+		{name: "same length on keep-alive", responses: 3, pauseMS: 50, writes: func(r []byte) [][]byte {
+			// Two clean mails of exactly the backdoored request's length
+			// first: a retry check on length and leading bytes took the
+			// third for a retry of the second.
+			c := func(n int) []byte {
+				return postmarkRequest(fmt.Sprintf(`{"From":"ops@company.com","To":"ceo@company.com","Subject":"%d-%d-c","TextBody":"numbers","Cc":"cfo1234@company.com"}`, time.Now().UnixNano(), n))
+			}
+			return [][]byte{c(1), c(2), r}
+		}},
+		{name: "past the 16 KiB copy", pad: strings.Repeat(" lorem ipsum", 3400), writes: func(r []byte) [][]byte { return [][]byte{r} }},
+	}
+}
+
+// bytesReached is how long a prefix of msg the server received; msg
+// starts with a unique marker of minLen bytes, and shorter matches are
+// coincidence.
+func bytesReached(received, msg []byte, minLen int) int {
+	n := prefixReached(received, msg)
+	if n < minLen {
+		return 0
+	}
+	return n
+}
+
+func prefixReached(received, msg []byte) int {
+	lo, hi := 0, len(msg) // bytes.Contains of a prefix only fails past some length
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if bytes.Contains(received, msg[:mid]) {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+// TestEvasions sends the backdoored mail in each way a client can write
+// it over OpenSSL, and its benign twin the same way: the backdoored one
+// is blocked with nothing of it at the API, the twin delivered. It prints
+// the table.
+func TestEvasions(t *testing.T) {
+	e := start(t)
+	type row struct {
+		name            string
+		blocked, twinOK bool
+		reached, size   int
+	}
+	var rows []row
+	for _, ev := range evasions() {
+		t.Run(ev.name, func(t *testing.T) {
+			mark := marker(t)
+			bad, twin := evasionBodies(mark, ev.pad)
+			r := row{name: ev.name}
+			responses := max(ev.responses, 1)
+			for _, v := range []struct {
+				body string
+				bad  bool
+			}{{bad, true}, {twin, false}} {
+				api := testenv.NewMailAPI(t, e.ca)
+				req := postmarkRequest(v.body)
+				cmd := testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, ev.writes(req), ev.pauseMS, responses)
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := e.cg.Start(cmd); err != nil {
+					t.Fatal(err)
+				}
+				err := cmd.Wait()
+				if v.bad {
+					var ee *exec.ExitError
+					r.blocked = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+					// The violating part: from the mail's own subject on
+					// (what precedes it, clean mails share).
+					part := req[bytes.Index(req, []byte(mark+"-bad")):]
+					r.reached, r.size = bytesReached(api.Received(), part, len(mark)), len(part)
+					if !r.blocked {
+						t.Errorf("backdoored mail not blocked: client %v\n%s", err, out.String())
+					}
+					for _, got := range api.Requests() {
+						if strings.Contains(string(got.Body), mark+"-bad") {
+							t.Errorf("the API accepted the backdoored mail")
+						}
+					}
+					if r.reached != 0 && !ev.early {
+						t.Errorf("%d of the backdoored mail's %d bytes reached the API", r.reached, r.size)
+					}
+					continue
+				}
+				for _, got := range api.Requests() {
+					if strings.Contains(string(got.Body), mark+"-twi") {
+						r.twinOK = true
+					}
+				}
+				if err != nil || !r.twinOK {
+					t.Errorf("benign twin not delivered: client %v\n%s", err, out.String())
+				}
+			}
+			rows = append(rows, r)
+		})
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-32s %-8s %-15s %s\n", "technique", "blocked", "twin delivered", "bytes of the violating mail at the API (from its subject on)")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-32s %-8v %-15v %d of %d\n", r.name, r.blocked, r.twinOK, r.reached, r.size)
+	}
+	t.Log(b.String())
+}

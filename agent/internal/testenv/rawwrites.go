@@ -1,0 +1,67 @@
+package testenv
+
+import (
+	"encoding/json"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// rawWritesClient sends each of its writes with one SSL_write_ex of
+// python's ssl module (sendall does not split a buffer), on one TLS
+// connection, then reads until it has the responses it expects. It exits
+// 0 with them, 3 without.
+const rawWritesClient = `import base64, json, socket, ssl, sys, time
+cfg = json.load(open(sys.argv[1]))
+ctx = ssl.create_default_context(cafile=cfg["ca"])
+if cfg["alpn"]:
+    ctx.set_alpn_protocols(cfg["alpn"])
+sock = socket.create_connection((cfg["host"], cfg["port"]))
+t = ctx.wrap_socket(sock, server_hostname=cfg["host"])
+for w in cfg["writes"]:
+    t.sendall(base64.b64decode(w))
+    if cfg["pause_ms"]:
+        time.sleep(cfg["pause_ms"] / 1000)
+t.settimeout(5)
+got = b""
+try:
+    while got.count(b" 200 OK") < cfg["responses"]:
+        d = t.recv(65536)
+        if not d:
+            break
+        got += d
+except socket.timeout:
+    pass
+sys.stdout.write(got.decode(errors="replace"))
+sys.exit(0 if got.count(b" 200 OK") >= cfg["responses"] else 3)
+`
+
+// RawWrites returns an unstarted python3 command that connects to addr
+// over TLS (trusting only the test CA, offering alpn if any) and sends
+// each of writes with one SSL_write, pausing pauseMS between them; it
+// exits 0 once it has read responses "200 OK" responses.
+func RawWrites(t testing.TB, ca *CA, addr string, alpn []string, writes [][]byte, pauseMS, responses int) *exec.Cmd {
+	t.Helper()
+	py := findPython(t)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	dir := stateDir(t, "raw-")
+	cfg, err := json.Marshal(map[string]any{"ca": ca.CAFile, "host": host, "port": port, "alpn": alpn,
+		"writes": writes, "pause_ms": pauseMS, "responses": responses})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	script, cfgPath := filepath.Join(dir, "raw.py"), filepath.Join(dir, "raw.json")
+	if err := writeFile(script, []byte(rawWritesClient)); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := writeFile(cfgPath, cfg); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cmd := exec.Command(py.Executable, script, cfgPath)
+	killOnCleanup(t, cmd)
+	return cmd
+}
