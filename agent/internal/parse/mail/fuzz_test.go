@@ -113,3 +113,15 @@ func FuzzParseJSON(f *testing.F) {
 		}
 	})
 }
+
+func FuzzRelaxJSON(f *testing.F) {
+	f.Add([]byte(`{a:'x', /* c */ "b":[1,2,],// d` + "\n}"))
+	f.Add([]byte(`{'\'':"\"", c:-1e5}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out := relaxJSON(b)
+		if len(out) > 3*len(b)+1 {
+			t.Fatalf("%d bytes from %d", len(out), len(b))
+		}
+		_, _ = parseJSON(out)
+	})
+}
