@@ -24,7 +24,7 @@ const (
 	benignBody = `{"From":"agent@company.com","To":"alice@company.com","Bcc":"bob@subsidiaries.com","Subject":"x","TextBody":"hi"}`
 )
 
-func brEnc(t *testing.T, b []byte) []byte {
+func brEnc(t testing.TB, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := brotli.NewWriter(&buf)
@@ -37,7 +37,7 @@ func brEnc(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
-func zstdEnc(t *testing.T, b []byte, opts ...zstd.EOption) []byte {
+func zstdEnc(t testing.TB, b []byte, opts ...zstd.EOption) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := zstd.NewWriter(&buf, opts...)
@@ -71,7 +71,14 @@ func chunk(b []byte, n int, ext string) string {
 // phan@giftshop.club is among the blind recipients.
 func foreignRecipients(t *testing.T, wire string) (foreign []string, hiddenBcc bool) {
 	t.Helper()
-	msgs, _ := collect(t, false, []byte(wire))
+	// Written in pieces, as a client writing chunk by chunk does.
+	var calls [][]byte
+	for b := []byte(wire); len(b) > 0; {
+		k := min(1500, len(b))
+		calls = append(calls, b[:k])
+		b = b[k:]
+	}
+	msgs, _ := collect(t, false, calls...)
 	if len(msgs) != 1 {
 		t.Fatalf("got %d http messages, want 1", len(msgs))
 	}
@@ -128,6 +135,12 @@ func TestEvasionBodyCodings(t *testing.T) {
 		}},
 		{"chunk-extension-whitespace", func(t *testing.T, b []byte) string {
 			return "Transfer-Encoding: chunked\r\n\r\n" + chunk(b, 11, " ; x") + "0\r\n\r\n"
+		}},
+		{"chunk-size-leading-zeros", func(t *testing.T, b []byte) string {
+			return "Transfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%020x\r\n%s\r\n", len(b), b) + "00000000000000000000\r\n\r\n"
+		}},
+		{"chunk-extension-long", func(t *testing.T, b []byte) string {
+			return "Transfer-Encoding: chunked\r\n\r\n" + chunk(b, 40, ";x="+strings.Repeat("a", 10000)) + "0\r\n\r\n"
 		}},
 		{"chunked-trailers", func(t *testing.T, b []byte) string {
 			return "Transfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n" + chunk(b, 16, "") +

@@ -162,7 +162,11 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			if i < 0 {
 				p.buf = append(p.buf, data...)
 				data = nil
-				if len(p.buf) > 4096 || lost > 0 {
+				// Chunk extensions and trailer fields may be long (Node
+				// accepts 16 KiB of extensions): a line is bounded like a
+				// header block, not tighter, so that one is not dropped
+				// while the server takes it.
+				if len(p.buf) > p.limits.MaxHeader || lost > 0 {
 					p.giveUp()
 					lost = 0
 				}
@@ -411,6 +415,14 @@ func parseChunkSize(line []byte) (int64, error) {
 	line = bytes.TrimSpace(line)
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = bytes.TrimSpace(line[:i])
+	}
+	// Leading zeros do not change the size, and servers accept any number
+	// of them; only significant digits count towards the overflow bound.
+	if len(line) > 1 {
+		line = bytes.TrimLeft(line, "0")
+		if len(line) == 0 {
+			line = []byte("0")
+		}
 	}
 	if len(line) == 0 || len(line) > 15 {
 		return 0, fmt.Errorf("bad chunk size %q", line)
