@@ -36,7 +36,8 @@ func parseRFC822Into(m *Message, raw []byte, depth int) {
 // towards seeing a recipient.
 func skipEnvelopeLines(raw []byte) []byte {
 	raw = bytes.TrimLeft(raw, "\r\n")
-	if bytes.HasPrefix(raw, []byte("From ")) {
+	// "From : x" (space before the colon) is a From header, not a separator.
+	if bytes.HasPrefix(raw, []byte("From ")) && !bytes.HasPrefix(bytes.TrimLeft(raw[4:], " \t"), []byte(":")) {
 		if _, after, ok := bytes.Cut(raw, []byte{'\n'}); ok {
 			raw = bytes.TrimLeft(after, "\r\n")
 		}
