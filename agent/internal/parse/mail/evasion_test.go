@@ -337,3 +337,36 @@ func TestRelaxJSON(t *testing.T) {
 		}
 	}
 }
+
+// SendGrid's SMTP relay delivers to the "to" list of an X-SMTPAPI header:
+// recipients that appear in no To, Cc or Bcc header.
+func TestSMTPAPIHeaderRecipients(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		foreign bool
+	}{{evilAddr, true}, {benignAddr, false}} {
+		session := "EHLO c\r\nAUTH PLAIN AGFwaWtleQBzZWNyZXQ=\r\nMAIL FROM:<agent@company.com>\r\nRCPT TO:<alice@company.com>\r\nDATA\r\n" +
+			"From: agent@company.com\r\nTo: alice@company.com\r\n" +
+			"X-SMTPAPI: {\"to\": [\"alice@company.com\",\r\n \"P <" + tc.addr + ">\"], \"category\": \"x\"}\r\n" +
+			"Subject: s\r\n\r\nhi\r\n.\r\n"
+		s := NewSMTPSession()
+		msgs := s.Feed([]byte(session))
+		if len(msgs) != 1 {
+			t.Fatalf("%d messages", len(msgs))
+		}
+		blind := addrs(msgs[0].BlindRecipients())
+		if got := slices.Contains(blind, tc.addr); !got {
+			t.Errorf("%s not among blind recipients %v", tc.addr, blind)
+		}
+		for _, a := range msgs[0].Recipients() {
+			if !allowedDomain(a.Domain()) != (tc.foreign && a.Addr == evilAddr) {
+				t.Errorf("recipient %s", a.Addr)
+			}
+		}
+	}
+	// The same header given as a custom header of a JSON API.
+	msgs, err := FromHTTP(jsonReq("api.sendgrid.com", "/v3/mail/send", `{"personalizations":[{"to":[{"email":"alice@company.com"}]}],"headers":{"X-SMTPAPI":"{\"to\":[\"`+evilAddr+`\"]}"}}`))
+	if err != nil || len(msgs) != 1 || !slices.Contains(addrs(msgs[0].BlindRecipients()), evilAddr) {
+		t.Errorf("json api header: %v, %v", err, msgs)
+	}
+}

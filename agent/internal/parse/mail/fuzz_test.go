@@ -48,6 +48,7 @@ func FuzzSMTPSession(f *testing.F) {
 	f.Add([]byte(smtpSession), uint8(7))
 	f.Add([]byte("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 5 LAST\r\nhello"), uint8(3))
 	f.Add([]byte("DATA\r\n.\r\n"), uint8(1))
+	f.Add([]byte("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nX-SMTPAPI: {\"to\":[\"x@y.z\",\r\n 'P <q@r.s>',]}\r\n\r\nhi\r\n.\r\n"), uint8(5))
 	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
 		s := NewSMTPSession()
 		n := int(step%32) + 1

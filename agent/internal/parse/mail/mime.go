@@ -29,6 +29,25 @@ func parseRFC822Into(m *Message, raw []byte, depth int) {
 	walkPart(m, hdr, body, depth)
 }
 
+// smtpAPIRecipients returns the recipients of a SendGrid X-SMTPAPI header:
+// its JSON "to" list. SendGrid's SMTP relay delivers to them (they are not
+// in the To header, so they count as envelope recipients); a header that
+// is not JSON yields none.
+func smtpAPIRecipients(v string) []Address {
+	b := []byte(strings.TrimSpace(decodeWords(firstN(v, maxHeaderListBytes))))
+	n, err := parseJSON(b)
+	if err != nil {
+		if n, err = parseJSON(relaxJSON(b)); err != nil {
+			return nil
+		}
+	}
+	var out []Address
+	for _, t := range n.get("to") {
+		out = mergeAddrs(out, t.addresses())
+	}
+	return out
+}
+
 // skipEnvelopeLines drops what may precede a message's header without being
 // part of it: blank lines and an mbox "From " separator line. Parsed as they
 // are, they would turn the whole header into body and hide its recipients;
@@ -66,6 +85,9 @@ func applyHeaders(m *Message, hdr textproto.MIMEHeader) {
 	m.Cc = mergeAddrs(m.Cc, list("Cc", "Resent-Cc"))
 	m.Bcc = mergeAddrs(m.Bcc, list("Bcc", "Resent-Bcc"))
 	m.ReplyTo = mergeAddrs(m.ReplyTo, list("Reply-To"))
+	for _, v := range hdr["X-Smtpapi"] {
+		m.EnvelopeTo = mergeAddrs(m.EnvelopeTo, smtpAPIRecipients(v))
+	}
 	if s := hdr.Get("Subject"); s != "" && m.Subject == "" {
 		m.Subject = decodeWords(s)
 	}
