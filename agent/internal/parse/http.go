@@ -15,13 +15,16 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 // Limits bound the memory of one connection's parser.
 type Limits struct {
 	MaxHeader  int // request line and headers; default 64 KiB
 	MaxBody    int // body bytes kept (the rest is counted); default 1 MiB
-	MaxDecoded int // body bytes kept after gzip/deflate decoding; default 4 MiB
+	MaxDecoded int // body bytes kept after each decoding stage (gzip, deflate, br, zstd); default 4 MiB
 }
 
 func (l *Limits) setDefaults() {
@@ -47,7 +50,9 @@ type Head struct {
 	Reason string
 
 	Proto  string
-	Header textproto.MIMEHeader
+	Header textproto.MIMEHeader // with the trailer fields that may be merged (see addTrailer)
+	// Trailer holds every field of a chunked body's trailer section.
+	Trailer textproto.MIMEHeader
 }
 
 // Body is a message body as far as it was seen.
@@ -57,8 +62,8 @@ type Body struct {
 	Missing   int64  // bytes the sensor did not capture
 	Truncated bool   // Data is not the whole body: Missing > 0, a limit was hit, or framing was lost
 	Chunked   bool
-	Encoding  string // Content-Encoding that was decoded
-	DecodeErr error  // decoding failed; Data then holds the raw body
+	Encoding  string // codings that were decoded, as applied ("gzip, br"); transfer-codings other than chunked come last
+	DecodeErr error  // decoding failed; Data then holds what was decoded before the failure (Truncated set), or the raw body when nothing was
 }
 
 // Message is one HTTP request or response.
@@ -164,7 +169,11 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			if i < 0 {
 				p.buf = append(p.buf, data...)
 				data = nil
-				if len(p.buf) > 4096 || lost > 0 {
+				// Chunk extensions and trailer fields may be long (Node
+				// accepts 16 KiB of extensions): a line is bounded like a
+				// header block, not tighter, so that one is not dropped
+				// while the server takes it.
+				if len(p.buf) > p.limits.MaxHeader || lost > 0 {
 					p.giveUp()
 					lost = 0
 				}
@@ -176,6 +185,8 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			if p.state == stTrailer {
 				if len(bytes.TrimSpace(line)) == 0 {
 					p.finish(mono, emit)
+				} else {
+					addTrailer(p.msg, line)
 				}
 				continue
 			}
@@ -370,10 +381,55 @@ func (p *httpParser) parseHead(head []byte) error {
 	return nil
 }
 
+// maxTrailerFields bounds the trailer fields kept per message; each line
+// is already bounded by the chunk-line limit.
+const maxTrailerFields = 64
+
+// addTrailer keeps one trailer field line in m.Trailer and, unless it is a
+// field that RFC 9110 (section 6.5.1) forbids in trailers because it
+// frames, routes or decodes the message, in m.Header too: consumers that
+// look at the header then see fields that a server merges from the
+// trailer, while a trailer cannot change how the body is decoded. A
+// malformed line is skipped: a server that ignores it still takes the
+// message.
+func addTrailer(m *Message, line []byte) {
+	line = bytes.TrimRight(line, "\r\n")
+	if len(line) == 0 || line[0] == ' ' || line[0] == '\t' || len(m.Trailer) >= maxTrailerFields {
+		return
+	}
+	name, value, ok := bytes.Cut(line, []byte(":"))
+	if !ok || !isToken(string(name)) {
+		return
+	}
+	k := textproto.CanonicalMIMEHeaderKey(string(name))
+	v := string(bytes.TrimSpace(value))
+	if m.Trailer == nil {
+		m.Trailer = textproto.MIMEHeader{}
+	}
+	m.Trailer.Add(k, v)
+	switch k {
+	case "Content-Length", "Transfer-Encoding", "Content-Encoding", "Content-Type",
+		"Content-Range", "Trailer", "Host", "Te":
+		return
+	}
+	if m.Header == nil {
+		m.Header = textproto.MIMEHeader{}
+	}
+	m.Header.Add(k, v)
+}
+
 func parseChunkSize(line []byte) (int64, error) {
 	line = bytes.TrimSpace(line)
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = bytes.TrimSpace(line[:i])
+	}
+	// Leading zeros do not change the size, and servers accept any number
+	// of them; only significant digits count towards the overflow bound.
+	if len(line) > 1 {
+		line = bytes.TrimLeft(line, "0")
+		if len(line) == 0 {
+			line = []byte("0")
+		}
 	}
 	if len(line) == 0 || len(line) > 15 {
 		return 0, fmt.Errorf("bad chunk size %q", line)
@@ -385,42 +441,114 @@ func parseChunkSize(line []byte) (int64, error) {
 	return n, nil
 }
 
-// decodeBody undoes gzip or deflate Content-Encoding, within max bytes.
+// decodeBody undoes the codings applied to the body: the transfer-codings
+// other than chunked, then the Content-Encoding. Each is a list in the order
+// the sender applied the codings ("gzip, br" is gzip first), so it is undone
+// from the last entry; repeated header lines count as one list, as a server
+// joins them. Every stage keeps at most limit bytes, so a bomb stops there
+// with Truncated set. When a stage fails after producing output (a corrupt
+// tail, or garbage after the stream that a lenient server ignores), what was
+// decoded is kept and the body marked truncated; when nothing could be
+// decoded, Data stays the raw body.
 func decodeBody(m *Message, limit int) {
-	enc := strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding")))
-	if enc == "" || enc == "identity" || len(m.Data) == 0 {
+	codings := bodyCodings(m.Header["Transfer-Encoding"], true)
+	codings = append(bodyCodings(m.Header["Content-Encoding"], false), codings...)
+	if len(codings) == 0 || len(m.Data) == 0 {
 		return
 	}
+	name := strings.Join(codings, ", ")
+	data := m.Data
+	truncated := m.Truncated
+	for i := len(codings) - 1; i >= 0; i-- {
+		out, cut, err := decodeCoding(codings[i], data, limit)
+		if truncated && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
+			err = nil // the input was cut short, so its end is missing
+		}
+		truncated = truncated || cut
+		if err != nil {
+			m.DecodeErr = fmt.Errorf("decode %s body: %w", name, err)
+			if len(out) == 0 {
+				return
+			}
+			// A decoder that stops early still returns real plaintext; a
+			// following stage sees a truncated stream.
+			truncated = true
+		}
+		data = out
+	}
+	m.Encoding = name
+	m.Data = data
+	m.Truncated = truncated
+}
+
+// bodyCodings returns the codings of Content-Encoding or Transfer-Encoding
+// header values, lower-cased, without identity (and without chunked, which
+// the framing undoes).
+func bodyCodings(values []string, transfer bool) []string {
+	var out []string
+	for _, v := range values {
+		for c := range strings.SplitSeq(v, ",") {
+			c, _, _ = strings.Cut(c, ";") // transfer-coding parameters
+			c = strings.ToLower(strings.TrimSpace(c))
+			if c == "" || c == "identity" || (transfer && c == "chunked") {
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// maxZstdWindow is the largest zstd window accepted. RFC 9659 caps the
+// window of the zstd content coding at 8 MiB so that a receiver never needs
+// more; the decoder allocates the declared window up front, so a larger
+// one is refused rather than allocated.
+const maxZstdWindow = 8 << 20
+
+// decodeCoding undoes one coding of data, keeping at most limit bytes of
+// output; cut reports that more output was available. A stream ending early
+// is not an error when its input was already cut short: the caller knows.
+func decodeCoding(coding string, data []byte, limit int) (out []byte, cut bool, err error) {
 	var r io.Reader
-	var err error
-	switch enc {
+	switch coding {
 	case "gzip", "x-gzip":
-		r, err = gzip.NewReader(bytes.NewReader(m.Data))
+		gr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, false, fmt.Errorf("gzip: %w", err)
+		}
+		r = gr
 	case "deflate":
 		// RFC 9110 deflate is zlib-wrapped; some clients send raw deflate.
-		r, err = zlib.NewReader(bytes.NewReader(m.Data))
+		zr, err := zlib.NewReader(bytes.NewReader(data))
 		if err != nil {
-			r, err = flate.NewReader(bytes.NewReader(m.Data)), nil
+			zr = flate.NewReader(bytes.NewReader(data))
 		}
+		r = zr
+	case "br":
+		// Large windows are an opt-in extension the HTTP coding does not
+		// use; the standard window is at most 16 MiB.
+		r = brotli.NewReader(bytes.NewReader(data))
+	case "zstd":
+		zr, err := zstd.NewReader(bytes.NewReader(data),
+			zstd.WithDecoderConcurrency(1), // no background goroutines per body
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(maxZstdWindow))
+		if err != nil {
+			return nil, false, fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		r = zr
 	default:
-		return
+		return nil, false, fmt.Errorf("unsupported coding %q", coding)
+	}
+	out, err = io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if len(out) > limit {
+		return out[:limit], true, nil
 	}
 	if err != nil {
-		m.DecodeErr = fmt.Errorf("decode %s body: %w", enc, err)
-		return
+		return out, false, fmt.Errorf("%s: %w", coding, err)
 	}
-	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if len(out) > limit {
-		out = out[:limit]
-		m.Truncated = true
-		err = nil
-	}
-	if err != nil && !(m.Truncated && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF))) {
-		m.DecodeErr = fmt.Errorf("decode %s body: %w", enc, err)
-		return
-	}
-	m.Encoding = enc
-	m.Data = out
+	return out, false, nil
 }
 
 // looksLikeStart reports whether data can begin a request ("METHOD ") or a

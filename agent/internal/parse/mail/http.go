@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 )
 
 // HTTPRequest is one plaintext HTTP request as the stream layer reassembled
@@ -30,6 +33,10 @@ func FromHTTP(r *HTTPRequest) ([]*Message, error) {
 	if r == nil {
 		return nil, nil
 	}
+	// Work on a copy: the caller's request is not changed.
+	cp := *r
+	cp.Body = utf8Body(r.Header, r.Body)
+	r = &cp
 	method := strings.ToUpper(r.Method)
 	host := normalizeHost(r.Host)
 	p, rawQuery, _ := strings.Cut(r.Path, "?")
@@ -104,13 +111,21 @@ func (c *call) contentType() string {
 
 func (c *call) isPost() bool { return c.method == "POST" }
 
-// json parses the body as JSON; an empty body is nil, nil.
+// json parses the body as JSON; an empty body is nil, nil. A body that
+// strict JSON rejects is read again in the relaxed dialect of lenient
+// servers (see relaxJSON); the strict error is returned if that fails too.
 func (c *call) json() (*jnode, error) {
 	b := bytes.TrimSpace(c.r.Body)
 	if len(b) == 0 {
 		return nil, nil
 	}
-	return parseJSON(b)
+	n, err := parseJSON(b)
+	if err != nil {
+		if relaxed, rerr := parseJSON(relaxJSON(b)); rerr == nil {
+			return relaxed, nil
+		}
+	}
+	return n, err
 }
 
 func normalizeHost(h string) string {
@@ -176,7 +191,12 @@ func (c *call) formFields() []formField {
 			if f.FileName != "" || (f.ContentType != "" && !strings.HasPrefix(strings.ToLower(f.ContentType), "text/plain")) {
 				f.IsFile = true
 				f.Content = data
-			} else {
+			}
+			if f.FileName == "" {
+				// Servers (Go's ReadForm, werkzeug, busboy) take a part
+				// without a filename as a field value whatever its
+				// Content-Type, so "bcc" sent as application/octet-stream
+				// is still a Bcc.
 				f.Value = string(data)
 			}
 			out = append(out, f)
@@ -188,6 +208,35 @@ func (c *call) formFields() []formField {
 		}
 	}
 	return out
+}
+
+// utf8Body returns a body as the server's parser reads it: a UTF-8 byte
+// order mark is dropped and a UTF-16 one selects that encoding (servers
+// such as ASP.NET honour it), and a JSON body whose Content-Type declares
+// another charset is converted to UTF-8. Other bodies (forms, multipart,
+// raw messages) are bytes and are left alone.
+func utf8Body(h http.Header, body []byte) []byte {
+	mt, params := "", map[string]string(nil)
+	if h != nil {
+		mt, params, _ = mime.ParseMediaType(h.Get("Content-Type"))
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		return body
+	}
+	switch {
+	case bytes.HasPrefix(body, []byte("\xef\xbb\xbf")):
+		return body[3:]
+	case bytes.HasPrefix(body, []byte("\xfe\xff")) || bytes.HasPrefix(body, []byte("\xff\xfe")):
+		out, _, err := transform.Bytes(unicode.UTF16(unicode.BigEndian, unicode.ExpectBOM).NewDecoder(), body)
+		if err != nil {
+			return body
+		}
+		return out
+	}
+	if cs := params["charset"]; cs != "" && (mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")) {
+		return toUTF8(cs, body)
+	}
+	return body
 }
 
 // formUnescape decodes '+' and %XX leniently.

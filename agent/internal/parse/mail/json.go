@@ -120,6 +120,114 @@ func parseJSONTok(dec *json.Decoder, tok json.Token, depth int, nodes *int) (*jn
 	return nil, fmt.Errorf("unexpected json token %v: %w", tok, io.ErrUnexpectedEOF)
 }
 
+// relaxJSON rewrites the JSON dialect that lenient servers accept into
+// strict JSON: comments (// and /* */), single-quoted strings, unquoted
+// member names and trailing commas. Json.NET, which .NET mail APIs use,
+// reads all of them, so a body that encoding/json rejects may still be
+// sent; parsing the rewrite keeps its recipients visible. Unquoted words
+// other than true, false and null become strings. The output is at most
+// three times the input (a one-letter word gains two quotes).
+func relaxJSON(b []byte) []byte {
+	out := make([]byte, 0, len(b)+len(b)/8)
+	for i := 0; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '/' && i+1 < len(b) && (b[i+1] == '/' || b[i+1] == '*'):
+			i = skipJSONComment(b, i)
+			out = append(out, ' ')
+		case c == '"':
+			j := i + 1
+			for j < len(b) && b[j] != '"' {
+				if b[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j+1, len(b))
+			out = append(out, b[i:j]...)
+			i = j
+		case c == '\'':
+			out = append(out, '"')
+			i++
+			for i < len(b) && b[i] != '\'' {
+				switch {
+				case b[i] == '"':
+					out = append(out, '\\', '"')
+				case b[i] == '\\' && i+1 < len(b) && b[i+1] == '\'':
+					out = append(out, '\'')
+					i++
+				case b[i] == '\\' && i+1 < len(b):
+					out = append(out, b[i], b[i+1])
+					i++
+				default:
+					out = append(out, b[i])
+				}
+				i++
+			}
+			out = append(out, '"')
+			i++
+		case c == ',':
+			// A comma followed only by space and comments before a
+			// closing bracket is a trailing comma.
+			j := i + 1
+			for j < len(b) {
+				if b[j] == '/' && j+1 < len(b) && (b[j+1] == '/' || b[j+1] == '*') {
+					j = skipJSONComment(b, j)
+				} else if b[j] == ' ' || b[j] == '\t' || b[j] == '\r' || b[j] == '\n' {
+					j++
+				} else {
+					break
+				}
+			}
+			if j >= len(b) || (b[j] != '}' && b[j] != ']') {
+				out = append(out, ',')
+			}
+			i++
+		case c == '-' || '0' <= c && c <= '9':
+			// A number, copied whole so that an exponent is not taken
+			// for a word.
+			j := i + 1
+			for j < len(b) && (b[j] == '.' || b[j] == '+' || b[j] == '-' || '0' <= b[j] && b[j] <= '9' || b[j]|0x20 == 'e') {
+				j++
+			}
+			out = append(out, b[i:j]...)
+			i = j
+		case c == '_' || c == '$' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+			j := i
+			for j < len(b) && (b[j] == '_' || b[j] == '$' || b[j] == '-' || 'a' <= b[j] && b[j] <= 'z' || 'A' <= b[j] && b[j] <= 'Z' || '0' <= b[j] && b[j] <= '9') {
+				j++
+			}
+			switch w := string(b[i:j]); w {
+			case "true", "false", "null":
+				out = append(out, w...)
+			default:
+				out = append(out, '"')
+				out = append(out, w...)
+				out = append(out, '"')
+			}
+			i = j
+		default:
+			out = append(out, c)
+			i++
+		}
+	}
+	return out
+}
+
+// skipJSONComment returns the index after the comment starting at b[i].
+func skipJSONComment(b []byte, i int) int {
+	if b[i+1] == '/' {
+		if k := bytes.IndexByte(b[i:], '\n'); k >= 0 {
+			return i + k + 1
+		}
+		return len(b)
+	}
+	if k := bytes.Index(b[i+2:], []byte("*/")); k >= 0 {
+		return i + 2 + k + 2
+	}
+	return len(b)
+}
+
 // get returns every value of an object whose key equals key ignoring case
 // (and ignoring '_' and '-', so "reply_to", "replyTo" and "Reply-To" match).
 func (n *jnode) get(key string) []*jnode {

@@ -24,9 +24,44 @@ func ParseRFC822(raw []byte, provider, endpoint string) *Message {
 // parseRFC822Into fills m from a raw message: addresses, subject, bodies and
 // attachments.
 func parseRFC822Into(m *Message, raw []byte, depth int) {
-	hdr, body := splitHeader(raw)
+	hdr, body := splitHeader(skipEnvelopeLines(raw))
 	applyHeaders(m, hdr)
 	walkPart(m, hdr, body, depth)
+}
+
+// smtpAPIRecipients returns the recipients of a SendGrid X-SMTPAPI header:
+// its JSON "to" list. SendGrid's SMTP relay delivers to them (they are not
+// in the To header, so they count as envelope recipients); a header that
+// is not JSON yields none.
+func smtpAPIRecipients(v string) []Address {
+	b := []byte(strings.TrimSpace(decodeWords(firstN(v, maxHeaderListBytes))))
+	n, err := parseJSON(b)
+	if err != nil {
+		if n, err = parseJSON(relaxJSON(b)); err != nil {
+			return nil
+		}
+	}
+	var out []Address
+	for _, t := range n.get("to") {
+		out = mergeAddrs(out, t.addresses())
+	}
+	return out
+}
+
+// skipEnvelopeLines drops what may precede a message's header without being
+// part of it: blank lines and an mbox "From " separator line. Parsed as they
+// are, they would turn the whole header into body and hide its recipients;
+// a message never usefully starts with an empty header, so reading on errs
+// towards seeing a recipient.
+func skipEnvelopeLines(raw []byte) []byte {
+	raw = bytes.TrimLeft(raw, "\r\n")
+	// "From : x" (space before the colon) is a From header, not a separator.
+	if bytes.HasPrefix(raw, []byte("From ")) && !bytes.HasPrefix(bytes.TrimLeft(raw[4:], " \t"), []byte(":")) {
+		if _, after, ok := bytes.Cut(raw, []byte{'\n'}); ok {
+			raw = bytes.TrimLeft(after, "\r\n")
+		}
+	}
+	return raw
 }
 
 // applyHeaders copies the address and subject headers into m.
@@ -50,6 +85,9 @@ func applyHeaders(m *Message, hdr textproto.MIMEHeader) {
 	m.Cc = mergeAddrs(m.Cc, list("Cc", "Resent-Cc"))
 	m.Bcc = mergeAddrs(m.Bcc, list("Bcc", "Resent-Bcc"))
 	m.ReplyTo = mergeAddrs(m.ReplyTo, list("Reply-To"))
+	for _, v := range hdr["X-Smtpapi"] {
+		m.EnvelopeTo = mergeAddrs(m.EnvelopeTo, smtpAPIRecipients(v))
+	}
 	if s := hdr.Get("Subject"); s != "" && m.Subject == "" {
 		m.Subject = decodeWords(s)
 	}
@@ -251,8 +289,11 @@ done:
 }
 
 // decodeBase64Field decodes an API's base64 field (standard or URL-safe,
-// padded or not, with line breaks). A value that is not base64 is returned
-// as its own bytes, so that detectors still see it.
+// padded or not, with line breaks). A value made of base64 characters that
+// no strict decoder accepts (the two alphabets mixed, padding in the wrong
+// place) is decoded leniently, since a lenient server would still read the
+// message in it. A value that is not base64 is returned as its own bytes,
+// so that detectors still see it.
 func decodeBase64Field(s string) []byte {
 	t := strings.Map(func(r rune) rune {
 		if r == '\r' || r == '\n' || r == ' ' || r == '\t' {
@@ -265,5 +306,11 @@ func decodeBase64Field(s string) []byte {
 			return b
 		}
 	}
+	if t != "" && strings.Trim(t, base64Chars) == "" {
+		return decodeBase64Lenient([]byte(t))
+	}
 	return []byte(s)
 }
+
+// base64Chars are the characters of both base64 alphabets and padding.
+const base64Chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_="

@@ -122,3 +122,16 @@ func TestKeyEqual(t *testing.T) {
 		}
 	}
 }
+
+func TestSkipEnvelopeLines(t *testing.T) {
+	for in, want := range map[string]string{
+		"From a@b.c Mon Dec  7 17:57:46 2026\r\nTo: x@y.z\r\n": "To: x@y.z\r\n",
+		"\r\n\nFrom : a@b.c\r\n":                               "From : a@b.c\r\n",
+		"From: a@b.c\r\n":                                      "From: a@b.c\r\n",
+		"From nobody":                                          "From nobody",
+	} {
+		if got := string(skipEnvelopeLines([]byte(in))); got != want {
+			t.Errorf("%q -> %q, want %q", in, got, want)
+		}
+	}
+}

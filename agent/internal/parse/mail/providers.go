@@ -108,6 +108,8 @@ func applyHeaderPair(m *Message, name, value string) {
 		m.Bcc = mergeAddrs(m.Bcc, ParseAddressList(value))
 	case "reply-to":
 		m.ReplyTo = mergeAddrs(m.ReplyTo, ParseAddressList(value))
+	case "x-smtpapi":
+		m.EnvelopeTo = mergeAddrs(m.EnvelopeTo, smtpAPIRecipients(value))
 	case "subject":
 		if m.Subject == "" {
 			m.Subject = decodeWords(value)

@@ -236,7 +236,8 @@ func (s *SMTPSession) finish() *Message {
 	m := newMessage(ProviderSMTP, "SMTP")
 	parseRFC822Into(m, s.data, 0)
 	m.EnvelopeFrom = s.from
-	m.EnvelopeTo = append([]Address(nil), s.rcpts...)
+	// The header may add envelope recipients too (X-SMTPAPI).
+	m.EnvelopeTo = mergeAddrs(append([]Address(nil), s.rcpts...), m.EnvelopeTo)
 	m.Truncated = m.Truncated || s.dataTrunc || s.rcptTrunc
 	s.mode = smtpCommand
 	s.reset()
