@@ -364,8 +364,13 @@ func (s *h2Side) fixedDone(mono uint64) bool {
 			s.die(mono, errors.New("RST_STREAM on stream 0"))
 			return false
 		}
-		s.reset(s.sid, mono)
-		s.peer.reset(s.sid, mono)
+		// A reset ends the stream both ways; the request is emitted first.
+		req, resp := s, s.peer
+		if s.response {
+			req, resp = resp, req
+		}
+		req.reset(s.sid, mono)
+		resp.reset(s.sid, mono)
 	}
 	return true
 }
