@@ -2,10 +2,17 @@ package parse
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -613,4 +620,115 @@ func FuzzHTTP2Parser(f *testing.F) {
 		check()
 		r.close()
 	})
+}
+
+// recConn records what one end of a connection writes, in the order of
+// the writes of both ends.
+type recConn struct {
+	net.Conn
+	dir stream.Dir
+	rec *recording
+}
+
+type recording struct {
+	mu    sync.Mutex
+	calls []recCall
+}
+
+type recCall struct {
+	dir  stream.Dir
+	data []byte
+}
+
+func (c *recConn) Write(b []byte) (int, error) {
+	c.rec.mu.Lock()
+	c.rec.calls = append(c.rec.calls, recCall{c.dir, bytes.Clone(b)})
+	c.rec.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// TestH2NetHTTPCapture replays what Go's own HTTP/2 client and server
+// write to each other, one call per write, as the sensor would see it
+// at SSL_write and SSL_read.
+func TestH2NetHTTPCapture(t *testing.T) {
+	rec := &recording{}
+	cli, srv := net.Pipe()
+	server := &http2.Server{}
+	go server.ServeConn(&recConn{Conn: srv, dir: stream.Ingress, rec: rec}, &http2.ServeConnOpts{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprintf(w, "echo %s %s %d", r.Method, r.URL.Path, len(body))
+		}),
+	})
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+			return &recConn{Conn: cli, dir: stream.Egress, rec: rec}, nil
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+
+	marker := fmt.Sprintf("marker-%d", time.Now().UnixNano())
+	body := `{"From":"a@company.com","To":"phan@giftshop.club","TextBody":"` + marker + strings.Repeat(".", 40000) + `"}`
+	resp, err := client.Post("http://api.postmarkapp.com/email", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(got) != fmt.Sprintf("echo POST /email %d", len(body)) {
+		t.Fatalf("response %s %q", resp.Proto, got)
+	}
+	resp, err = client.Get("http://api.postmarkapp.com/server?" + marker)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+
+	rec.mu.Lock()
+	calls := slices.Clone(rec.calls)
+	rec.mu.Unlock()
+	r := newH2Run(Limits{})
+	for _, c := range calls {
+		r.call(c.dir, c.data, 0)
+	}
+	if r.hc.Proto() != ProtoHTTP2 || r.hc.Busy() {
+		t.Fatalf("proto %q busy %v", r.hc.Proto(), r.hc.Busy())
+	}
+	r.close()
+	var reqs, resps []*Message
+	for _, m := range r.msgs {
+		if m.Response {
+			resps = append(resps, m)
+		} else {
+			reqs = append(reqs, m)
+		}
+	}
+	if len(reqs) != 2 || len(resps) != 2 {
+		t.Fatalf("got\n%.2000s", summaries(r.msgs))
+	}
+	post, get := reqs[0], reqs[1]
+	if post.Method != "POST" || post.Host != "api.postmarkapp.com" || post.Target != "/email" || post.Proto != "HTTP/2.0" ||
+		post.Stream != 1 || string(post.Data) != body || post.Truncated || post.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("POST: %+v, %d body bytes", post.Head, len(post.Data))
+	}
+	if get.Method != "GET" || get.Target != "/server?"+marker || get.Stream != 3 || len(get.Data) != 0 {
+		t.Fatalf("GET: %+v", get.Head)
+	}
+	for i, m := range resps {
+		if m.Status != http.StatusAccepted || m.Stream != reqs[i].Stream || m.Header.Get("Content-Type") != "text/plain" || m.Truncated {
+			t.Fatalf("response %d: %+v %q", i, m.Head, m.Data)
+		}
+	}
+	if want := fmt.Sprintf("echo POST /email %d", len(body)); string(resps[0].Data) != want {
+		t.Fatalf("response body %q, want %q", resps[0].Data, want)
+	}
+	if st := r.h.Stats(); st.JunkBytes != 0 || st.Malformed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
