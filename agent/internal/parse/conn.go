@@ -15,7 +15,10 @@ type Handler func(c *stream.Conn, m *Message)
 type Stats struct {
 	Messages  uint64
 	JunkBytes uint64 // bytes that were not HTTP (other protocols, lost framing)
-	Malformed uint64 // messages given up
+	Malformed uint64 // messages given up; HTTP/2 directions given up
+	// IgnoredStreams are HTTP/2 streams opened beyond the number tracked
+	// at once per connection and direction.
+	IgnoredStreams uint64
 }
 
 // MailHandler receives each mail message a connection sent over SMTP.
@@ -233,6 +236,7 @@ func (hc *httpConn) Close(c *stream.Conn) {
 			s := &hc.h2.side[i]
 			hc.h.stats.JunkBytes += uint64(s.junk)
 			hc.h.stats.Malformed += uint64(s.malform)
+			hc.h.stats.IgnoredStreams += uint64(s.ignored)
 		}
 	}
 	hc.resp.close(c.Last, hc.emit)

@@ -383,9 +383,15 @@ func (s *h2Side) consume(b []byte, mono uint64) {
 			takeBody(s.data.msg, b, s.limits.MaxBody)
 		}
 	case frHeaders, frContinuation, frPushPromise:
-		s.frag = append(s.frag, b...)
-		if len(s.frag) >= h2FlushAt {
-			s.flush(mono)
+		// In pieces: a peer allowed big frames could otherwise make one
+		// call's fragment the size of the buffer.
+		for len(b) > 0 && !s.dead {
+			n := min(len(b), h2FlushAt-len(s.frag))
+			s.frag = append(s.frag, b[:n]...)
+			b = b[n:]
+			if len(s.frag) >= h2FlushAt {
+				s.flush(mono)
+			}
 		}
 	case frSettings:
 		for len(b) > 0 && !s.dead {
