@@ -114,7 +114,7 @@ type h2Side struct {
 	// The header block being read.
 	dec       *hpack.Decoder
 	frag      []byte // fragment bytes not yet given to dec, < h2FlushAt
-	inBlock   bool   // awaiting CONTINUATION
+	inBlock   bool   // a header block is being read: until END_HEADERS
 	blockSid  uint32
 	blockEnd  bool      // the HEADERS frame had END_STREAM
 	blockMsg  *Message  // receives the fields; nil: decoded for HPACK state only
