@@ -63,6 +63,7 @@ test-go:
 # Every fuzz target for a few seconds (make fuzz runs them longer).
 FUZZ_TARGETS := \
 	./agent/internal/parse:FuzzHTTPParser \
+	./agent/internal/parse:FuzzHTTP2Parser \
 	./agent/internal/parse/mail:FuzzParseAddressList \
 	./agent/internal/parse/mail:FuzzParseRFC822 \
 	./agent/internal/parse/mail:FuzzSMTPSession \

@@ -578,11 +578,11 @@ func connMode(c *stream.Conn) probe.ConnMode {
 		return probe.ConnAll
 	}
 	switch c.Proto() {
-	case "h1":
+	case parse.ProtoHTTP1:
 		return probe.ConnH1
-	case "h2":
+	case parse.ProtoHTTP2:
 		return probe.ConnH2
-	case "other":
+	case parse.ProtoOther:
 		return probe.ConnOther
 	}
 	return probe.ConnAll // SMTP: every command may carry the envelope

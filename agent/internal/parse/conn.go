@@ -14,15 +14,19 @@ type Handler func(c *stream.Conn, m *Message)
 // Stats count what the parsers of closed connections passed over.
 type Stats struct {
 	Messages  uint64
-	JunkBytes uint64 // bytes that were not HTTP/1.x (other protocols, lost framing)
-	Malformed uint64 // messages given up
+	JunkBytes uint64 // bytes that were not HTTP (other protocols, lost framing)
+	Malformed uint64 // messages given up; HTTP/2 directions given up
+	// IgnoredStreams are HTTP/2 streams opened beyond the number tracked
+	// at once per connection and direction.
+	IgnoredStreams uint64
 }
 
 // MailHandler receives each mail message a connection sent over SMTP.
 type MailHandler func(c *stream.Conn, m *mail.Message)
 
-// HTTP makes the consumers that parse connections: as HTTP/1.x, or, when
-// the client opens with EHLO/HELO and a mail handler is set, as SMTP.
+// HTTP makes the consumers that parse connections: as HTTP/1.x; as HTTP/2
+// when the client opens with the HTTP/2 preface; or, when the client opens
+// with EHLO/HELO and a mail handler is set, as SMTP.
 type HTTP struct {
 	limits Limits
 	handle Handler
@@ -41,7 +45,7 @@ func NewHTTP(limits Limits, handle Handler) *HTTP {
 
 // Factory is the stream.Factory of this parser.
 func (h *HTTP) Factory(c *stream.Conn) stream.Consumer {
-	hc := &httpConn{h: h}
+	hc := &httpConn{h: h, c: c}
 	hc.req = httpParser{limits: h.limits}
 	hc.resp = httpParser{limits: h.limits, response: true, noBody: hc.answersHead}
 	return hc
@@ -53,13 +57,35 @@ func (h *HTTP) Stats() Stats { return h.stats }
 // maxPending bounds the request methods remembered for pairing responses.
 const maxPending = 64
 
+// maxEarly bounds the server bytes kept while the protocol is not known
+// yet: an HTTP/2 server may send its SETTINGS before the client's preface
+// is complete. Beyond it, the bytes count as lost.
+const maxEarly = 16 << 10
+
+// Protocols of a connection, as Proto reports them.
+const (
+	ProtoHTTP1 = "h1"
+	ProtoHTTP2 = "h2"
+	ProtoSMTP  = "smtp"
+	ProtoOther = "other"
+)
+
 type httpConn struct {
 	h         *HTTP
+	c         *stream.Conn
+	proto     string // "" until the client's first bytes tell
 	req, resp httpParser
 	methods   []string // methods of requests not answered yet
-	started   bool     // the first egress bytes were seen
-	other     bool     // they started no HTTP request
+	other     bool     // HTTP/1 by elimination: the client's first bytes started no request
 	smtp      *mail.SMTPSession
+	h2        *h2Conn
+
+	// Until the protocol is known: client bytes that are a prefix of the
+	// HTTP/2 preface, and server bytes that came first.
+	head      []byte
+	early     []byte
+	earlyLost int
+	earlyMono uint64
 }
 
 // isSMTPGreeting tells whether a client's first bytes open an SMTP session.
@@ -80,67 +106,166 @@ func (hc *httpConn) answersHead() bool {
 	return m == "HEAD"
 }
 
+// Proto returns the protocol of the connection: ProtoHTTP1, ProtoHTTP2,
+// ProtoSMTP, ProtoOther (the client's first bytes started no HTTP request
+// or SMTP session), or "" before the client's first bytes (or while they
+// are a prefix of the HTTP/2 preface).
+func (hc *httpConn) Proto() string {
+	if hc.other {
+		return ProtoOther
+	}
+	return hc.proto
+}
+
+func (hc *httpConn) emit(m *Message) {
+	hc.h.stats.Messages++
+	hc.h.handle(hc.c, m)
+}
+
 func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, mono uint64) {
-	if dir == stream.Egress && !hc.started {
-		hc.started = true
-		if hc.h.smtp != nil && isSMTPGreeting(data) {
-			hc.smtp = mail.NewSMTPSession()
-		} else if d := skipEmptyLines(data, false); len(d) > 0 && !looksLikeStart(d, false) {
-			hc.other = true
+	if hc.proto == "" {
+		if dir == stream.Ingress {
+			hc.hold(data, lost, mono)
+			return
+		}
+		var ok bool
+		if data, ok = hc.detect(data, lost, mono); !ok {
+			return
 		}
 	}
-	if hc.smtp != nil {
+	switch hc.proto {
+	case ProtoSMTP:
 		if dir == stream.Egress {
 			for _, m := range hc.smtp.Feed(data) {
 				hc.h.stats.Messages++
 				hc.h.smtp(c, m)
 			}
 		}
-		return
+	case ProtoHTTP2:
+		hc.h2.side[dir].feed(data, lost, mono)
+	default:
+		hc.feedHTTP1(dir, data, lost, mono)
 	}
+}
+
+func (hc *httpConn) feedHTTP1(dir stream.Dir, data []byte, lost int, mono uint64) {
 	if dir == stream.Egress {
 		hc.req.feed(data, lost, mono, func(m *Message) {
 			if len(hc.methods) < maxPending {
 				hc.methods = append(hc.methods, m.Method)
 			}
-			hc.h.stats.Messages++
-			hc.h.handle(c, m)
+			hc.emit(m)
 		})
 		return
 	}
-	hc.resp.feed(data, lost, mono, func(m *Message) {
-		hc.h.stats.Messages++
-		hc.h.handle(c, m)
-	})
+	hc.resp.feed(data, lost, mono, hc.emit)
+}
+
+// hold keeps server bytes that precede the protocol's decision.
+func (hc *httpConn) hold(data []byte, lost int, mono uint64) {
+	if len(hc.early) == 0 && hc.earlyLost == 0 {
+		hc.earlyMono = mono
+	}
+	n := min(len(data), maxEarly-len(hc.early))
+	if hc.earlyLost > 0 {
+		n = 0 // bytes after lost ones cannot be placed
+	}
+	hc.early = append(hc.early, data[:n]...)
+	hc.earlyLost += len(data) - n + lost
+}
+
+// detect decides the protocol from the client's first bytes. It returns
+// the bytes of this call still to parse, and false while the bytes seen
+// are only a prefix of the HTTP/2 preface.
+func (hc *httpConn) detect(data []byte, lost int, mono uint64) ([]byte, bool) {
+	if len(hc.head) == 0 && hc.h.smtp != nil && isSMTPGreeting(data) {
+		hc.proto = ProtoSMTP
+		hc.smtp = mail.NewSMTPSession()
+		hc.early, hc.earlyLost = nil, 0 // the server's greeting is not parsed
+		return data, true
+	}
+	seen := len(hc.head)
+	n := min(len(h2Preface)-seen, len(data))
+	if string(data[:n]) != h2Preface[seen:seen+n] {
+		// Not HTTP/2: HTTP/1.x, from the first byte held.
+		hc.proto = ProtoHTTP1
+		if first := skipEmptyLines(append(hc.head[:len(hc.head):len(hc.head)], data...), false); len(first) > 0 && !looksLikeStart(first, false) {
+			hc.other = true
+		}
+		hc.replayEarly()
+		if len(hc.head) > 0 {
+			hc.feedHTTP1(stream.Egress, hc.head, 0, mono)
+			hc.head = nil
+		}
+		return data, true
+	}
+	if seen+n < len(h2Preface) && (lost == 0 || seen+n < 3) {
+		if lost > 0 {
+			// Too little to tell, and the rest is gone.
+			hc.proto = ProtoHTTP1
+			hc.replayEarly()
+			return data, true
+		}
+		hc.head = append(hc.head, data...)
+		return nil, false
+	}
+	// The preface, whole or with its end lost: HTTP/2.
+	hc.proto = ProtoHTTP2
+	hc.head = nil
+	hc.h2 = newH2Conn(hc.h.limits, hc.emit)
+	hc.replayEarly()
+	return data[n:], true
+}
+
+// replayEarly parses the server bytes held until the protocol was known.
+func (hc *httpConn) replayEarly() {
+	if len(hc.early) == 0 && hc.earlyLost == 0 {
+		return
+	}
+	early, lost := hc.early, hc.earlyLost
+	hc.early, hc.earlyLost = nil, 0
+	if hc.proto == ProtoHTTP2 {
+		hc.h2.side[stream.Ingress].feed(early, lost, hc.earlyMono)
+		return
+	}
+	hc.feedHTTP1(stream.Ingress, early, lost, hc.earlyMono)
 }
 
 func (hc *httpConn) Close(c *stream.Conn) {
-	hc.resp.close(c.Last, func(m *Message) {
-		hc.h.stats.Messages++
-		hc.h.handle(c, m)
-	})
+	if hc.proto == "" {
+		// Never decided: what was held is HTTP/1.x (or junk).
+		hc.proto = ProtoHTTP1
+		hc.replayEarly()
+		if len(hc.head) > 0 {
+			hc.feedHTTP1(stream.Egress, hc.head, 0, c.Last)
+			hc.head = nil
+		}
+	}
+	if hc.h2 != nil {
+		hc.h2.close(c.Last)
+		for i := range hc.h2.side {
+			s := &hc.h2.side[i]
+			hc.h.stats.JunkBytes += uint64(s.junk)
+			hc.h.stats.Malformed += uint64(s.malform)
+			hc.h.stats.IgnoredStreams += uint64(s.ignored)
+		}
+	}
+	hc.resp.close(c.Last, hc.emit)
 	hc.h.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
 	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
 }
 
-// Proto names what the client speaks: "smtp", "h1" (HTTP/1.x), "other"
-// (its first bytes started no request), "" before its first write.
-func (hc *httpConn) Proto() string {
-	switch {
-	case !hc.started:
-		return ""
-	case hc.smtp != nil:
-		return "smtp"
-	case hc.other:
-		return "other"
-	}
-	return "h1"
-}
-
-// Busy reports whether a request, or an SMTP transaction, is partly written.
+// Busy reports whether a request, or an SMTP transaction, is partly
+// written: for HTTP/2, a frame partly written, a header block awaiting
+// CONTINUATION, or a request stream not ended yet.
 func (hc *httpConn) Busy() bool {
-	if hc.smtp != nil {
+	switch hc.proto {
+	case ProtoSMTP:
 		return hc.smtp.Pending() != nil
+	case ProtoHTTP2:
+		return hc.h2.busy()
+	case "":
+		return len(hc.head) > 0
 	}
 	return hc.req.msg != nil || (hc.req.state != stHead && hc.req.state != stJunk)
 }

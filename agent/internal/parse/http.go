@@ -71,6 +71,8 @@ type Message struct {
 	Head
 	Body
 	Response bool
+	Stream   uint32 // HTTP/2 stream id; 0 for HTTP/1.x
+	Reset    bool   // HTTP/2: the stream was reset (RST_STREAM) before it ended
 	Start    uint64 // monotonic ns of the first byte
 	End      uint64 // monotonic ns of the last byte
 }
@@ -271,18 +273,7 @@ func (p *httpParser) takeCounted(data []byte, lost int) ([]byte, int) {
 	return data, lost
 }
 
-func (p *httpParser) take(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	p.msg.WireSize += int64(len(b))
-	room := p.limits.MaxBody - len(p.msg.Data)
-	if room < len(b) {
-		p.msg.Truncated = true
-		b = b[:max(room, 0)]
-	}
-	p.msg.Data = append(p.msg.Data, b...)
-}
+func (p *httpParser) take(b []byte) { takeBody(p.msg, b, p.limits.MaxBody) }
 
 func (p *httpParser) miss(n int64) {
 	p.msg.WireSize += n

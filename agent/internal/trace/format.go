@@ -17,9 +17,17 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	}
 	var b strings.Builder
 	ts := r.Time.Format("15:04:05.000000")
-	if m.Response {
+	// HTTP/2 messages carry no reason phrase but a stream id, which ties a
+	// response to its request on a connection that multiplexes them.
+	h2 := m.Stream != 0
+	switch {
+	case m.Response && h2:
+		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Stream, size(m.WireSize))
+	case m.Response:
 		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Reason, size(m.WireSize))
-	} else {
+	case h2:
+		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), m.Target, m.Stream, size(m.WireSize))
+	default:
 		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), m.Target, size(m.WireSize))
 	}
 	if m.Chunked {
@@ -27,6 +35,9 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	}
 	if m.Encoding != "" {
 		fmt.Fprintf(&b, " %s(%s)", m.Encoding, size(int64(len(m.Data))))
+	}
+	if m.Reset {
+		b.WriteString(" reset")
 	}
 	if m.Missing > 0 {
 		fmt.Fprintf(&b, " truncated(%s not captured)", size(m.Missing))

@@ -1,0 +1,49 @@
+package trace
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/parse"
+	"github.com/aarsm/aarsm/agent/internal/stream"
+)
+
+func TestFormatLine(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	rec := func(m *parse.Message) Record {
+		return Record{Conn: stream.Key{PID: 42, SSL: 0x1000}, Comm: "curl", Time: at, Msg: m}
+	}
+	h1 := &parse.Message{Head: parse.Head{Method: "POST", Target: "/email", Host: "api.postmarkapp.com", Proto: "HTTP/1.1"}, Body: parse.Body{WireSize: 12}}
+	h2 := &parse.Message{Head: parse.Head{Method: "POST", Target: "/email", Host: "api.postmarkapp.com", Proto: "HTTP/2.0"}, Body: parse.Body{WireSize: 12}, Stream: 1}
+	h2reset := &parse.Message{Head: parse.Head{Method: "POST", Target: "/email", Host: "api.postmarkapp.com", Proto: "HTTP/2.0"}, Body: parse.Body{WireSize: 4, Truncated: true}, Stream: 3, Reset: true}
+	resp1 := &parse.Message{Head: parse.Head{Status: 200, Reason: "OK", Proto: "HTTP/1.1"}, Response: true, Body: parse.Body{WireSize: 2}}
+	resp2 := &parse.Message{Head: parse.Head{Status: 200, Proto: "HTTP/2.0"}, Response: true, Body: parse.Body{WireSize: 2}, Stream: 1}
+	for _, tc := range []struct {
+		m       *parse.Message
+		verbose bool
+		want    string
+	}{
+		{h1, false, "03:04:05.000006 pid=42 comm=curl POST api.postmarkapp.com /email body=12B\n"},
+		{h2, false, "03:04:05.000006 pid=42 comm=curl POST api.postmarkapp.com /email h2#1 body=12B\n"},
+		{h2reset, false, "03:04:05.000006 pid=42 comm=curl POST api.postmarkapp.com /email h2#3 body=4B reset truncated\n"},
+		{resp1, false, ""},
+		{resp1, true, "03:04:05.000006 pid=42 comm=curl <- 200 OK body=2B\n"},
+		{resp2, true, "03:04:05.000006 pid=42 comm=curl <- 200 h2#1 body=2B\n"},
+	} {
+		var b strings.Builder
+		if err := Format(&b, rec(tc.m), tc.verbose); err != nil {
+			t.Fatal(err)
+		}
+		got := b.String()
+		if tc.verbose {
+			got, _, _ = strings.Cut(got, "\n")
+			if got != "" {
+				got += "\n"
+			}
+		}
+		if got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
