@@ -72,6 +72,8 @@ evasion:
 FUZZ_TARGETS := \
 	./agent/internal/parse:FuzzHTTPParser \
 	./agent/internal/parse:FuzzHTTP2Parser \
+	./agent/internal/parse:FuzzDecodeBody \
+	./agent/internal/parse/mail:FuzzRelaxJSON \
 	./agent/internal/parse/mail:FuzzParseAddressList \
 	./agent/internal/parse/mail:FuzzParseRFC822 \
 	./agent/internal/parse/mail:FuzzSMTPSession \

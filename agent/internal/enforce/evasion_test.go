@@ -82,6 +82,24 @@ func evasions() []evasion {
 	}
 }
 
+// sendMail runs the client that client makes, in the test's cgroup,
+// against a fresh fake mail API; it returns the API, whether the client
+// was killed (blocked), its error and output.
+func sendMail(t *testing.T, e *env, client func(*testenv.MailAPI) *exec.Cmd) (api *testenv.MailAPI, killed bool, err error, out string) {
+	t.Helper()
+	api = testenv.NewMailAPI(t, e.ca)
+	cmd := client(api)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := e.cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	killed = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+	return api, killed, err, b.String()
+}
+
 // bytesReached is how long a prefix of msg the server received; msg
 // starts with a unique marker of minLen bytes, and shorter matches are
 // coincidence.
@@ -128,24 +146,18 @@ func TestEvasions(t *testing.T) {
 				body string
 				bad  bool
 			}{{bad, true}, {twin, false}} {
-				api := testenv.NewMailAPI(t, e.ca)
 				req := postmarkRequest(v.body)
-				cmd := testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, ev.writes(req), ev.pauseMS, responses)
-				var out bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &out
-				if err := e.cg.Start(cmd); err != nil {
-					t.Fatal(err)
-				}
-				err := cmd.Wait()
+				api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+					return testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, ev.writes(req), ev.pauseMS, responses)
+				})
 				if v.bad {
-					var ee *exec.ExitError
-					r.blocked = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+					r.blocked = killed
 					// The violating part: from the mail's own subject on
 					// (what precedes it, clean mails share).
 					part := req[bytes.Index(req, []byte(mark+"-bad")):]
 					r.reached, r.size = bytesReached(api.Received(), part, len(mark)), len(part)
 					if !r.blocked {
-						t.Errorf("backdoored mail not blocked: client %v\n%s", err, out.String())
+						t.Errorf("backdoored mail not blocked: client %v\n%s", err, out)
 					}
 					for _, got := range api.Requests() {
 						if strings.Contains(string(got.Body), mark+"-bad") {
@@ -163,7 +175,7 @@ func TestEvasions(t *testing.T) {
 					}
 				}
 				if err != nil || !r.twinOK {
-					t.Errorf("benign twin not delivered: client %v\n%s", err, out.String())
+					t.Errorf("benign twin not delivered: client %v\n%s", err, out)
 				}
 			}
 			rows = append(rows, r)

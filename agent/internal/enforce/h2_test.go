@@ -2,12 +2,10 @@ package enforce
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/aarsm/aarsm/agent/internal/testenv"
@@ -75,22 +73,16 @@ func TestHTTP2Clients(t *testing.T) {
 				body string
 				bad  bool
 			}{{bad, true}, {twin, false}} {
-				api := testenv.NewMailAPI(t, e.ca)
 				file := filepath.Join(t.TempDir(), "body.json")
 				if err := os.WriteFile(file, []byte(v.body), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				cmd := h2Client(t, client, api.URL(), e.ca.CAFile, file)
-				var out bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &out
-				if err := e.cg.Start(cmd); err != nil {
-					t.Fatal(err)
-				}
-				err := cmd.Wait()
+				api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+					return h2Client(t, client, api.URL(), e.ca.CAFile, file)
+				})
 				if v.bad {
-					var ee *exec.ExitError
-					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-						t.Errorf("backdoored mail: client %v, want killed\n%s", err, out.String())
+					if !killed {
+						t.Errorf("backdoored mail: client %v, want killed\n%s", err, out)
 					}
 					if bytes.Contains(api.Received(), []byte(mark+"-bad")) || len(api.Requests()) != 0 {
 						t.Errorf("the backdoored mail reached the API (%d requests)", len(api.Requests()))
@@ -99,7 +91,7 @@ func TestHTTP2Clients(t *testing.T) {
 				}
 				reqs := api.Requests()
 				if err != nil || len(reqs) != 1 || !strings.Contains(string(reqs[0].Body), mark+"-twi") || reqs[0].Proto != "HTTP/2.0" {
-					t.Errorf("benign twin: client %v, requests %+v\n%s", err, reqs, out.String())
+					t.Errorf("benign twin: client %v, requests %+v\n%s", err, reqs, out)
 				}
 			}
 		})
