@@ -184,7 +184,7 @@ func (s *statusSource) report() status.Report {
 	}
 	r.LoopAgeSeconds = now.Sub(s.agent.Heartbeat()).Seconds()
 	st := s.agent.Stats()
-	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors, Expired: st.Expired}
+	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Leaked: st.Leaked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors, Expired: st.Expired}
 	switch {
 	case s.quarantine == nil && s.qerr != nil:
 		r.QuarantineError = s.qerr.Error()

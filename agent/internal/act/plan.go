@@ -106,7 +106,7 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, err
 		if p.StopUnit {
 			if s, err := e.stopUnit(ctx, t, unit, unitErr); err != nil {
 				errs = append(errs, err)
-			} else {
+			} else if s != "" {
 				done = append(done, s)
 			}
 		}
@@ -154,6 +154,11 @@ func (e *Executor) quarantine(p Plan, t Target, unit Unit, unitErr error) (strin
 }
 
 func (e *Executor) stopUnit(ctx context.Context, t Target, unit Unit, unitErr error) (string, error) {
+	if errors.Is(unitErr, ErrNoUnit) || errors.Is(unitErr, ErrGone) {
+		// Nothing to stop (a process outside any unit, or gone with its
+		// kill): not a failure of the response, and no action taken.
+		return "", nil
+	}
 	if unitErr != nil {
 		return "", fmt.Errorf("stop unit of pid %d: %w", t.PID, unitErr)
 	}

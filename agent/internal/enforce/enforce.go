@@ -68,7 +68,9 @@ type Options struct {
 
 // Stats count the agent's work.
 type Stats struct {
-	Judged, Blocked, Alerted uint64
+	// Blocked: stopped while held, before the message left. Leaked: a
+	// block verdict on a message whose bytes had left already.
+	Judged, Blocked, Leaked, Alerted uint64
 	Released                 uint64
 	ActionErrors             uint64
 	// Expired: held writes whose deadline passed before the verdict (the
@@ -98,7 +100,7 @@ type Agent struct {
 	current  *probe.Event
 
 	// Written by the Run goroutine, read by anyone (Stats).
-	judgedN, blockedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
+	judgedN, blockedN, leakedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
 
 	// The hold scope: its compiled rules, where cgroups are mounted, the
 	// narrowing directories (paths below mount) and the entries in force
@@ -346,6 +348,7 @@ func (a *Agent) Stats() Stats {
 	return Stats{
 		Judged:       a.judgedN.Load(),
 		Blocked:      a.blockedN.Load(),
+		Leaked:       a.leakedN.Load(),
 		Alerted:      a.alertedN.Load(),
 		Released:     a.releasedN.Load(),
 		ActionErrors: a.actionErrorsN.Load(),
@@ -412,6 +415,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.asm.Handle(ev)
 		a.current = nil
 		if ev.Kind == probe.KindWrite {
+			if ev.Held && len(a.verdicts) == 0 {
+				a.judgePending(ev)
+			}
 			a.decide(ev)
 		}
 	}
@@ -473,6 +479,41 @@ func (a *Agent) message(c *stream.Conn, m *parse.Message) {
 		return
 	}
 	a.judge(c, m.Host, msgs)
+}
+
+// judgePending judges, at a held write that completed no message, what
+// the connection's client has written so far of the one in progress: the
+// SMTP envelope (each RCPT TO before it leaves) and headers, or an HTTP
+// request's body so far. A block visible already is carried out at this
+// write; anything less waits for the complete message, which is judged
+// (and logged) once.
+func (a *Agent) judgePending(ev *probe.Event) {
+	c := a.asm.Lookup(stream.Key{PID: ev.PID, SSL: ev.SSL})
+	if c == nil {
+		return
+	}
+	p := parse.PendingOf(c)
+	if p.Mail != nil {
+		a.judgeEarly(c, "smtp", []*mail.Message{p.Mail})
+	}
+	for _, r := range p.Requests {
+		if msgs := pendingMail(r); len(msgs) > 0 {
+			a.judgeEarly(c, r.Host, msgs)
+		}
+	}
+}
+
+// judgeEarly judges messages not complete yet; only blocks are kept.
+func (a *Agent) judgeEarly(c *stream.Conn, dest string, msgs []*mail.Message) {
+	set := a.loaded.Load().Set
+	ctx := a.context(c, dest)
+	now := time.Now()
+	for _, msg := range msgs {
+		if v := judge.Judge(set, msg, ctx, a.bulk, now); v.Decision == judge.Block {
+			a.judgedN.Add(1)
+			a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, ctx: ctx})
+		}
+	}
 }
 
 // smtpMessage judges a mail sent over SMTP (called by the parser when the
@@ -590,6 +631,19 @@ func connMode(c *stream.Conn) probe.ConnMode {
 
 const maxLatencies = 1 << 16
 
+// pendingMail is what an HTTP request still in progress shows of its
+// mail: none yet for a compressed body (its prefix is not decoded).
+func pendingMail(r *parse.Message) []*mail.Message {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return nil
+	}
+	msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data})
+	for _, m := range msgs {
+		m.Partial = true
+	}
+	return msgs
+}
+
 // maxHeldWrite bounds what is read of one held write (ReadRest): the
 // parser keeps at most 1 MiB of a body anyway.
 const maxHeldWrite = 2 << 20
@@ -642,10 +696,12 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
 		}
 		blocked = held
-		if !held {
+		if held {
+			a.blockedN.Add(1)
+		} else {
 			decision = journal.Alert // the bytes had left already
+			a.leakedN.Add(1)
 		}
-		a.blockedN.Add(1)
 	} else if v.Decision == judge.Alert {
 		done = []string{"alert"}
 		a.alertedN.Add(1)

@@ -234,7 +234,8 @@ func TestAPIKeyInMailIsBlocked(t *testing.T) {
 	}
 }
 
-// curl over SMTPS with an external RCPT TO: the end of DATA never leaves.
+// curl over SMTPS with an external RCPT TO: the RCPT TO naming it never
+// leaves (judged while held), nor anything after it.
 func TestSMTPExternalRecipientIsBlocked(t *testing.T) {
 	e := start(t)
 	smtp := testenv.NewSMTPServer(t, e.ca)
@@ -261,9 +262,15 @@ func TestSMTPExternalRecipientIsBlocked(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "partner@outside.example") {
 		t.Errorf("verdict %v", v)
 	}
-	time.Sleep(200 * time.Millisecond)
 	if n := len(smtp.Mails()); n != 1 {
 		t.Fatalf("SMTP server got %d mails, want only the internal one", n)
+	}
+	// Both sessions read to their end: whatever curl sent is in.
+	smtp.WaitClosed(t, 2, 10*time.Second)
+	for _, r := range smtp.Recipients() {
+		if r == "partner@outside.example" {
+			t.Errorf("the server received RCPT TO:<%s>", r)
+		}
 	}
 }
 

@@ -188,3 +188,42 @@ func TestEvasions(t *testing.T) {
 	}
 	t.Log(b.String())
 }
+
+// SMTP with the envelope pipelined into one write (RFC 2920): the write
+// naming the outside recipient is judged while held and never leaves; the
+// same session with internal recipients only is delivered.
+func TestSMTPPipelinedEnvelope(t *testing.T) {
+	e := start(t)
+	for _, v := range []struct {
+		rcpt string
+		bad  bool
+	}{{"phan@giftshop.club", true}, {"cfo@company.com", false}} {
+		smtp := testenv.NewSMTPServer(t, e.ca)
+		writes := [][]byte{
+			[]byte("EHLO client.example\r\n"),
+			[]byte("MAIL FROM:<ops@company.com>\r\nRCPT TO:<ceo@company.com>\r\nRCPT TO:<" + v.rcpt + ">\r\nDATA\r\n"),
+			[]byte("From: ops@company.com\r\nTo: ceo@company.com\r\nSubject: Q3\r\n\r\nnumbers\r\n.\r\nQUIT\r\n"),
+		}
+		cmd := testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := e.cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		smtp.WaitClosed(t, 1, 10*time.Second)
+		if !v.bad {
+			if err != nil || len(smtp.Mails()) != 1 {
+				t.Errorf("internal mail: client %v, %d mails delivered\n%s", err, len(smtp.Mails()), out.String())
+			}
+			continue
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("pipelined envelope to %s: client %v, want killed", v.rcpt, err)
+		}
+		if got := smtp.Recipients(); len(got) != 0 || len(smtp.Mails()) != 0 {
+			t.Errorf("the server received recipients %v and %d mails", got, len(smtp.Mails()))
+		}
+	}
+}

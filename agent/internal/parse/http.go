@@ -73,8 +73,11 @@ type Message struct {
 	Response bool
 	Stream   uint32 // HTTP/2 stream id; 0 for HTTP/1.x
 	Reset    bool   // HTTP/2: the stream was reset (RST_STREAM) before it ended
-	Start    uint64 // monotonic ns of the first byte
-	End      uint64 // monotonic ns of the last byte
+	// Partial: the body has not ended yet (PendingOf); Data is what
+	// arrived so far, not decoded.
+	Partial bool
+	Start   uint64 // monotonic ns of the first byte
+	End     uint64 // monotonic ns of the last byte
 }
 
 type httpState uint8

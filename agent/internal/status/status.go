@@ -145,7 +145,10 @@ type Events struct {
 // Verdicts are the judge's counters since the agent started.
 type Verdicts struct {
 	Judged       uint64 `json:"judged"`
-	Blocked      uint64 `json:"blocked"`
+	Blocked      uint64 `json:"blocked"` // stopped before a byte of the message left
+	// Leaked are messages a policy would have blocked, judged only after
+	// their bytes had left (logged as alerts; acted on all the same).
+	Leaked       uint64 `json:"leaked"`
 	Alerted      uint64 `json:"alerted"`
 	Released     uint64 `json:"released"` // held writes let go
 	ActionErrors uint64 `json:"action_errors"`
@@ -363,7 +366,8 @@ func Format(w io.Writer, r Report) error {
 	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
 		e.StaleSkips, e.HoldMapFull, e.FailKills, e.ForeignConts, e.HeldExits)
 	v := r.Verdicts
-	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d alerted; %d held writes released, %d action errors\n", v.Judged, v.Blocked, v.Alerted, v.Released, v.ActionErrors)
+	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d leaked (blocked after the bytes had left), %d alerted; %d held writes released, %d action errors\n",
+		v.Judged, v.Blocked, v.Leaked, v.Alerted, v.Released, v.ActionErrors)
 	switch {
 	case r.QuarantineError != "":
 		fmt.Fprintf(&b, "quarantine:  unavailable: %s\n", r.QuarantineError)

@@ -117,7 +117,7 @@ func TestFormat(t *testing.T) {
 		"event loop:  went round 4ms ago",
 		"events:      10 seen, 2 lost",
 		"holds:       3 writes, 1 processes",
-		"verdicts:    3 judged, 1 blocked, 1 alerted",
+		"verdicts:    3 judged, 1 blocked, 0 leaked (blocked after the bytes had left), 1 alerted",
 		"quarantine:  1 cgroups",
 		"/system.slice/mcp.service until 2026-11-27 09:00:00 UTC",
 	} {

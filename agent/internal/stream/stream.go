@@ -75,6 +75,9 @@ type Consumer interface {
 // Busy reports whether the connection is in the middle of an outgoing message.
 func (c *Conn) Busy() bool { return c.consumer.Busy() }
 
+// Consumer returns the connection's consumer.
+func (c *Conn) Consumer() Consumer { return c.consumer }
+
 // Proto names the protocol the connection's client speaks (Consumer.Proto).
 func (c *Conn) Proto() string { return c.consumer.Proto() }
 

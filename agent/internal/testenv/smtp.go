@@ -40,17 +40,22 @@ type Mail struct {
 // understands EHLO/HELO, MAIL FROM, RCPT TO, DATA, RSET, NOOP and QUIT, and
 // records every message.
 type SMTPServer struct {
-	loop *tlsLoop
-	rec  *recorder[Mail]
+	loop   *tlsLoop
+	rec    *recorder[Mail]
+	rcpts  *recorder[string]
+	closed *recorder[int] // connections served to their end
 }
 
 // NewSMTPServer starts the sink; it is closed when the test ends.
 func NewSMTPServer(t testing.TB, ca *CA) *SMTPServer {
 	t.Helper()
-	s := &SMTPServer{rec: newRecorder[Mail]()}
+	s := &SMTPServer{rec: newRecorder[Mail](), rcpts: newRecorder[string](), closed: newRecorder[int]()}
 	cfg := ca.ServerTLSConfig()
 	cfg.NextProtos = nil
-	s.loop = startTLSLoop(t, cfg, s.serveConn)
+	s.loop = startTLSLoop(t, cfg, func(conn *tls.Conn, id int) error {
+		defer s.closed.add(id, nil)
+		return s.serveConn(conn, id)
+	})
 	return s
 }
 
@@ -64,6 +69,31 @@ func (s *SMTPServer) URL() string { return "smtps://" + s.Addr() }
 func (s *SMTPServer) Mails() []Mail {
 	items, _ := s.rec.snapshot()
 	return items
+}
+
+// Recipients returns every RCPT TO address the server received, whether
+// the transaction was completed or not.
+func (s *SMTPServer) Recipients() []string {
+	items, _ := s.rcpts.snapshot()
+	return items
+}
+
+// WaitClosed waits until n connections have been served to their end
+// (the client closed or reset them): everything they carried was read.
+func (s *SMTPServer) WaitClosed(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		items, changed := s.closed.snapshot()
+		if len(items) >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("testenv: %d of %d SMTP connections ended within %v", len(items), n, timeout)
+		}
+	}
 }
 
 // Errors returns connection-level errors seen so far.
@@ -144,6 +174,7 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 				break
 			}
 			cur.To = append(cur.To, addr)
+			s.rcpts.add(addr, nil)
 			err = reply("250 OK")
 		case "DATA":
 			if len(cur.To) == 0 {
