@@ -71,8 +71,8 @@ type Stats struct {
 	// Blocked: stopped while held, before the message left. Leaked: a
 	// block verdict on a message whose bytes had left already.
 	Judged, Blocked, Leaked, Alerted uint64
-	Released                 uint64
-	ActionErrors             uint64
+	Released                         uint64
+	ActionErrors                     uint64
 	// Expired: held writes whose deadline passed before the verdict (the
 	// guard resolved them by their fail mode).
 	Expired uint64

@@ -144,8 +144,8 @@ type Events struct {
 
 // Verdicts are the judge's counters since the agent started.
 type Verdicts struct {
-	Judged       uint64 `json:"judged"`
-	Blocked      uint64 `json:"blocked"` // stopped before a byte of the message left
+	Judged  uint64 `json:"judged"`
+	Blocked uint64 `json:"blocked"` // stopped before a byte of the message left
 	// Leaked are messages a policy would have blocked, judged only after
 	// their bytes had left (logged as alerts; acted on all the same).
 	Leaked       uint64 `json:"leaked"`
