@@ -472,8 +472,25 @@ func (a *Agent) message(c *stream.Conn, m *parse.Message) {
 	}
 	req := &mail.HTTPRequest{Method: m.Method, Host: m.Host, Path: m.Target, Header: http.Header(m.Header), Body: m.Data}
 	msgs, err := mail.FromHTTP(req)
-	if err != nil {
-		a.log.Debug("mail request not understood", "pid", c.PID, "host", m.Host, "path", m.Target, "err", err)
+	why := ""
+	switch {
+	case err != nil:
+		why = err.Error()
+	case len(msgs) > 0 && m.Truncated:
+		why = fmt.Sprintf("body not read whole (%d of %d bytes kept)", len(m.Data), m.WireSize)
+	case len(msgs) > 0 && m.DecodeErr != nil:
+		why = fmt.Sprintf("%s body not decoded: %v", m.Header.Get("Content-Encoding"), m.DecodeErr)
+	}
+	if why != "" {
+		// Never a silent release: judged (unreadable_mail_requests) and
+		// logged.
+		a.log.Warn("mail request not read whole", "pid", c.PID, "comm", c.Comm, "host", m.Host, "path", m.Target, "why", why)
+		if len(msgs) == 0 {
+			msgs = []*mail.Message{mail.UnreadableRequest(m.Target, why)}
+		}
+		for _, msg := range msgs {
+			msg.Unreadable = why
+		}
 	}
 	if len(msgs) == 0 {
 		return
@@ -645,8 +662,8 @@ func pendingMail(r *parse.Message) []*mail.Message {
 }
 
 // maxHeldWrite bounds what is read of one held write (ReadRest): the
-// parser keeps at most 1 MiB of a body anyway.
-const maxHeldWrite = 2 << 20
+// parser keeps at most 32 MiB of a body, plus a head.
+const maxHeldWrite = 32<<20 + 64<<10
 
 func (a *Agent) recordLatency(d time.Duration) {
 	if len(a.holdLatency) < maxLatencies {

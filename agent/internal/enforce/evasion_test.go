@@ -227,3 +227,25 @@ func TestSMTPPipelinedEnvelope(t *testing.T) {
 		}
 	}
 }
+
+// A request to a mail API whose body does not parse (a lenient server may
+// still read the Bcc in it) is a decision of its own: blocked under the
+// company policy (unreadable_mail_requests), with the reason in the
+// verdict, and nothing of it at the API.
+func TestUnreadableMailRequestBlocked(t *testing.T) {
+	e := start(t)
+	body := `{"From":"ops@company.com","To":"ceo@company.com",,"Subject":"` + marker(t) + `","Bcc":"phan@giftshop.club"}`
+	api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+		return testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, [][]byte{postmarkRequest(body)}, 0, 1)
+	})
+	if !killed {
+		t.Fatalf("unreadable mail request: client %v, want killed\n%s", err, out)
+	}
+	if len(api.Requests()) != 0 || bytes.Contains(api.Received(), []byte("giftshop")) {
+		t.Errorf("the unreadable request reached the API")
+	}
+	v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_RULES=unreadable_mail_requests")[0]
+	if !strings.Contains(fmt.Sprint(v["MESSAGE"]), "invalid character") {
+		t.Errorf("verdict without the reason: %v", v["MESSAGE"])
+	}
+}

@@ -24,12 +24,13 @@ const (
 	RuleAPIKeys              = "block_api_keys_in_emails"
 	RuleCredentials          = "block_credentials_in_emails"
 	RuleSensitiveAttachments = "quarantine_sensitive_attachments"
+	RuleUnreadableMail       = "unreadable_mail_requests"
 )
 
 // ruleOrder is the order rules are reported in.
 var ruleOrder = []string{
 	RuleUnauthorizedBcc, RuleUnknownRecipient, RuleExternalForwarding, RuleBulkToUnknown,
-	RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments,
+	RuleUnreadableMail, RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments,
 }
 
 // Context describes the process that sends the message. Scope blocks match
@@ -300,6 +301,9 @@ func (e *evaluation) policyFindings(p *policy.Policy, ctx Context, state *BulkSt
 		}
 	}
 	r := p.Rules
+	if r.UnreadableMail && e.msg.Unreadable != "" && !e.msg.Partial {
+		add(RuleUnreadableMail, e.msg.Unreadable, e.msg.Endpoint)
+	}
 	if r.UnknownRecipients || r.UnauthorizedBcc || r.ExternalForwarding || r.BulkToUnknown {
 		rcpts := e.recipients()
 		if r.UnauthorizedBcc {

@@ -505,3 +505,29 @@ func TestJudgeConcurrent(t *testing.T) {
 		t.Fatalf("%d alerts, want 197", total)
 	}
 }
+
+// A request to a mail API that could not be read whole is a violation of
+// its own (on by default), named with the reason; turned off, it is not;
+// a partial message (still being written) never is.
+func TestUnreadableMailRequest(t *testing.T) {
+	msg := mail.UnreadableRequest("/email", "body is not JSON: invalid character ',' looking for beginning of object key string")
+	v := Judge(companySet(t), msg, Context{}, nil, now)
+	if v.Decision != Block || !slices.Contains(v.Rules, RuleUnreadableMail) {
+		t.Fatalf("verdict %+v, want block by %s", v, RuleUnreadableMail)
+	}
+	off := loadSet(t, `email_security_policy "p" {
+  allowed_destinations {
+    internal_domains = ["@company.com"]
+  }
+  blocked_actions {
+    unreadable_mail_requests = false
+  }
+}`)
+	if v := Judge(off, msg, Context{}, nil, now); v.Decision != Allow {
+		t.Fatalf("rule off: verdict %+v, want allow", v)
+	}
+	msg.Partial = true
+	if v := Judge(companySet(t), msg, Context{}, nil, now); v.Decision != Allow {
+		t.Fatalf("partial message: verdict %+v, want allow", v)
+	}
+}

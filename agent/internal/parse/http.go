@@ -21,10 +21,15 @@ import (
 )
 
 // Limits bound the memory of one connection's parser.
+// The body defaults are above what the mail APIs accept in one request
+// (Postmark 10 MB, SendGrid 30 MB with base64 inflating attachments by a
+// third): a body cut at a limit cannot be judged whole, which a policy
+// treats as a violation (unreadable_mail_requests). Only bodies in
+// progress hold memory.
 type Limits struct {
 	MaxHeader  int // request line and headers; default 64 KiB
-	MaxBody    int // body bytes kept (the rest is counted); default 1 MiB
-	MaxDecoded int // body bytes kept after each decoding stage (gzip, deflate, br, zstd); default 4 MiB
+	MaxBody    int // body bytes kept (the rest is counted); default 32 MiB
+	MaxDecoded int // body bytes kept after each decoding stage (gzip, deflate, br, zstd); default 32 MiB
 }
 
 func (l *Limits) setDefaults() {
@@ -32,10 +37,10 @@ func (l *Limits) setDefaults() {
 		l.MaxHeader = 64 << 10
 	}
 	if l.MaxBody <= 0 {
-		l.MaxBody = 1 << 20
+		l.MaxBody = 32 << 20
 	}
 	if l.MaxDecoded <= 0 {
-		l.MaxDecoded = 4 << 20
+		l.MaxDecoded = 32 << 20
 	}
 }
 

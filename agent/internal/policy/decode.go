@@ -48,6 +48,7 @@ var blockSchemas = map[string]*hcl.BodySchema{
 	"blocked_actions": {Attributes: []hcl.AttributeSchema{
 		{Name: "unauthorized_bcc_recipients"}, {Name: "external_email_forwarding"},
 		{Name: "bulk_email_to_unknown_domains"}, {Name: "unknown_recipient_domains"},
+		{Name: "unreadable_mail_requests"},
 	}},
 	"bulk_email": {Attributes: []hcl.AttributeSchema{
 		{Name: "max_messages"}, {Name: "max_recipients"}, {Name: "window"},
@@ -90,7 +91,7 @@ func decodePolicy(b *hcl.Block) (*Policy, hcl.Diagnostics) {
 		Mode:      ModeEnforce,
 		Rules: Rules{
 			UnauthorizedBcc: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
-			APIKeys: true, Credentials: true, SensitiveAttachments: true,
+			UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true,
 		},
 		Bulk:          Bulk{MaxMessages: DefaultBulkMaxMessages, MaxRecipients: DefaultBulkMaxRecipients, Window: DefaultBulkWindow},
 		Action:        DefaultAction,
@@ -162,6 +163,7 @@ func decodePolicy(b *hcl.Block) (*Policy, hcl.Diagnostics) {
 			diags = append(diags, boolAttr(bc.Attributes["external_email_forwarding"], &p.Rules.ExternalForwarding)...)
 			diags = append(diags, boolAttr(bc.Attributes["bulk_email_to_unknown_domains"], &p.Rules.BulkToUnknown)...)
 			diags = append(diags, boolAttr(bc.Attributes["unknown_recipient_domains"], &p.Rules.UnknownRecipients)...)
+			diags = append(diags, boolAttr(bc.Attributes["unreadable_mail_requests"], &p.Rules.UnreadableMail)...)
 		case "bulk_email":
 			diags = append(diags, intAttr(bc.Attributes["max_messages"], 1, 1_000_000, &p.Bulk.MaxMessages)...)
 			diags = append(diags, intAttr(bc.Attributes["max_recipients"], 1, 1_000_000, &p.Bulk.MaxRecipients)...)

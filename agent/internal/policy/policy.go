@@ -160,6 +160,7 @@ type Rules struct {
 	ExternalForwarding   bool // blocked_actions.external_email_forwarding
 	BulkToUnknown        bool // blocked_actions.bulk_email_to_unknown_domains
 	UnknownRecipients    bool // blocked_actions.unknown_recipient_domains
+	UnreadableMail       bool // blocked_actions.unreadable_mail_requests
 	APIKeys              bool // content_protection.block_api_keys_in_emails
 	Credentials          bool // content_protection.block_credentials_in_emails
 	SensitiveAttachments bool // content_protection.quarantine_sensitive_attachments

@@ -36,7 +36,7 @@ func TestCaseStudyPolicy(t *testing.T) {
 		t.Errorf("whitelisted %v", got)
 	}
 	want := Rules{UnauthorizedBcc: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
-		APIKeys: true, Credentials: true, SensitiveAttachments: true}
+		UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true}
 	if p.Rules != want {
 		t.Errorf("rules %+v", p.Rules)
 	}

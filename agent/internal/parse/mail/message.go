@@ -79,6 +79,10 @@ type Message struct {
 	Partial bool `json:"partial,omitempty"`
 	// Truncated is set when content was dropped because of a limit.
 	Truncated bool `json:"truncated,omitempty"`
+	// Unreadable says why a request to a known mail API could not be read
+	// whole (a body that does not parse, one cut at a limit, an encoding
+	// that could not be undone): what it sends is not fully known.
+	Unreadable string `json:"unreadable,omitempty"`
 
 	used int // bytes of content kept so far, against MaxBodyBytes
 }
@@ -291,4 +295,12 @@ func firstN(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// UnreadableRequest stands for a request to a known mail endpoint that
+// could not be read (FromHTTP's error, why).
+func UnreadableRequest(endpoint, why string) *Message {
+	m := newMessage("unknown", endpoint)
+	m.Unreadable = why
+	return m
 }
