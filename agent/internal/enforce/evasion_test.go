@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -247,5 +248,56 @@ func TestUnreadableMailRequestBlocked(t *testing.T) {
 	v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_RULES=unreadable_mail_requests")[0]
 	if !strings.Contains(fmt.Sprint(v["MESSAGE"]), "invalid character") {
 		t.Errorf("verdict without the reason: %v", v["MESSAGE"])
+	}
+}
+
+// Bad input through the enforcing agent: each ends in a verdict or a
+// release, with bounded time, and never a process left stopped.
+func TestBadInputIsResolved(t *testing.T) {
+	e := start(t)
+	_, clean := evasionBodies("bad-input", "")
+	cleanReq := postmarkRequest(clean)
+	var zeros bytes.Buffer
+	zw := gzip.NewWriter(&zeros)
+	// A body that expands 1000-fold and past the 32 MiB limit.
+	fmt.Fprint(zw, `{"From":"ops@company.com","To":"ceo@company.com","TextBody":"`)
+	chunk := bytes.Repeat([]byte("0"), 1<<20)
+	for range 40 {
+		zw.Write(chunk)
+	}
+	fmt.Fprint(zw, `"}`)
+	zw.Close()
+	bomb := append([]byte("POST /email HTTP/1.1\r\nHost: api.postmarkapp.com\r\nContent-Type: application/json\r\n"+
+		"Content-Encoding: gzip\r\nX-Postmark-Server-Token: t\r\nContent-Length: "+fmt.Sprint(zeros.Len())+"\r\n\r\n"), zeros.Bytes()...)
+	for _, c := range []struct {
+		name      string
+		writes    [][]byte
+		pauseMS   int
+		responses int
+		delivered int  // requests the API must have accepted
+		killed    bool // blocked
+	}{
+		{name: "a request that never completes", writes: [][]byte{cleanReq[:len(cleanReq)-20]}, responses: 1},
+		{name: "one byte per write", writes: pieces(cleanReq, 1), pauseMS: 1, responses: 1, delivered: 1},
+		{name: "a thousand pipelined requests", writes: [][]byte{bytes.Repeat(cleanReq, 1000)}, responses: 1000, delivered: 1000},
+		{name: "a body expanding 1000-fold past the limit", writes: [][]byte{bomb}, responses: 1, killed: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+				return testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, c.writes, c.pauseMS, c.responses)
+			})
+			if killed != c.killed {
+				t.Errorf("client killed %v, want %v (%v)\n%s", killed, c.killed, err, out)
+			}
+			if n := len(api.Requests()); n != c.delivered {
+				t.Errorf("the API accepted %d requests, want %d", n, c.delivered)
+			}
+			pids, _ := e.cg.PIDs()
+			for _, p := range pids {
+				if testenv.ProcessState(p) == 'T' {
+					t.Errorf("pid %d left stopped", p)
+				}
+			}
+		})
 	}
 }
