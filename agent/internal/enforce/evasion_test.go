@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -425,5 +426,37 @@ func TestBadInputIsResolved(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// SMTP upgraded with STARTTLS (curl smtp:// --ssl-reqd): the plaintext
+// part before the upgrade is not mail; after it, the session is judged as
+// over implicit TLS: the RCPT TO naming an outside recipient never
+// reaches the server, the internal twin is delivered.
+func TestSMTPStartTLS(t *testing.T) {
+	e := start(t)
+	data := []byte("From: ops@company.com\r\nTo: ceo@company.com\r\nSubject: numbers\r\n\r\nQ3 numbers.\r\n")
+	for _, v := range []struct {
+		rcpt string
+		bad  bool
+	}{{"phan@giftshop.club", true}, {"cfo@company.com", false}} {
+		smtp := testenv.NewSMTPStartTLSServer(t, e.ca)
+		cmd := testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", v.rcpt}, data)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := e.cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		smtp.WaitClosed(t, 1, 10*time.Second)
+		if !v.bad {
+			if err != nil || len(smtp.Mails()) != 1 {
+				t.Errorf("internal mail over STARTTLS: %v, %d mails, errors %v\n%s", err, len(smtp.Mails()), smtp.Errors(), out.String())
+			}
+			continue
+		}
+		if err == nil || len(smtp.Mails()) != 0 || slices.Contains(smtp.Recipients(), v.rcpt) {
+			t.Errorf("outside recipient over STARTTLS: client %v, mails %d, recipients %v", err, len(smtp.Mails()), smtp.Recipients())
+		}
 	}
 }

@@ -20,7 +20,10 @@ const connTimeout = 60 * time.Second
 type tlsLoop struct {
 	ln    net.Listener
 	serve func(conn *tls.Conn, connID int) error
-	wg    sync.WaitGroup
+	// preTLS, if set, speaks in plaintext on a new connection until it
+	// upgrades to TLS (SMTP STARTTLS).
+	preTLS func(conn net.Conn) error
+	wg     sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -29,13 +32,16 @@ type tlsLoop struct {
 	closed bool
 }
 
-func startTLSLoop(t testing.TB, cfg *tls.Config, serve func(*tls.Conn, int) error) *tlsLoop {
+func startTLSLoop(t testing.TB, cfg *tls.Config, serve func(*tls.Conn, int) error, preTLS ...func(net.Conn) error) *tlsLoop {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testenv: listen on loopback: %v", err)
 	}
 	l := &tlsLoop{ln: ln, serve: serve, conns: map[net.Conn]struct{}{}}
+	if len(preTLS) > 0 {
+		l.preTLS = preTLS[0]
+	}
 	l.wg.Add(1)
 	go l.acceptLoop(cfg)
 	t.Cleanup(l.close)
@@ -72,6 +78,12 @@ func (l *tlsLoop) acceptLoop(cfg *tls.Config) {
 				l.mu.Unlock()
 			}()
 			_ = raw.SetDeadline(time.Now().Add(connTimeout))
+			if l.preTLS != nil {
+				if err := l.preTLS(raw); err != nil {
+					l.addErr(fmt.Errorf("conn %d: before TLS: %w", id, err))
+					return
+				}
+			}
 			conn := tls.Server(raw, cfg)
 			if err := conn.Handshake(); err != nil {
 				l.addErr(fmt.Errorf("conn %d: tls handshake: %w", id, err))

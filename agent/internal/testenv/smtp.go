@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -44,6 +46,9 @@ type SMTPServer struct {
 	rec    *recorder[Mail]
 	rcpts  *recorder[string]
 	closed *recorder[int] // connections served to their end
+	// startTLS: the session began in plaintext (NewSMTPStartTLSServer):
+	// no second greeting over TLS.
+	startTLS bool
 }
 
 // NewSMTPServer starts the sink; it is closed when the test ends.
@@ -59,11 +64,56 @@ func NewSMTPServer(t testing.TB, ca *CA) *SMTPServer {
 	return s
 }
 
+// NewSMTPStartTLSServer is the sink on a plaintext port that a client
+// upgrades with STARTTLS (RFC 3207): greeting, EHLO (offering STARTTLS
+// only) and STARTTLS in plaintext, then the session as NewSMTPServer's
+// over TLS. URL is smtp://; curl needs --ssl-reqd.
+func NewSMTPStartTLSServer(t testing.TB, ca *CA) *SMTPServer {
+	t.Helper()
+	s := &SMTPServer{rec: newRecorder[Mail](), rcpts: newRecorder[string](), closed: newRecorder[int](), startTLS: true}
+	cfg := ca.ServerTLSConfig()
+	cfg.NextProtos = nil
+	s.loop = startTLSLoop(t, cfg, func(conn *tls.Conn, id int) error {
+		defer s.closed.add(id, nil)
+		return s.serveConn(conn, id)
+	}, func(raw net.Conn) error {
+		br := bufio.NewReader(raw)
+		for _, step := range []struct{ expect, reply string }{
+			{"", "220 aarsm-test ESMTP ready"},
+			{"EHLO", "250-aarsm-test\r\n250 STARTTLS"},
+			{"STARTTLS", "220 go ahead"},
+		} {
+			if step.expect != "" {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return fmt.Errorf("read %s: %w", step.expect, err)
+				}
+				if !strings.HasPrefix(strings.ToUpper(line), step.expect) {
+					return fmt.Errorf("want %s, got %q", step.expect, line)
+				}
+			}
+			if _, err := io.WriteString(raw, step.reply+"\r\n"); err != nil {
+				return fmt.Errorf("reply: %w", err)
+			}
+		}
+		if br.Buffered() > 0 {
+			return errors.New("data after STARTTLS before the handshake (command injection)")
+		}
+		return nil
+	})
+	return s
+}
+
 // Addr returns "127.0.0.1:port".
 func (s *SMTPServer) Addr() string { return s.loop.ln.Addr().String() }
 
-// URL returns "smtps://127.0.0.1:port".
-func (s *SMTPServer) URL() string { return "smtps://" + s.Addr() }
+// URL returns "smtps://127.0.0.1:port" ("smtp://" for a STARTTLS server).
+func (s *SMTPServer) URL() string {
+	if s.startTLS {
+		return "smtp://" + s.Addr()
+	}
+	return "smtps://" + s.Addr()
+}
 
 // Mails returns the messages received so far, in arrival order.
 func (s *SMTPServer) Mails() []Mail {
@@ -135,8 +185,10 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 		return bytes.Clone(line), nil
 	}
 
-	if err := reply("220 aarsm-test ESMTP ready"); err != nil {
-		return err
+	if !s.startTLS {
+		if err := reply("220 aarsm-test ESMTP ready"); err != nil {
+			return err
+		}
 	}
 	var cur Mail
 	reset := func() { cur = Mail{Conn: connID, Helo: cur.Helo} }
@@ -254,6 +306,9 @@ func CurlSMTP(t testing.TB, ca *CA, url, from string, to []string, data []byte) 
 	}
 	args := []string{"-q", "--silent", "--show-error", "--noproxy", "*", "--max-time", "60",
 		"--cacert", ca.CAFile, "--url", url, "--mail-from", from}
+	if strings.HasPrefix(url, "smtp://") {
+		args = append(args, "--ssl-reqd") // STARTTLS, or fail
+	}
 	for _, r := range to {
 		args = append(args, "--mail-rcpt", r)
 	}
