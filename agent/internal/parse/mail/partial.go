@@ -189,6 +189,14 @@ func scanJSONPrefix(b []byte, arr *[maxJSONDepth]byte) (safe int, open []byte, o
 // escape).
 func scanJSONString(b []byte, i int) (int, bool) {
 	for j := i + 1; j < len(b); j++ {
+		// Skip ordinary bytes in a tight loop (most of a body is the
+		// content of long strings).
+		for j < len(b) && !jsonStrSpecial[b[j]] {
+			j++
+		}
+		if j >= len(b) {
+			break
+		}
 		switch c := b[j]; {
 		case c == '"':
 			return j + 1, true
@@ -218,6 +226,16 @@ func scanJSONString(b []byte, i int) (int, bool) {
 	}
 	return -1, true
 }
+
+// jsonStrSpecial marks the bytes that end a run of ordinary string
+// content: the quote, the backslash and control characters.
+var jsonStrSpecial = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
