@@ -1,5 +1,10 @@
 package mail
 
+import (
+	"bytes"
+	"encoding/json"
+)
+
 // Judging a request whose body has only partly arrived (HTTPRequest.Partial).
 //
 // A prefix yields only what the complete body is certain to contain as
@@ -29,7 +34,7 @@ func closeJSONPrefix(b []byte) []byte {
 // syntax error or a nesting over the limit).
 func closeJSONPrefixOK(b []byte) ([]byte, bool) {
 	var arr [maxJSONDepth]byte
-	n, stack, ok := scanJSONPrefix(b, &arr)
+	n, stack, ok := scanJSONPrefix(b, &arr, nil)
 	if n == 0 {
 		return nil, ok
 	}
@@ -59,7 +64,10 @@ const (
 // array: every push and pop is itself a safe point, so the stack at the
 // end of the scan is the stack at the last safe point), and whether b was
 // well-formed up to where the scan stopped.
-func scanJSONPrefix(b []byte, arr *[maxJSONDepth]byte) (safe int, open []byte, ok bool) {
+//
+// With tr set, it also records where the string value that b ends in,
+// cut, starts, and the key of each open object's current member.
+func scanJSONPrefix(b []byte, arr *[maxJSONDepth]byte, tr *jsonTrack) (safe int, open []byte, ok bool) {
 	stack := arr[:0]
 	state := jsValue
 	i := 0
@@ -118,6 +126,9 @@ func scanJSONPrefix(b []byte, arr *[maxJSONDepth]byte) (safe int, open []byte, o
 			if end < 0 {
 				return safe, stack, true
 			}
+			if tr != nil {
+				tr.keys[len(stack)-1] = [2]int{i, end}
+			}
 			i = end
 			state = jsColon
 			continue
@@ -153,6 +164,9 @@ func scanJSONPrefix(b []byte, arr *[maxJSONDepth]byte) (safe int, open []byte, o
 				return safe, stack, false
 			}
 			if end < 0 {
+				if tr != nil {
+					tr.cut = i
+				}
 				return safe, stack, true // cut string: dropped
 			}
 			i = end
@@ -349,4 +363,81 @@ func decodeBase64Prefix(s string) []byte {
 		}
 	}
 	return decodeBase64Field(s[:i])
+}
+
+// jsonTrack is what scanJSONPrefix records for cutJSONString.
+type jsonTrack struct {
+	keys [maxJSONDepth][2]int // span of the current member's key, quotes included, per open object
+	cut  int                  // index of the opening quote of the cut string value, or -1
+}
+
+// cutJSONString returns, when the JSON prefix b ends inside a string value
+// (strict JSON), the keys leading to it from the root ("" for an array
+// level) and its content so far, unescaped up to the last complete
+// character. A raw message in a JSON string (Gmail raw, SES Raw.Data) is
+// read from it as soon as its header section is whole.
+func cutJSONString(b []byte) (path []string, content []byte, ok bool) {
+	var arr [maxJSONDepth]byte
+	tr := &jsonTrack{cut: -1}
+	_, stack, good := scanJSONPrefix(b, &arr, tr)
+	if !good || tr.cut < 0 {
+		return nil, nil, false
+	}
+	for l, c := range stack {
+		k := ""
+		if c == '{' {
+			if sp := tr.keys[l]; sp[1] > sp[0] {
+				if json.Unmarshal(b[sp[0]:sp[1]], &k) != nil {
+					return nil, nil, false
+				}
+			}
+		}
+		path = append(path, k)
+	}
+	// Cut before an incomplete escape, then unquote.
+	raw := b[tr.cut+1:]
+	end := 0
+	for j := 0; j < len(raw); {
+		if raw[j] != '\\' {
+			j++
+			end = j
+			continue
+		}
+		if j+1 >= len(raw) {
+			break
+		}
+		if raw[j+1] == 'u' {
+			if j+6 > len(raw) {
+				break
+			}
+			j += 6
+		} else {
+			j += 2
+		}
+		end = j
+	}
+	if bytes.IndexByte(raw[:end], '\\') < 0 {
+		return path, raw[:end], true
+	}
+	var str string
+	q := make([]byte, 0, end+2)
+	q = append(append(append(q, '"'), raw[:end]...), '"')
+	if json.Unmarshal(q, &str) != nil {
+		return nil, nil, false
+	}
+	return path, []byte(str), true
+}
+
+// pathIs reports whether a key path from cutJSONString is want, keys
+// compared as jnode.get compares them.
+func pathIs(path []string, want ...string) bool {
+	if len(path) != len(want) {
+		return false
+	}
+	for i := range path {
+		if !keyEqual(path[i], want[i]) {
+			return false
+		}
+	}
+	return true
 }

@@ -99,6 +99,14 @@ type partialRow struct {
 
 func markStr(s string) func(string) string { return func(string) string { return s } }
 
+// rawHeaderMark is the base64 of mimeMsg's header section with a Bcc of
+// addr, up to its blank line, and the rest of the quantum that ends it.
+func rawHeaderMark(enc func(string) string, addr string) string {
+	msg := mimeMsg("Bcc: " + addr + "\r\n")
+	hdr := strings.Index(msg, "\r\n\r\n") + 4
+	return enc(msg)[:(hdr+2)/3*4]
+}
+
 var partialRows = []partialRow{
 	{"postmark", func(a string) string { return a + `"` }, func(a string) *HTTPRequest {
 		return jsonReq("api.postmarkapp.com", "/email", `{"From":"agent@company.com","To":"alice@company.com","Subject":"x","Bcc":"`+a+`","TextBody":"hello there"}`)
@@ -130,7 +138,7 @@ var partialRows = []partialRow{
 	{"ses-v2-json", func(a string) string { return a + `"` }, func(a string) *HTTPRequest {
 		return jsonReq("email.us-east-1.amazonaws.com", "/v2/email/outbound-emails", `{"FromEmailAddress":"agent@company.com","Destination":{"ToAddresses":["alice@company.com"],"BccAddresses":["`+a+`"]},"Content":{"Simple":{"Subject":{"Data":"s"},"Body":{"Text":{"Data":"hello"}}}}}`)
 	}},
-	{"ses-v2-raw", func(a string) string { return b64(mimeMsg("Bcc: "+a+"\r\n")) + `"` }, func(a string) *HTTPRequest {
+	{"ses-v2-raw", func(a string) string { return rawHeaderMark(b64, a) }, func(a string) *HTTPRequest {
 		return jsonReq("email.us-east-1.amazonaws.com", "/v2/email/outbound-emails", `{"FromEmailAddress":"agent@company.com","Content":{"Raw":{"Data":"`+b64(mimeMsg("Bcc: "+a+"\r\n"))+`"}}}`)
 	}},
 	{"ses-v1-form", func(a string) string { return strings.ReplaceAll(a, "@", "%40") + "&" }, func(a string) *HTTPRequest {
@@ -138,27 +146,17 @@ var partialRows = []partialRow{
 		return reqCT("email.eu-west-1.amazonaws.com", "/", "application/x-www-form-urlencoded",
 			"Source=agent%40company.com&Destination.ToAddresses.member.1=alice%40company.com&Destination.BccAddresses.member.1="+strings.ReplaceAll(a, "@", "%40")+"&Message.Subject.Data=s&Action=SendEmail")
 	}},
-	{"ses-v1-raw", func(a string) string {
-		// The header section's base64, up to its blank line, and one more
-		// quantum to decode that line's last bytes.
-		enc := b64(mimeMsg("Bcc: " + a + "\r\n"))
-		hdr := strings.Index(mimeMsg("Bcc: "+a+"\r\n"), "\r\n\r\n") + 4
-		return url.QueryEscape(enc[:(hdr+2)/3*4])
-	}, func(a string) *HTTPRequest {
+	{"ses-v1-raw", func(a string) string { return url.QueryEscape(rawHeaderMark(b64, a)) }, func(a string) *HTTPRequest {
 		return reqCT("email.eu-west-1.amazonaws.com", "/", "application/x-www-form-urlencoded",
 			"Action=SendRawEmail&RawMessage.Data="+url.QueryEscape(b64(mimeMsg("Bcc: "+a+"\r\n"))))
 	}},
-	{"gmail-raw", func(a string) string { return b64url(mimeMsg("Bcc: "+a+"\r\n")) + `"` }, func(a string) *HTTPRequest {
+	{"gmail-raw", func(a string) string { return rawHeaderMark(b64url, a) }, func(a string) *HTTPRequest {
 		return jsonReq("gmail.googleapis.com", "/gmail/v1/users/me/messages/send", `{"raw":"`+b64url(mimeMsg("Bcc: "+a+"\r\n"))+`","threadId":"1"}`)
 	}},
 	{"gmail-upload-media", markStr("\r\n\r\n"), func(a string) *HTTPRequest {
 		return reqCT("gmail.googleapis.com", "/upload/gmail/v1/users/me/messages/send?uploadType=media", "message/rfc822", mimeMsg("Bcc: "+a+"\r\n"))
 	}},
-	{"graph-mime", func(a string) string {
-		enc := b64(mimeMsg("Bcc: " + a + "\r\n"))
-		hdr := strings.Index(mimeMsg("Bcc: "+a+"\r\n"), "\r\n\r\n") + 4
-		return enc[:(hdr+2)/3*4]
-	}, func(a string) *HTTPRequest {
+	{"graph-mime", func(a string) string { return rawHeaderMark(b64, a) }, func(a string) *HTTPRequest {
 		return reqCT("graph.microsoft.com", "/v1.0/me/sendMail", "text/plain", b64(mimeMsg("Bcc: "+a+"\r\n")))
 	}},
 	{"graph-json", func(a string) string { return a + `"` }, func(a string) *HTTPRequest {
@@ -500,5 +498,44 @@ func BenchmarkFromHTTPPartial1MiB(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestCutJSONString(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		path    []string
+		content string
+		ok      bool
+	}{
+		{`{"raw":"abc`, []string{"raw"}, "abc", true},
+		{`{"message":{"id":"1","raw":"ab\/c\u00`, []string{"message", "raw"}, "ab/c", true},
+		{`{"Content":{"Raw":{"Data":"QUJD\`, []string{"Content", "Raw", "Data"}, "QUJD", true},
+		{`{"a":[{"b":1},"x`, []string{"a", ""}, "x", true},
+		{`{"r\u0061w":"abc`, []string{"raw"}, "abc", true},
+		{`{"raw":"abc"`, nil, "", false}, // complete: not cut
+		{`{"ra`, nil, "", false},         // a key, not a value
+		{`{"a":1,b:"x`, nil, "", false},  // not strict JSON
+	} {
+		path, content, ok := cutJSONString([]byte(tc.in))
+		if ok != tc.ok || !slices.Equal(path, tc.path) || string(content) != tc.content {
+			t.Errorf("cutJSONString(%q) = %q, %q, %v; want %q, %q, %v", tc.in, path, content, ok, tc.path, tc.content, tc.ok)
+		}
+	}
+}
+
+// A raw message with a large attachment is judged on its header section,
+// long before its JSON string ends.
+func TestFromHTTPPartialRawEarly(t *testing.T) {
+	msg := mimeMsg("Bcc: "+evilAddr+"\r\n") + strings.Repeat("x", 256<<10)
+	for _, r := range []*HTTPRequest{
+		jsonReq("gmail.googleapis.com", "/gmail/v1/users/me/messages/send", `{"raw":"`+b64url(msg)+`"}`),
+		jsonReq("gmail.googleapis.com", "/gmail/v1/users/me/drafts", `{"message":{"raw":"`+strings.ReplaceAll(b64(msg), "/", `\/`)+`"}}`),
+		jsonReq("email.us-east-1.amazonaws.com", "/v2/email/outbound-emails", `{"FromEmailAddress":"agent@company.com","Content":{"Raw":{"Data":"`+b64(msg)+`"}}}`),
+	} {
+		msgs, err := FromHTTP(prefixReq(r, 1024))
+		if err != nil || !blindSet(msgs)[evilAddr] {
+			t.Errorf("%.60s: %v, %v", r.Body, blindSet(msgs), err)
+		}
 	}
 }

@@ -331,6 +331,12 @@ func (c *call) ses() ([]*Message, error) {
 		sesV2Common(m, n)
 		sesV2Destination(m, n.first("Destination"))
 		sesV2Content(m, n.first("Content"))
+		if c.r.Partial {
+			// A raw message still arriving: its header section, once whole.
+			if path, s, ok := cutJSONString(c.r.Body); ok && pathIs(path, "Content", "Raw", "Data") {
+				parseRFC822HeaderPrefix(m, decodeBase64Prefix(string(s)))
+			}
+		}
 		return []*Message{m}, nil
 	case c.isPost() && c.path == "/v2/email/outbound-bulk-emails":
 		n, err := c.json()
@@ -640,6 +646,14 @@ func (c *call) gmail() ([]*Message, error) {
 			return nil, err
 		}
 		raw := gmailRaw(n)
+		if raw == nil && c.r.Partial {
+			// The raw message is still arriving: its header section,
+			// once whole.
+			if path, s, ok := cutJSONString(c.r.Body); ok && (pathIs(path, "raw") || pathIs(path, "message", "raw")) &&
+				parseRFC822HeaderPrefix(m, decodeBase64Prefix(string(s))) {
+				return []*Message{m}, nil
+			}
+		}
 		if raw == nil {
 			return nil, nil // e.g. drafts/send of an existing draft by id
 		}
