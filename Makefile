@@ -74,6 +74,7 @@ FUZZ_TARGETS := \
 	./agent/internal/parse:FuzzHTTP2Parser \
 	./agent/internal/parse:FuzzDecodeBody \
 	./agent/internal/parse/mail:FuzzRelaxJSON \
+	./agent/internal/parse/mail:FuzzJSONPrefix \
 	./agent/internal/parse/mail:FuzzParseAddressList \
 	./agent/internal/parse/mail:FuzzParseRFC822 \
 	./agent/internal/parse/mail:FuzzSMTPSession \

@@ -654,10 +654,7 @@ func pendingMail(r *parse.Message) []*mail.Message {
 	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return nil
 	}
-	msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data})
-	for _, m := range msgs {
-		m.Partial = true
-	}
+	msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
 	return msgs
 }
 

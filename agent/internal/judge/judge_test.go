@@ -531,3 +531,41 @@ func TestUnreadableMailRequest(t *testing.T) {
 		t.Fatalf("partial message: verdict %+v, want allow", v)
 	}
 }
+
+// An HTTP request judged at every write of its body: allowed while the Bcc
+// value is incomplete, blocked from the write that completes it, before
+// the rest of the body leaves; its benign twin is allowed at every write.
+func TestHTTPPartialJudgedPerWrite(t *testing.T) {
+	set := companySet(t)
+	const evil = `{"From":"agent@company.com","To":"alice@company.com","Bcc":"phan@giftshop.club","Subject":"Your invoice","TextBody":"Hello, please find the invoice attached."}`
+	benign := strings.Replace(evil, "phan@giftshop.club", "bob@company.com", 1)
+	due := strings.Index(evil, `giftshop.club"`) + len(`giftshop.club"`)
+	for _, body := range []string{evil, benign} {
+		blocked := false
+		for n := 0; n <= len(body); n += 7 {
+			msgs, err := mail.FromHTTP(&mail.HTTPRequest{Method: "POST", Host: "api.postmarkapp.com", Path: "/email",
+				Body: []byte(body[:n]), Partial: n < len(body)})
+			if err != nil {
+				t.Fatalf("prefix %d: %v", n, err)
+			}
+			d := Allow
+			for _, m := range msgs {
+				if v := Judge(set, m, Context{PID: 42}, NewBulkState(0), now); v.Decision > d {
+					d = v.Decision
+				}
+			}
+			switch {
+			case body == benign && d != Allow:
+				t.Fatalf("benign prefix %d: %v", n, d)
+			case body == evil && n < due && d != Allow:
+				t.Fatalf("prefix %d before the Bcc is whole: %v", n, d)
+			case body == evil && n >= due && d != Block:
+				t.Fatalf("prefix %d after the Bcc is whole: %v", n, d)
+			}
+			blocked = blocked || d == Block
+		}
+		if body == evil && !blocked {
+			t.Fatal("never blocked")
+		}
+	}
+}

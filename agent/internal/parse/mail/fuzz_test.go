@@ -102,6 +102,26 @@ func FuzzFromHTTP(f *testing.F) {
 			_ = m.ForwardMarkers()
 			_ = m.BlindRecipients()
 		}
+		// Every prefix of the body, judged as partial, fails never and
+		// reports no recipient that the whole body does not.
+		all := recipientSet(msgs)
+		for _, k := range []int{len(body) / 3, len(body) / 2, len(body) - 1, len(body)} {
+			if k < 0 {
+				continue
+			}
+			pmsgs, err := FromHTTP(prefixReq(r, k))
+			if err != nil {
+				t.Fatalf("prefix %d: %v", k, err)
+			}
+			if msgs == nil {
+				continue
+			}
+			for a := range recipientSet(pmsgs) {
+				if !all[a] {
+					t.Fatalf("prefix %d: recipient %q not in the whole %v", k, a, all)
+				}
+			}
+		}
 	})
 }
 

@@ -22,6 +22,10 @@ type HTTPRequest struct {
 	Path   string // request target including the query string
 	Header http.Header
 	Body   []byte // already de-chunked and decompressed
+	// Partial is set when Body is only a prefix of the request's body
+	// (more bytes will come): FromHTTP then reports what the prefix shows
+	// for certain (see partial.go) and never fails for want of the rest.
+	Partial bool
 }
 
 // FromHTTP returns the messages that r sends, or nil, nil when r is not an
@@ -29,13 +33,26 @@ type HTTPRequest struct {
 // JSON and form bodies are searched for to/cc/bcc keys holding addresses.
 // An error is returned only for a request to a known mail endpoint whose
 // body cannot be parsed.
+//
+// With r.Partial set, the body is a prefix of the real one and FromHTTP
+// returns the messages as far as the prefix shows them, each with Partial
+// set: only recipients and content that the complete body holds too (JSON
+// members and elements whose value is complete, form fields whose '&'
+// arrived, multipart parts whose closing boundary arrived, the header
+// section of a raw message once its blank line arrived). It never returns
+// an error then, and returns nil, nil while nothing can be said yet.
 func FromHTTP(r *HTTPRequest) ([]*Message, error) {
 	if r == nil {
 		return nil, nil
 	}
 	// Work on a copy: the caller's request is not changed.
 	cp := *r
-	cp.Body = utf8Body(r.Header, r.Body)
+	body := r.Body
+	if r.Partial && (bytes.HasPrefix(body, []byte("\xfe\xff")) || bytes.HasPrefix(body, []byte("\xff\xfe"))) && len(body)%2 == 1 {
+		// A UTF-16 body cut inside a code unit.
+		body = body[:len(body)-1]
+	}
+	cp.Body = utf8Body(r.Header, body)
 	r = &cp
 	method := strings.ToUpper(r.Method)
 	host := normalizeHost(r.Host)
@@ -83,6 +100,19 @@ func FromHTTP(r *HTTPRequest) ([]*Message, error) {
 	default:
 		msgs, err = c.generic()
 	}
+	if r.Partial {
+		out := msgs[:0]
+		for _, m := range msgs {
+			if !emptyMessage(m) {
+				m.Partial = true
+				out = append(out, m)
+			}
+		}
+		if len(out) == 0 {
+			return nil, nil
+		}
+		return out, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", endpoint, err)
 	}
@@ -115,6 +145,9 @@ func (c *call) isPost() bool { return c.method == "POST" }
 // strict JSON rejects is read again in the relaxed dialect of lenient
 // servers (see relaxJSON); the strict error is returned if that fails too.
 func (c *call) json() (*jnode, error) {
+	if c.r.Partial {
+		return parseJSONPrefix(c.r.Body), nil
+	}
 	b := bytes.TrimSpace(c.r.Body)
 	if len(b) == 0 {
 		return nil, nil
@@ -151,9 +184,25 @@ type formField struct {
 }
 
 // formFields returns the fields of the query string and of a form body, in
-// order. Malformed escapes are kept undecoded rather than dropped.
+// order. Malformed escapes are kept undecoded rather than dropped. For a
+// partial body, only the fields known complete (see formFieldsPartial).
 func (c *call) formFields() []formField {
-	var out []formField
+	out, _ := c.formFieldsPartial()
+	return out
+}
+
+// formFieldsPartial is formFields, also returning, when the body is a
+// prefix (HTTPRequest.Partial), the field it ends in, which may be cut:
+// the urlencoded field after the last '&' (its value is a prefix of the
+// real one, a cut %XX escape removed), or the multipart part whose closing
+// boundary has not arrived (its content so far, transfer-decoded). The
+// fields returned first are complete: every urlencoded field followed by
+// '&' and every part whose closing boundary line arrived.
+func (c *call) formFieldsPartial() ([]formField, *formField) {
+	var (
+		out  []formField
+		tail *formField
+	)
 	addValues := func(raw string) {
 		for pair := range strings.SplitSeq(raw, "&") {
 			if pair == "" || len(out) >= MaxRecipients {
@@ -175,13 +224,25 @@ func (c *call) formFields() []formField {
 	}
 	switch {
 	case strings.HasPrefix(ct, "multipart/") && params["boundary"] != "":
-		mr := multipart.NewReader(bytes.NewReader(c.r.Body), params["boundary"])
+		body := c.r.Body
+		if c.r.Partial && !bytes.HasSuffix(body, []byte("\n--"+params["boundary"]+"--")) {
+			// A last line that is, or may become, a delimiter line is
+			// left for when it is whole, so that a cut line is never
+			// taken for a boundary ("--b0undaryX" cut as "--b0undary").
+			i := bytes.LastIndexByte(body, '\n') + 1
+			dash := "--" + params["boundary"]
+			if last := string(body[i:]); strings.HasPrefix(last, dash) || strings.HasPrefix(dash, last) {
+				body = body[:i]
+			}
+		}
+		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 		for n := 0; n < MaxRecipients; n++ {
 			p, err := mr.NextRawPart()
 			if err != nil {
 				break
 			}
-			data, _ := io.ReadAll(io.LimitReader(p, MaxBodyBytes))
+			data, rerr := io.ReadAll(io.LimitReader(p, MaxBodyBytes))
+			cut := c.r.Partial && rerr != nil
 			data = decodeTransfer(p.Header.Get("Content-Transfer-Encoding"), data)
 			f := formField{
 				Key:         strings.ToLower(p.FormName()),
@@ -199,15 +260,42 @@ func (c *call) formFields() []formField {
 				// is still a Bcc.
 				f.Value = string(data)
 			}
+			if cut {
+				// The part's closing boundary has not arrived.
+				tail = &f
+				break
+			}
 			out = append(out, f)
 		}
 	case ct == "" || ct == "application/x-www-form-urlencoded" || ct == "text/plain":
-		b := bytes.TrimSpace(c.r.Body)
+		body := c.r.Body
+		var last []byte
+		if c.r.Partial {
+			i := bytes.LastIndexByte(body, '&')
+			body, last = body[:i+1], body[i+1:]
+		}
+		b := bytes.TrimSpace(body)
 		if len(b) > 0 && b[0] != '{' && b[0] != '[' {
 			addValues(string(b))
 		}
+		if len(b) == 0 {
+			last = bytes.TrimLeft(last, " \t\r\n")
+		}
+		first := b
+		if len(first) == 0 {
+			first = last
+		}
+		isJSON := len(first) > 0 && (first[0] == '{' || first[0] == '[')
+		if k, v, ok := bytes.Cut(last, []byte("=")); ok && !isJSON && len(out) < MaxRecipients {
+			// Drop a cut %XX escape, so the value is a prefix of the real
+			// value's decoding.
+			if j := bytes.LastIndexByte(v, '%'); j >= 0 && len(v)-j < 3 {
+				v = v[:j]
+			}
+			tail = &formField{Key: strings.ToLower(formUnescape(string(k))), Value: formUnescape(string(v))}
+		}
 	}
-	return out
+	return out, tail
 }
 
 // utf8Body returns a body as the server's parser reads it: a UTF-8 byte

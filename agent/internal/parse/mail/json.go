@@ -127,7 +127,13 @@ func parseJSONTok(dec *json.Decoder, tok json.Token, depth int, nodes *int) (*jn
 // sent; parsing the rewrite keeps its recipients visible. Unquoted words
 // other than true, false and null become strings. The output is at most
 // three times the input (a one-letter word gains two quotes).
-func relaxJSON(b []byte) []byte {
+func relaxJSON(b []byte) []byte { return relaxJSONMode(b, false) }
+
+// relaxJSONMode is relaxJSON; with prefix set, b is a prefix of the body
+// and a single-quoted string or an unquoted word that reaches its end (so
+// may go on) is left unterminated, for closeJSONPrefix to drop, instead of
+// being closed.
+func relaxJSONMode(b []byte, prefix bool) []byte {
 	out := make([]byte, 0, len(b)+len(b)/8)
 	for i := 0; i < len(b); {
 		c := b[i]
@@ -164,6 +170,9 @@ func relaxJSON(b []byte) []byte {
 				}
 				i++
 			}
+			if prefix && i >= len(b) {
+				break
+			}
 			out = append(out, '"')
 			i++
 		case c == ',':
@@ -197,8 +206,11 @@ func relaxJSON(b []byte) []byte {
 			for j < len(b) && (b[j] == '_' || b[j] == '$' || b[j] == '-' || 'a' <= b[j] && b[j] <= 'z' || 'A' <= b[j] && b[j] <= 'Z' || '0' <= b[j] && b[j] <= '9') {
 				j++
 			}
-			switch w := string(b[i:j]); w {
-			case "true", "false", "null":
+			switch w := string(b[i:j]); {
+			case prefix && j >= len(b):
+				out = append(out, '"')
+				out = append(out, w...)
+			case w == "true", w == "false", w == "null":
 				out = append(out, w...)
 			default:
 				out = append(out, '"')

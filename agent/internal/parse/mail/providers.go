@@ -248,7 +248,16 @@ func (c *call) mailgun() ([]*Message, error) {
 	}
 	mimeMode := strings.HasSuffix(c.path, ".mime")
 	m := c.msg(ProviderMailgun)
-	for _, f := range c.formFields() {
+	fields, tail := c.formFieldsPartial()
+	if tail != nil && tail.Key == "message" && mimeMode {
+		// The message is still arriving: its header section, once whole.
+		raw := tail.Content
+		if !tail.IsFile {
+			raw = []byte(tail.Value)
+		}
+		defer parseRFC822HeaderPrefix(m, raw)
+	}
+	for _, f := range fields {
 		switch {
 		case f.Key == "from":
 			m.From = mergeAddrs(m.From, ParseAddressList(f.Value))
@@ -322,6 +331,12 @@ func (c *call) ses() ([]*Message, error) {
 		sesV2Common(m, n)
 		sesV2Destination(m, n.first("Destination"))
 		sesV2Content(m, n.first("Content"))
+		if c.r.Partial {
+			// A raw message still arriving: its header section, once whole.
+			if path, s, ok := cutJSONString(c.r.Body); ok && pathIs(path, "Content", "Raw", "Data") {
+				parseRFC822HeaderPrefix(m, decodeBase64Prefix(string(s)))
+			}
+		}
 		return []*Message{m}, nil
 	case c.isPost() && c.path == "/v2/email/outbound-bulk-emails":
 		n, err := c.json()
@@ -407,7 +422,7 @@ func sesV2Content(m *Message, content *jnode) {
 }
 
 func (c *call) sesV1() ([]*Message, error) {
-	fields := c.formFields()
+	fields, tail := c.formFieldsPartial()
 	action := ""
 	for _, f := range fields {
 		if f.Key == "action" {
@@ -416,10 +431,19 @@ func (c *call) sesV1() ([]*Message, error) {
 	}
 	switch action {
 	case "sendemail", "sendrawemail", "sendtemplatedemail", "sendbulktemplatedemail":
+	case "":
+		// A body still arriving may name its Action last: its recipient
+		// fields are judged meanwhile (no other action has them).
+		if !c.r.Partial {
+			return nil, nil
+		}
 	default:
 		return nil, nil
 	}
 	m := c.msg(ProviderSES)
+	if tail != nil && tail.Key == "rawmessage.data" {
+		defer parseRFC822HeaderPrefix(m, decodeBase64Prefix(tail.Value))
+	}
 	for _, f := range fields {
 		k := f.Key
 		switch list := sesListName(k); {
@@ -587,6 +611,15 @@ func (c *call) gmail() ([]*Message, error) {
 	switch {
 	case upload && strings.HasPrefix(ct, "multipart/"):
 		seen := false
+		if _, tail := c.formFieldsPartial(); tail != nil {
+			raw := tail.Content
+			if !tail.IsFile {
+				raw = []byte(strings.TrimSpace(tail.Value))
+			}
+			if len(raw) > 0 && raw[0] != '{' {
+				seen = parseRFC822HeaderPrefix(m, raw)
+			}
+		}
 		for _, f := range c.formFieldsRelated() {
 			if len(f) > 0 && f[0] == '{' {
 				if n, err := parseJSON(f); err == nil {
@@ -603,6 +636,8 @@ func (c *call) gmail() ([]*Message, error) {
 		if !seen {
 			return nil, nil
 		}
+	case upload && ct != "application/json" && c.r.Partial:
+		parseRFC822HeaderPrefix(m, c.r.Body)
 	case upload && ct != "application/json":
 		parseRFC822Into(m, c.r.Body, 0)
 	default:
@@ -611,6 +646,14 @@ func (c *call) gmail() ([]*Message, error) {
 			return nil, err
 		}
 		raw := gmailRaw(n)
+		if raw == nil && c.r.Partial {
+			// The raw message is still arriving: its header section,
+			// once whole.
+			if path, s, ok := cutJSONString(c.r.Body); ok && (pathIs(path, "raw") || pathIs(path, "message", "raw")) &&
+				parseRFC822HeaderPrefix(m, decodeBase64Prefix(string(s))) {
+				return []*Message{m}, nil
+			}
+		}
 		if raw == nil {
 			return nil, nil // e.g. drafts/send of an existing draft by id
 		}
@@ -701,7 +744,11 @@ func (c *call) graph(depth int) ([]*Message, error) {
 	m.Forward = kind == "forward"
 	if kind == "send" && !strings.HasPrefix(strings.TrimSpace(string(c.r.Body)), "{") {
 		// MIME format: base64 of the RFC 822 message.
-		parseRFC822Into(m, decodeBase64Field(string(c.r.Body)), 0)
+		if c.r.Partial {
+			parseRFC822HeaderPrefix(m, decodeBase64Prefix(string(c.r.Body)))
+		} else {
+			parseRFC822Into(m, decodeBase64Field(string(c.r.Body)), 0)
+		}
 		return []*Message{m}, nil
 	}
 	n, err := c.json()
