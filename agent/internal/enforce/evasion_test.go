@@ -476,3 +476,41 @@ func TestSMTPStartTLS(t *testing.T) {
 		}
 	}
 }
+
+// SMTP CHUNKING (RFC 3030): the message in one BDAT ... LAST chunk whose
+// headers name an outside recipient. The envelope is internal; the chunk
+// is judged on its header section while held and never reaches the
+// server. The twin (an internal Cc) is delivered.
+func TestSMTPBDAT(t *testing.T) {
+	e := start(t)
+	for _, v := range []struct {
+		cc  string
+		bad bool
+	}{{"phan@giftshop.club", true}, {"cfo@company.com", false}} {
+		smtp := testenv.NewSMTPServer(t, e.ca)
+		msg := "From: ops@company.com\r\nTo: ceo@company.com\r\nCc: " + v.cc + "\r\nSubject: Q3\r\n\r\nnumbers\r\n"
+		writes := [][]byte{
+			[]byte("EHLO client.example\r\n"),
+			[]byte("MAIL FROM:<ops@company.com>\r\n"),
+			[]byte("RCPT TO:<ceo@company.com>\r\n"),
+			[]byte(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg)),
+			[]byte("QUIT\r\n"),
+		}
+		cmd := testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := e.cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		smtp.WaitClosed(t, 1, 10*time.Second)
+		if v.bad != killed {
+			t.Errorf("BDAT with Cc %s: client killed %v (%v)\n%s", v.cc, killed, err, out.String())
+		}
+		if want := map[bool]int{true: 0, false: 1}[v.bad]; len(smtp.Mails()) != want {
+			t.Errorf("BDAT with Cc %s: %d mails delivered, want %d", v.cc, len(smtp.Mails()), want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ type Mail struct {
 }
 
 // SMTPServer is a minimal implicit-TLS (SMTPS) sink on 127.0.0.1 that
-// understands EHLO/HELO, MAIL FROM, RCPT TO, DATA, RSET, NOOP and QUIT, and
+// understands EHLO/HELO, MAIL FROM, RCPT TO, DATA, BDAT, RSET, NOOP and QUIT, and
 // records every message.
 type SMTPServer struct {
 	loop   *tlsLoop
@@ -206,7 +207,7 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 		switch strings.ToUpper(verb) {
 		case "EHLO":
 			cur.Helo = arg
-			err = reply("250-aarsm-test greets "+arg, "250-8BITMIME", "250-SIZE 67108864", "250 HELP")
+			err = reply("250-aarsm-test greets "+arg, "250-8BITMIME", "250-CHUNKING", "250-SIZE 67108864", "250 HELP")
 		case "HELO":
 			cur.Helo = arg
 			err = reply("250 aarsm-test")
@@ -228,6 +229,29 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 			cur.To = append(cur.To, addr)
 			s.rcpts.add(addr, nil)
 			err = reply("250 OK")
+		case "BDAT":
+			// RFC 3030 CHUNKING: BDAT size [LAST], then size bytes.
+			f := strings.Fields(arg)
+			n, perr := strconv.Atoi(firstOr(f, ""))
+			if perr != nil || n < 0 || n > maxRecordedBody || len(cur.To) == 0 {
+				err = reply("501 syntax: BDAT size [LAST] after RCPT")
+				break
+			}
+			chunk := make([]byte, n)
+			if _, rerr := io.ReadFull(br, chunk); rerr != nil {
+				return fmt.Errorf("read BDAT chunk: %w", rerr)
+			}
+			cur.RawData = append(cur.RawData, chunk...)
+			if len(f) < 2 || !strings.EqualFold(f[1], "LAST") {
+				err = reply("250 OK chunk")
+				break
+			}
+			cur.Data = cur.RawData
+			cur.Time = time.Now()
+			seq := 0
+			s.rec.add(cur, func(m *Mail, n int) { m.Seq = n; seq = n })
+			reset()
+			err = reply(fmt.Sprintf("250 OK queued as %d", seq))
 		case "DATA":
 			if len(cur.To) == 0 {
 				err = reply("503 need RCPT first")
@@ -274,6 +298,13 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 			return err
 		}
 	}
+}
+
+func firstOr(f []string, def string) string {
+	if len(f) == 0 {
+		return def
+	}
+	return f[0]
 }
 
 // smtpPath parses "FROM:<a@b> SIZE=1" into "a@b".
