@@ -126,7 +126,10 @@ func TestHandoverUnderMail(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	if n := bpfLinks(t, pid); n != links {
+	// No probe twice: at most as many links as before (fewer when a file
+	// the old image probed for a process that has since exited, e.g. of
+	// another test on the host, is examined again only when next used).
+	if n := bpfLinks(t, pid); n > links || n == 0 {
 		t.Errorf("after the handover the agent holds %d probe links, before %d", n, links)
 	}
 	r, err := status.Query(e.socket, 5*time.Second)
@@ -171,6 +174,11 @@ func TestHandoverUnderMail(t *testing.T) {
 	}
 	if bad == 0 {
 		t.Fatal("no backdoored mail sent")
+	}
+	// A block is not an error: killing a client outside any unit (nothing
+	// to stop) logs none.
+	if strings.Contains(e.stderr.String(), "level=ERROR") {
+		t.Errorf("the agent logged errors")
 	}
 	judgedForOld := ""
 	for _, l := range strings.Split(e.stderr.String(), "\n") {

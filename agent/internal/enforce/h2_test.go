@@ -37,11 +37,16 @@ with httpx.Client(http2=True, verify=ca) as c:
 func h2Client(t *testing.T, name, url, ca, file string) *exec.Cmd {
 	dir := t.TempDir()
 	switch name {
-	case "curl":
-		// Debian's curl, no protocol flag: h2 by ALPN when the server offers it.
-		return exec.Command("curl", "-sS", "--fail", "--noproxy", "*", "--cacert", ca,
+	case "curl", "curl --http2":
+		// Debian's curl; with no protocol flag, h2 by ALPN when the server
+		// offers it.
+		args := []string{"-sS", "--fail", "--noproxy", "*", "--cacert", ca,
 			"-H", "Content-Type: application/json", "-H", "X-Postmark-Server-Token: server-token",
-			"--data-binary", "@"+file, url+"/email")
+			"--data-binary", "@" + file, url + "/email"}
+		if name == "curl --http2" {
+			args = append(args, "--http2")
+		}
+		return exec.Command("curl", args...)
 	case "node http2":
 		script := filepath.Join(dir, "client.js")
 		if err := os.WriteFile(script, []byte(nodeH2Client), 0o644); err != nil {
@@ -65,7 +70,7 @@ func h2Client(t *testing.T, name, url, ca, file string) *exec.Cmd {
 // leaves, its benign twin is delivered over HTTP/2.
 func TestHTTP2Clients(t *testing.T) {
 	e := start(t)
-	for _, client := range []string{"curl", "node http2", "python httpx"} {
+	for _, client := range []string{"curl", "curl --http2", "node http2", "python httpx"} {
 		t.Run(client, func(t *testing.T) {
 			mark := marker(t)
 			bad, twin := evasionBodies(mark, "")
