@@ -136,8 +136,11 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 			if p.msg == nil && len(p.buf) == 0 {
 				// Servers ignore empty lines before a request line
 				// (RFC 9112, 2.2): so must the parser.
-				if data = skipEmptyLines(data, p.response); len(data) == 0 {
-					continue
+				if d := skipEmptyLines(data, p.response); len(d) < len(data) {
+					data = d
+					if len(data) == 0 && lost == 0 {
+						continue // the request line may come next
+					}
 				}
 			}
 			if p.msg == nil {

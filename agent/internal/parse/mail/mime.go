@@ -309,6 +309,13 @@ func decodeBase64Field(s string) []byte {
 	if t != "" && strings.Trim(t, base64Chars) == "" {
 		return decodeBase64Lenient([]byte(t))
 	}
+	// Base64 with a corrupt tail: the valid start is decoded, so that the
+	// tail cannot hide the headers before it (a lenient server may read
+	// them; a prefix of the request shows them too). A value that is not
+	// base64 at all stays as it is.
+	if i := strings.IndexFunc(t, func(r rune) bool { return !strings.ContainsRune(base64Chars, r) }); i >= 16 {
+		return decodeBase64Lenient([]byte(t[:i-i%4]))
+	}
 	return []byte(s)
 }
 
