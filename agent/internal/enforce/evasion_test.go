@@ -55,6 +55,7 @@ type evasion struct {
 	request   func(body string) []byte
 	writes    func(req []byte) [][]byte
 	responses int
+	mails     int // mails on the connection (default 1)
 	pauseMS   int
 	// early: the mail is written in pieces, each released once judged on
 	// what arrived so far: the bytes before the one that shows the
@@ -121,10 +122,10 @@ func evasions() []evasion {
 		{name: "pipelined behind a GET", responses: 2, writes: func(r []byte) [][]byte {
 			return [][]byte{append(append([]byte(nil), getPing...), r...)}
 		}},
-		{name: "pipelined behind a clean mail", responses: 2, writes: func(r []byte) [][]byte {
+		{name: "pipelined behind a clean mail", responses: 2, mails: 2, writes: func(r []byte) [][]byte {
 			return [][]byte{append(append([]byte(nil), cleanReq...), r...)}
 		}},
-		{name: "same length on keep-alive", responses: 3, pauseMS: 50, writes: func(r []byte) [][]byte {
+		{name: "same length on keep-alive", responses: 3, mails: 3, pauseMS: 50, writes: func(r []byte) [][]byte {
 			// Two clean mails of exactly the backdoored request's length
 			// first: a retry check on length and leading bytes took the
 			// third for a retry of the second.
@@ -199,7 +200,7 @@ func evasions() []evasion {
 			}
 			return postmarkRequest(fmt.Sprintf(`{"From":%q,"To":%q,"Subject":%q,"TextBody":%q,"Headers":%s}`, f["From"], f["To"], f["Subject"], f["TextBody"], hdr))
 		}},
-		{name: "recipients over two personalizations", request: func(body string) []byte {
+		{name: "recipients over two personalizations", mails: 2, request: func(body string) []byte {
 			// SendGrid: the second personalization carries the extra recipient.
 			f := fields(body)
 			extra := f["Cc"] + f["Bcc"]
@@ -277,6 +278,7 @@ func TestEvasions(t *testing.T) {
 				body string
 				bad  bool
 			}{{bad, true}, {twin, false}} {
+				judgedBefore := e.agent.Stats().Judged
 				build, split := postmarkRequest, func(r []byte) [][]byte { return [][]byte{r} }
 				if ev.request != nil {
 					build = ev.request
@@ -320,6 +322,11 @@ func TestEvasions(t *testing.T) {
 				r.twinOK = err == nil && len(api.Requests()) == responses
 				if !r.twinOK {
 					t.Errorf("benign twin not delivered: client %v, %d requests accepted\n%s", err, len(api.Requests()), out)
+				}
+				// Each mail of the connection judged exactly once (none
+				// dropped as a retry, none judged twice).
+				if got, want := e.agent.Stats().Judged-judgedBefore, uint64(max(ev.mails, 1)); got != want {
+					t.Errorf("benign twin: %d mails judged, want %d", got, want)
 				}
 			}
 			rows = append(rows, r)
