@@ -19,18 +19,26 @@ if cfg["alpn"]:
     ctx.set_alpn_protocols(cfg["alpn"])
 sock = socket.create_connection((cfg["host"], cfg["port"]))
 t = ctx.wrap_socket(sock, server_hostname=cfg["host"])
-for w in cfg["writes"]:
-    t.sendall(base64.b64decode(w))
-    if cfg["pause_ms"]:
-        time.sleep(cfg["pause_ms"] / 1000)
 t.settimeout(5)
 got = b""
-try:
-    while got.count(b" 200 OK") < cfg["responses"]:
+def read_until(n):
+    global got
+    while got.count(b" 200 OK") < n:
         d = t.recv(65536)
         if not d:
             break
         got += d
+for i, w in enumerate(cfg["writes"]):
+    t.sendall(base64.b64decode(w))
+    if cfg["pause_ms"]:
+        time.sleep(cfg["pause_ms"] / 1000)
+    if cfg["read_each"]:
+        # A response per write, read as keep-alive clients do (the
+        # socket's timeout makes python's reads non-blocking underneath:
+        # SSL_read fails with WANT_READ and SSL_get_error is asked).
+        read_until(i + 1)
+try:
+    read_until(cfg["responses"])
 except socket.timeout:
     pass
 sys.stdout.write(got.decode(errors="replace"))
@@ -42,6 +50,16 @@ sys.exit(0 if got.count(b" 200 OK") >= cfg["responses"] else 3)
 // each of writes with one SSL_write, pausing pauseMS between them; it
 // exits 0 once it has read responses "200 OK" responses.
 func RawWrites(t testing.TB, ca *CA, addr string, alpn []string, writes [][]byte, pauseMS, responses int) *exec.Cmd {
+	return rawWrites(t, ca, addr, alpn, writes, pauseMS, responses, false)
+}
+
+// RawWritesReadEach is RawWrites reading one response after each write,
+// as a keep-alive client sending one request per write does.
+func RawWritesReadEach(t testing.TB, ca *CA, addr string, alpn []string, writes [][]byte, pauseMS int) *exec.Cmd {
+	return rawWrites(t, ca, addr, alpn, writes, pauseMS, len(writes), true)
+}
+
+func rawWrites(t testing.TB, ca *CA, addr string, alpn []string, writes [][]byte, pauseMS, responses int, readEach bool) *exec.Cmd {
 	t.Helper()
 	py := findPython(t)
 	host, port, err := net.SplitHostPort(addr)
@@ -50,7 +68,7 @@ func RawWrites(t testing.TB, ca *CA, addr string, alpn []string, writes [][]byte
 	}
 	dir := stateDir(t, "raw-")
 	cfg, err := json.Marshal(map[string]any{"ca": ca.CAFile, "host": host, "port": port, "alpn": alpn,
-		"writes": writes, "pause_ms": pauseMS, "responses": responses})
+		"writes": writes, "pause_ms": pauseMS, "responses": responses, "read_each": readEach})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
