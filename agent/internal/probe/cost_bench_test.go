@@ -172,7 +172,12 @@ func runBenchSensor(s *Sensor, handle ...func(*Event)) *benchSensorHandle {
 	go func() {
 		defer close(h.done)
 		_ = s.Run(ctx, func(ev *Event) {
-			if ev.Held { // nothing here starts a request; never leave one stopped
+			if ev.Held {
+				// As the agent does: a connection's first write is held
+				// until it is classified; these write no HTTP.
+				if ev.Kind == KindWrite {
+					_ = s.SetConnMode(ev.PID, ev.SSL, ConnOther)
+				}
 				_, _ = s.Release(ev.PID, ev.TID)
 			}
 			for _, h := range handle {
@@ -187,6 +192,13 @@ func (h *benchSensorHandle) stop() (Stats, error) {
 	st, err := h.Stats()
 	h.cancel()
 	<-h.done
+	// Nothing stays stopped: what is held now, nobody will release.
+	_ = h.SetHolds(HoldConfig{})
+	if holds, herr := h.Holds(); herr == nil {
+		for _, hd := range holds {
+			_, _ = h.Release(hd.PID, hd.TID)
+		}
+	}
 	h.Close()
 	return st, err
 }
