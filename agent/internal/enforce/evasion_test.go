@@ -220,7 +220,14 @@ func evasions() []evasion {
 func sendMail(t *testing.T, e *env, client func(*testenv.MailAPI) *exec.Cmd) (api *testenv.MailAPI, killed bool, err error, out string) {
 	t.Helper()
 	api = testenv.NewMailAPI(t, e.ca)
-	cmd := client(api)
+	killed, err, out = runClient(t, e, client(api))
+	return api, killed, err, out
+}
+
+// runClient runs cmd in the test's cgroup to its end; it returns whether
+// it was killed (blocked), its error and its output.
+func runClient(t *testing.T, e *env, cmd *exec.Cmd) (killed bool, err error, out string) {
+	t.Helper()
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	if err := e.cg.Start(cmd); err != nil {
@@ -229,7 +236,7 @@ func sendMail(t *testing.T, e *env, client func(*testenv.MailAPI) *exec.Cmd) (ap
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	killed = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
-	return api, killed, err, b.String()
+	return killed, err, b.String()
 }
 
 // bytesReached is how long a prefix of msg the server received; msg
@@ -359,22 +366,15 @@ func TestSMTPPipelinedEnvelope(t *testing.T) {
 			[]byte("MAIL FROM:<ops@company.com>\r\nRCPT TO:<ceo@company.com>\r\nRCPT TO:<" + v.rcpt + ">\r\nDATA\r\n"),
 			[]byte("From: ops@company.com\r\nTo: ceo@company.com\r\nSubject: Q3\r\n\r\nnumbers\r\n.\r\nQUIT\r\n"),
 		}
-		cmd := testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := e.cg.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
+		killed, err, out := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if !v.bad {
 			if err != nil || len(smtp.Mails()) != 1 {
-				t.Errorf("internal mail: client %v, %d mails delivered\n%s", err, len(smtp.Mails()), out.String())
+				t.Errorf("internal mail: client %v, %d mails delivered\n%s", err, len(smtp.Mails()), out)
 			}
 			continue
 		}
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		if !killed {
 			t.Errorf("pipelined envelope to %s: client %v, want killed", v.rcpt, err)
 		}
 		if got := smtp.Recipients(); len(got) != 0 || len(smtp.Mails()) != 0 {
@@ -468,17 +468,11 @@ func TestSMTPStartTLS(t *testing.T) {
 		bad  bool
 	}{{"phan@giftshop.club", true}, {"cfo@company.com", false}} {
 		smtp := testenv.NewSMTPStartTLSServer(t, e.ca)
-		cmd := testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", v.rcpt}, data)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := e.cg.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
+		_, err, out := runClient(t, e, testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", v.rcpt}, data))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if !v.bad {
 			if err != nil || len(smtp.Mails()) != 1 {
-				t.Errorf("internal mail over STARTTLS: %v, %d mails, errors %v\n%s", err, len(smtp.Mails()), smtp.Errors(), out.String())
+				t.Errorf("internal mail over STARTTLS: %v, %d mails, errors %v\n%s", err, len(smtp.Mails()), smtp.Errors(), out)
 			}
 			continue
 		}
@@ -507,18 +501,10 @@ func TestSMTPBDAT(t *testing.T) {
 			[]byte(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg)),
 			[]byte("QUIT\r\n"),
 		}
-		cmd := testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := e.cg.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
-		var ee *exec.ExitError
-		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		killed, err, out := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if v.bad != killed {
-			t.Errorf("BDAT with Cc %s: client killed %v (%v)\n%s", v.cc, killed, err, out.String())
+			t.Errorf("BDAT with Cc %s: client killed %v (%v)\n%s", v.cc, killed, err, out)
 		}
 		if want := map[bool]int{true: 0, false: 1}[v.bad]; len(smtp.Mails()) != want {
 			t.Errorf("BDAT with Cc %s: %d mails delivered, want %d", v.cc, len(smtp.Mails()), want)
