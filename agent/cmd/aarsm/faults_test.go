@@ -344,11 +344,18 @@ func runFault(t testing.TB, bin, mode string, f int) (from, resolved time.Time) 
 		t.Errorf("resolved %s after the hold's deadline, not at once", h.resolved.Sub(deadline))
 	}
 	if fault.name == "agent SIGSTOP" {
-		// Resumed, the agent finds the hold resolved without it.
+		// Resumed, the agent finds the hold resolved without it: a write
+		// hold, whose event it then reads. (A client the kernel held for
+		// a file, not yet examined when the agent stopped, leaves no
+		// write event: the guard's log is the only trace.)
 		if err := e.agent.Process.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
-		waitOutput(t, "agent stderr", e.stderr, "resolved by its deadline before the verdict")
+		if h.kind != probe.HoldWrite.String() {
+			t.Logf("the client was held for %q, not its write", h.kind)
+		} else {
+			waitOutput(t, "agent stderr", e.stderr, "resolved by its deadline before the verdict")
+		}
 	}
 	return from, h.resolved
 }
