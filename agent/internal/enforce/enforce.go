@@ -88,7 +88,9 @@ type Agent struct {
 	exec   *act.Executor
 	bulk   *judge.BulkState
 	procs  proc.FS
-	exes   map[uint32]string
+	// facts caches what judging needs of a process, by pid, until it
+	// execs, exits or changes cgroup: read once, not at every held write.
+	facts map[uint32]procFacts
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
@@ -153,7 +155,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.DiagOut == nil {
 		opts.DiagOut = io.Discard
 	}
-	a := &Agent{opts: opts, log: opts.Logger, exes: map[uint32]string{}, bulk: judge.NewBulkState(4096)}
+	a := &Agent{opts: opts, log: opts.Logger, facts: map[uint32]procFacts{}, bulk: judge.NewBulkState(4096)}
 	if err := a.Reload(); err != nil {
 		last, lerr := policy.LoadLastGood(opts.StateDir)
 		if opts.StateDir == "" || last == nil || lerr != nil {
@@ -394,9 +396,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		switch ev.Kind {
 		case probe.KindExec:
-			delete(a.exes, ev.PID)
+			delete(a.facts, ev.PID)
 		case probe.KindExit:
-			delete(a.exes, ev.PID)
+			delete(a.facts, ev.PID)
 		case probe.KindCgroup:
 			a.newCgroup(ev)
 			return
@@ -551,24 +553,37 @@ func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
 }
 
 func (a *Agent) context(c *stream.Conn, host string) judge.Context {
-	ctx := judge.Context{PID: c.PID, Comm: c.Comm, CgroupID: c.Cgroup, Dest: host}
-	ctx.Exe = a.exe(c.PID)
-	ctx.StartTime, _ = a.procs.StartTime(c.PID)
-	ctx.CgroupPath, _ = a.procs.CgroupPath(c.PID)
-	ctx.Unit, _ = act.UnitOf(c.PID)
-	return ctx
+	f := a.processFacts(c.PID, c.Cgroup)
+	return judge.Context{PID: c.PID, Comm: c.Comm, CgroupID: c.Cgroup, Dest: host,
+		Exe: f.exe, StartTime: f.start, CgroupPath: f.cgroupPath, Unit: f.unit}
 }
 
-func (a *Agent) exe(pid uint32) string {
-	if exe, ok := a.exes[pid]; ok {
-		return exe
+// procFacts are a process's facts as judging needs them.
+type procFacts struct {
+	cgroup     uint64 // the cgroup id they were read in
+	exe        string
+	start      uint64
+	cgroupPath string
+	unit       string
+}
+
+func (a *Agent) processFacts(pid uint32, cgroup uint64) procFacts {
+	if f, ok := a.facts[pid]; ok && f.cgroup == cgroup {
+		return f
 	}
-	exe, err := a.procs.Exe(pid)
-	if err != nil {
-		exe = "?"
+	f := procFacts{cgroup: cgroup, exe: "?"}
+	exe, exeErr := a.procs.Exe(pid)
+	if exeErr == nil {
+		f.exe = exe
 	}
-	a.exes[pid] = exe
-	return exe
+	var startErr, cgErr error
+	f.start, startErr = a.procs.StartTime(pid)
+	f.cgroupPath, cgErr = a.procs.CgroupPath(pid)
+	f.unit, _ = act.UnitOf(pid) // most processes are in no unit
+	if exeErr == nil && startErr == nil && cgErr == nil {
+		a.facts[pid] = f // a failed read is tried again next time
+	}
+	return f
 }
 
 // decide acts on the verdicts the write ev produced, then releases it if
