@@ -24,6 +24,10 @@ type Target struct {
 	// CgroupID is the process's cgroup v2 id as the sensor saw it; used for
 	// the quarantine when the process's unit cannot be read any more.
 	CgroupID uint64
+	// CgroupPath, if known, is the process's cgroup v2 path (below the
+	// mount) as the caller read it: its unit is found there rather than
+	// by reading /proc/PID/cgroup again.
+	CgroupPath string
 }
 
 // Plan is what to do about one verdict.
@@ -78,7 +82,7 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, err
 		}
 	}
 	// Read the unit before anything can kill the process.
-	unit, unitErr := LookupUnit(t.PID)
+	unit, unitErr := t.unit()
 
 	if want[ActionQuarantine] && p.QuarantineFor > 0 {
 		s, err := e.quarantine(p, t, unit, unitErr)
@@ -178,4 +182,17 @@ func (e *Executor) stopUnit(ctx context.Context, t Target, unit Unit, unitErr er
 		return "", fmt.Errorf("pid %d: %w", t.PID, err)
 	}
 	return "stop-unit " + unit.Name, nil
+}
+
+// unit is the systemd unit of the target: from its cgroup path if the
+// caller knew it, else from /proc/PID/cgroup.
+func (t Target) unit() (Unit, error) {
+	if t.CgroupPath == "" {
+		return LookupUnit(t.PID)
+	}
+	u, ok := ParseUnit(t.CgroupPath)
+	if !ok {
+		return Unit{}, fmt.Errorf("unit of pid %d (cgroup %q): %w", t.PID, t.CgroupPath, ErrNoUnit)
+	}
+	return u, nil
 }

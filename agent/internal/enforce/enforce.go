@@ -1,13 +1,17 @@
-// Package enforce assembles the whole pipeline — probe → stream → parse →
-// judge → act → journal — into the agent that `aarsm run` starts.
+// Package enforce is the agent that `aarsm run` starts: the observing
+// stages (package pipeline: probe → stream → parse) followed by the
+// judging ones, in one line per event:
+//
+//	probe.Event → pipeline.Result → []found (mail messages) → []judged (verdicts) → act → journal
 //
 // The kernel holds (SIGSTOP) every write of a process in scope that may
 // carry mail: an HTTP POST/PUT/PATCH, an SMTP envelope command, or any
 // write on a connection in the middle of such a message. The agent handles
-// the held event synchronously: the stream and the parser consume it, a
-// message completed by it is judged, and the verdict's actions are carried
-// out before the write is released (or the process killed). Everything
-// else flows on untouched and is read in batches.
+// the held event synchronously (handleHeld): the pipeline consumes it, the
+// messages it completed — or, if none, what its connection has written so
+// far — are judged, and the verdicts' actions are carried out before the
+// write is released (or the process killed). Everything else flows on
+// untouched and is read in batches.
 package enforce
 
 import (
@@ -32,6 +36,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/judge"
 	"github.com/aarsm/aarsm/agent/internal/parse"
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/pipeline"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/proc"
@@ -83,23 +88,16 @@ type Agent struct {
 	opts   Options
 	log    *slog.Logger
 	sensor *probe.Sensor
-	asm    *stream.Assembler
-	http   *parse.HTTP
+	pipe   *pipeline.Pipeline
 	exec   *act.Executor
 	bulk   *judge.BulkState
 	procs  proc.FS
-	// facts caches what judging needs of a process, by pid, until it
-	// execs, exits or changes cgroup: read once, not at every held write.
-	facts map[uint32]procFacts
+	facts  factCache
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
 	holdLatency []time.Duration
 	holdNext    int
-
-	// Verdicts of the messages completed by the event being handled.
-	verdicts []judged
-	current  *probe.Event
 
 	// Written by the Run goroutine, read by anyone (Stats).
 	judgedN, blockedN, leakedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
@@ -137,8 +135,15 @@ type ReloadFailure struct {
 	Err error
 }
 
+// found is a mail message a write completed or has in progress, with
+// where it is going.
+type found struct {
+	dest string
+	msg  *mail.Message
+}
+
+// judged is a message with its verdict.
 type judged struct {
-	conn    stream.Key
 	verdict judge.Verdict
 	msg     *mail.Message
 	ctx     judge.Context // the process as it was when the message was judged
@@ -155,7 +160,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.DiagOut == nil {
 		opts.DiagOut = io.Discard
 	}
-	a := &Agent{opts: opts, log: opts.Logger, facts: map[uint32]procFacts{}, bulk: judge.NewBulkState(4096)}
+	a := &Agent{opts: opts, log: opts.Logger, facts: factCache{}, bulk: judge.NewBulkState(4096)}
 	if err := a.Reload(); err != nil {
 		last, lerr := policy.LoadLastGood(opts.StateDir)
 		if opts.StateDir == "" || last == nil || lerr != nil {
@@ -205,9 +210,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.sensor = s
-	a.http = parse.NewHTTP(parse.Limits{}, a.message)
-	a.http.OnSMTP(a.smtpMessage)
-	a.asm = stream.New(a.http.Factory, stream.Options{})
+	a.pipe = pipeline.New(pipeline.Options{})
 	if err := a.applyScope(set); err != nil {
 		s.Close()
 		return nil, err
@@ -386,51 +389,139 @@ func (a *Agent) Run(ctx context.Context) error {
 	watched := make(chan struct{})
 	go func() { a.watchScope(watchCtx); close(watched) }()
 	defer func() { stopWatch(); <-watched }()
-	evict := time.NewTicker(5 * time.Second)
-	defer evict.Stop()
-	handle := func(ev *probe.Event) {
-		select {
-		case <-evict.C:
-			a.asm.Evict(ev.Mono)
-		default:
-		}
-		switch ev.Kind {
-		case probe.KindExec:
-			delete(a.facts, ev.PID)
-		case probe.KindExit:
-			delete(a.facts, ev.PID)
-		case probe.KindCgroup:
-			a.newCgroup(ev)
-			return
-		case probe.KindWrite:
-			if ev.Held && a.opts.Fault == "wedge" && a.releasedN.Load() > 0 {
-				a.log.Warn("test fault: the event loop wedges now", "pid", ev.PID)
-				select {}
-			}
-			// Judged whole: the part past the sensor's copy too.
-			if err := ev.ReadRest(a.procs.Path(ev.PID, "mem"), maxHeldWrite); err != nil {
-				a.log.Warn("held write judged on what the sensor copied", "pid", ev.PID, "comm", ev.Comm(), "err", err)
-			}
-		}
-		a.current = ev
-		a.verdicts = a.verdicts[:0]
-		a.asm.Handle(ev)
-		a.current = nil
-		if ev.Kind == probe.KindWrite {
-			if ev.Held && len(a.verdicts) == 0 {
-				a.judgePending(ev)
-			}
-			a.decide(ev)
-		}
-	}
-	err := a.sensor.Run(ctx, handle)
+	err := a.pipe.Run(ctx, a.sensor, a.admit, a.handle)
 	if err == nil && !a.keep.Load() {
 		// Stopping (SIGTERM: a restart, an upgrade): no new hold, but the
 		// writes held already are judged, not let go unjudged.
 		a.stopHolding()
-		a.sensor.Drain(handle, 2*time.Second)
+		a.pipe.Drain(a.sensor, a.admit, a.handle, 2*time.Second)
 	}
 	return err
+}
+
+// admit prepares an event for the pipeline: it forgets the facts of a
+// process that exec'd or exited, judges a new cgroup (not an event for the
+// pipeline), and reads a held write whole, past the sensor's copy.
+func (a *Agent) admit(ev *probe.Event) bool {
+	switch ev.Kind {
+	case probe.KindExec, probe.KindExit:
+		a.facts.forget(ev.PID)
+	case probe.KindCgroup:
+		a.newCgroup(ev)
+		return false
+	case probe.KindWrite:
+		if ev.Held && a.opts.Fault == "wedge" && a.releasedN.Load() > 0 {
+			a.log.Warn("test fault: the event loop wedges now", "pid", ev.PID)
+			select {}
+		}
+		if err := ev.ReadRest(a.procs.Path(ev.PID, "mem"), maxHeldWrite); err != nil {
+			a.log.Warn("held write judged on what the sensor copied", "pid", ev.PID, "comm", ev.Comm(), "err", err)
+		}
+	}
+	return true
+}
+
+// handle judges what a write completed and acts on the verdicts. Reads
+// complete responses only: nothing to judge.
+func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
+	if ev.Kind != probe.KindWrite {
+		return
+	}
+	if ev.Held {
+		a.handleHeld(ev, r)
+		return
+	}
+	// Not held: out of scope, or a write the kernel let through (no
+	// mail could start in it). A block verdict here comes too late: the
+	// bytes left; respond reports it as a leak.
+	msgs := a.completed(r)
+	if len(msgs) == 0 {
+		return
+	}
+	for _, j := range a.judge(msgs, a.facts.of(a.procs, ev), false) {
+		a.respond(ev, j, false)
+	}
+}
+
+// handleHeld is the held write's path, from the pipeline's result to the
+// process released or stopped:
+//
+//  1. the messages the write completed are judged; if none, what its
+//     connection has written so far of the message in progress (an SMTP
+//     envelope, an HTTP body so far), of which only blocks count;
+//  2. the hold is taken (unless its deadline passed and the guard
+//     resolved it meanwhile);
+//  3. each verdict's actions are carried out and logged;
+//  4. a blocked write's process stays killed or resumes into a failed
+//     write; otherwise the kernel is told what to hold of the connection's
+//     next writes, and the process resumes.
+func (a *Agent) handleHeld(ev *probe.Event, r pipeline.Result) {
+	msgs, early := a.completed(r), false
+	if len(msgs) == 0 && r.Conn != nil {
+		msgs, early = a.pending(r.Conn.Key), true
+	}
+	var verdicts []judged
+	if len(msgs) > 0 {
+		verdicts = a.judge(msgs, a.facts.of(a.procs, ev), early)
+	}
+
+	held := a.take(ev)
+	if held {
+		defer a.sensor.Settle(ev.TID)
+	}
+	blocked := false
+	for _, j := range verdicts {
+		if a.respond(ev, j, held) {
+			blocked = true
+		}
+	}
+	if !held {
+		return
+	}
+	if blocked {
+		// respond killed the process or destroyed its sockets; a process
+		// still alive resumes into a failed write.
+		_ = probe.Resume(ev.PID)
+		return
+	}
+	k := stream.Key{PID: ev.PID, SSL: ev.SSL}
+	if err := a.sensor.SetConnMode(ev.PID, ev.SSL, connMode(a.pipe.Busy(k), a.pipe.Proto(k))); err != nil {
+		a.log.Warn("cannot classify connection", "pid", ev.PID, "err", err)
+	}
+	if err := probe.Resume(ev.PID); err != nil {
+		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
+	}
+	a.releasedN.Add(1)
+	a.recordLatency(sinceMono(ev.Mono))
+}
+
+// take makes a held write's hold the agent's: false when the guard
+// resolved it first (its deadline passed while the agent was behind) or
+// someone else's SIGCONT resumed it.
+func (a *Agent) take(ev *probe.Event) bool {
+	h, owned, err := a.sensor.Take(ev.PID, ev.TID)
+	if err != nil {
+		a.log.Warn("cannot take held write", "pid", ev.PID, "err", err)
+	}
+	switch {
+	case !owned:
+		a.expiredN.Add(1)
+		a.log.Warn("held write resolved by its deadline before the verdict (see the guard's log)", "pid", ev.PID,
+			"comm", ev.Comm(), "held_for", sinceMono(ev.Mono).Round(time.Millisecond).String())
+		return false
+	case h.Foreign:
+		a.sensor.Settle(ev.TID)
+		a.log.Warn("held write resumed by someone else's SIGCONT before the verdict: it went on unjudged", "pid", ev.PID, "comm", ev.Comm())
+		return false
+	}
+	if a.opts.Fault == "die-after-take" && a.releasedN.Load() > 0 {
+		// The window the resolving map covers: the agent dies after it
+		// took a hold and before it acted on it.
+		a.log.Warn("test fault: the agent dies holding a hold it took", "pid", ev.PID)
+		time.Sleep(200 * time.Millisecond)
+		_ = unix.Kill(os.Getpid(), unix.SIGKILL)
+	}
+	return true
 }
 
 // stopHolding turns holding off; writes out of scope are copied again (no
@@ -457,7 +548,7 @@ func (a *Agent) releaseAll() {
 			a.log.Error("cannot release held write", "pid", h.PID, "err", err)
 		}
 	}
-	a.asm.CloseAll()
+	a.pipe.Close()
 }
 
 // Close stops holding, releases what is held (if Run did not) and unloads
@@ -467,11 +558,33 @@ func (a *Agent) Close() error {
 	return a.sensor.Close()
 }
 
-// message judges a completed request (called by the parser).
-func (a *Agent) message(c *stream.Conn, m *parse.Message) {
-	if m.Response {
-		return
+// completed returns the mail messages of the requests and SMTP
+// transactions the event's connection completed. A mail request that
+// cannot be read whole is never let go silently: it is judged
+// (unreadable_mail_requests) and logged.
+func (a *Agent) completed(r pipeline.Result) []found {
+	var out []found
+	for _, d := range r.Done {
+		if d.Conn != r.Conn {
+			continue // flushed from a connection the event closed or evicted
+		}
+		for _, m := range d.Messages {
+			if m.Response {
+				continue
+			}
+			for _, msg := range a.mailOf(d.Conn, m) {
+				out = append(out, found{dest: m.Host, msg: msg})
+			}
+		}
+		for _, msg := range d.Mails {
+			out = append(out, found{dest: "smtp", msg: msg})
+		}
 	}
+	return out
+}
+
+// mailOf returns the mail messages of a complete HTTP request.
+func (a *Agent) mailOf(c *stream.Conn, m *parse.Message) []*mail.Message {
 	req := &mail.HTTPRequest{Method: m.Method, Host: m.Host, Path: m.Target, Header: http.Header(m.Header), Body: m.Data}
 	msgs, err := mail.FromHTTP(req)
 	why := ""
@@ -483,174 +596,73 @@ func (a *Agent) message(c *stream.Conn, m *parse.Message) {
 	case len(msgs) > 0 && m.DecodeErr != nil:
 		why = fmt.Sprintf("%s body not decoded: %v", m.Header.Get("Content-Encoding"), m.DecodeErr)
 	}
-	if why != "" {
-		// Never a silent release: judged (unreadable_mail_requests) and
-		// logged.
-		a.log.Warn("mail request not read whole", "pid", c.PID, "comm", c.Comm, "host", m.Host, "path", m.Target, "why", why)
-		if len(msgs) == 0 {
-			msgs = []*mail.Message{mail.UnreadableRequest(m.Target, why)}
-		}
-		for _, msg := range msgs {
-			msg.Unreadable = why
-		}
+	if why == "" {
+		return msgs
 	}
+	a.log.Warn("mail request not read whole", "pid", c.PID, "comm", c.Comm, "host", m.Host, "path", m.Target, "why", why)
 	if len(msgs) == 0 {
-		return
+		msgs = []*mail.Message{mail.UnreadableRequest(m.Target, why)}
 	}
-	a.judge(c, m.Host, msgs)
+	for _, msg := range msgs {
+		msg.Unreadable = why
+	}
+	return msgs
 }
 
-// judgePending judges, at a held write that completed no message, what
-// the connection's client has written so far of the one in progress: the
-// SMTP envelope (each RCPT TO before it leaves) and headers, or an HTTP
-// request's body so far. A block visible already is carried out at this
-// write; anything less waits for the complete message, which is judged
-// (and logged) once.
-func (a *Agent) judgePending(ev *probe.Event) {
-	c := a.asm.Lookup(stream.Key{PID: ev.PID, SSL: ev.SSL})
-	if c == nil {
-		return
-	}
-	p := parse.PendingOf(c)
+// pending returns what connection k's client has written so far of the
+// messages in progress: the SMTP envelope (each RCPT TO before it leaves)
+// and headers, or an HTTP request's body so far (none yet for a
+// compressed body: its prefix is not decoded).
+func (a *Agent) pending(k stream.Key) []found {
+	p := a.pipe.Pending(k)
+	var out []found
 	if p.Mail != nil {
-		a.judgeEarly(c, "smtp", []*mail.Message{p.Mail})
+		out = append(out, found{dest: "smtp", msg: p.Mail})
 	}
 	for _, r := range p.Requests {
-		if msgs := pendingMail(r); len(msgs) > 0 {
-			a.judgeEarly(c, r.Host, msgs)
+		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+			continue
+		}
+		msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
+		for _, msg := range msgs {
+			out = append(out, found{dest: r.Host, msg: msg})
 		}
 	}
+	return out
 }
 
-// judgeEarly judges messages not complete yet; only blocks are kept.
-func (a *Agent) judgeEarly(c *stream.Conn, dest string, msgs []*mail.Message) {
+// judge judges messages of a process. Messages not complete yet (early)
+// may only block: anything less waits for the complete message, which is
+// judged (and logged) once.
+func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 	set := a.loaded.Load().Set
-	ctx := a.context(c, dest)
 	now := time.Now()
-	for _, msg := range msgs {
-		if v := judge.Judge(set, msg, ctx, a.bulk, now); v.Decision == judge.Block {
-			a.judgedN.Add(1)
-			a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, ctx: ctx})
+	var out []judged
+	for _, m := range msgs {
+		ctx := a.context(f, m.dest)
+		v := judge.Judge(set, m.msg, ctx, a.bulk, now)
+		if early && v.Decision != judge.Block {
+			continue
 		}
-	}
-}
-
-// smtpMessage judges a mail sent over SMTP (called by the parser when the
-// write with the end of its DATA arrives).
-func (a *Agent) smtpMessage(c *stream.Conn, m *mail.Message) {
-	a.judge(c, "smtp", []*mail.Message{m})
-}
-
-func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
-	set := a.loaded.Load().Set
-	ctx := a.context(c, dest)
-	now := time.Now()
-	for _, msg := range msgs {
-		v := judge.Judge(set, msg, ctx, a.bulk, now)
 		a.judgedN.Add(1)
-		a.verdicts = append(a.verdicts, judged{conn: c.Key, verdict: v, msg: msg, ctx: ctx})
+		out = append(out, judged{verdict: v, msg: m.msg, ctx: ctx})
 	}
+	return out
 }
 
-func (a *Agent) context(c *stream.Conn, host string) judge.Context {
-	f := a.processFacts(c.PID, c.Cgroup)
-	return judge.Context{PID: c.PID, Comm: c.Comm, CgroupID: c.Cgroup, Dest: host,
+func (a *Agent) context(f procFacts, dest string) judge.Context {
+	return judge.Context{PID: f.pid, Comm: f.comm, CgroupID: f.cgroup, Dest: dest,
 		Exe: f.exe, StartTime: f.start, CgroupPath: f.cgroupPath, Unit: f.unit}
 }
 
-// procFacts are a process's facts as judging needs them.
-type procFacts struct {
-	cgroup     uint64 // the cgroup id they were read in
-	exe        string
-	start      uint64
-	cgroupPath string
-	unit       string
-}
-
-func (a *Agent) processFacts(pid uint32, cgroup uint64) procFacts {
-	if f, ok := a.facts[pid]; ok && f.cgroup == cgroup {
-		return f
-	}
-	f := procFacts{cgroup: cgroup, exe: "?"}
-	exe, exeErr := a.procs.Exe(pid)
-	if exeErr == nil {
-		f.exe = exe
-	}
-	var startErr, cgErr error
-	f.start, startErr = a.procs.StartTime(pid)
-	f.cgroupPath, cgErr = a.procs.CgroupPath(pid)
-	f.unit, _ = act.UnitOf(pid) // most processes are in no unit
-	if exeErr == nil && startErr == nil && cgErr == nil {
-		a.facts[pid] = f // a failed read is tried again next time
-	}
-	return f
-}
-
-// decide acts on the verdicts the write ev produced, then releases it if
-// it was held and may proceed.
-func (a *Agent) decide(ev *probe.Event) {
-	held := ev.Held
-	if held {
-		// The hold is the agent's from here on, unless the guard took it
-		// first: its deadline passed while the agent was behind.
-		h, owned, err := a.sensor.Take(ev.PID, ev.TID)
-		if err != nil {
-			a.log.Warn("cannot take held write", "pid", ev.PID, "err", err)
-		}
-		switch {
-		case !owned:
-			held = false
-			a.expiredN.Add(1)
-			a.log.Warn("held write resolved by its deadline before the verdict (see the guard's log)", "pid", ev.PID,
-				"comm", ev.Comm(), "held_for", sinceMono(ev.Mono).Round(time.Millisecond).String())
-		case h.Foreign:
-			held = false
-			a.sensor.Settle(ev.TID)
-			a.log.Warn("held write resumed by someone else's SIGCONT before the verdict: it went on unjudged", "pid", ev.PID, "comm", ev.Comm())
-		}
-		if held && a.opts.Fault == "die-after-take" && a.releasedN.Load() > 0 {
-			// The window the resolving map covers: the agent dies after
-			// it took a hold and before it acted on it.
-			a.log.Warn("test fault: the agent dies holding a hold it took", "pid", ev.PID)
-			time.Sleep(200 * time.Millisecond)
-			_ = unix.Kill(os.Getpid(), unix.SIGKILL)
-		}
-		if held {
-			defer a.sensor.Settle(ev.TID)
-		}
-	}
-	block := false
-	for _, j := range a.verdicts {
-		if a.respond(ev, j, held) {
-			block = true
-		}
-	}
-	if !held {
-		return
-	}
-	if block {
-		// respond killed the process or destroyed its sockets; a process
-		// still alive resumes into a failed write.
-		_ = probe.Resume(ev.PID)
-		return
-	}
-	if err := a.sensor.SetConnMode(ev.PID, ev.SSL, connMode(a.asm.Lookup(stream.Key{PID: ev.PID, SSL: ev.SSL}))); err != nil {
-		a.log.Warn("cannot classify connection", "pid", ev.PID, "err", err)
-	}
-	if err := probe.Resume(ev.PID); err != nil {
-		a.log.Warn("cannot release held write", "pid", ev.PID, "err", err)
-	}
-	a.releasedN.Add(1)
-	a.recordLatency(sinceMono(ev.Mono))
-}
-
-// connMode is what the kernel is to hold of c's next writes, from what
-// its parser has seen: everything while a message is in progress.
-func connMode(c *stream.Conn) probe.ConnMode {
-	if c == nil || c.Busy() {
+// connMode is what the kernel is to hold of a connection's next writes,
+// from what its parser has seen: everything while a message is in
+// progress (busy).
+func connMode(busy bool, proto string) probe.ConnMode {
+	if busy {
 		return probe.ConnAll
 	}
-	switch c.Proto() {
+	switch proto {
 	case parse.ProtoHTTP1:
 		return probe.ConnH1
 	case parse.ProtoHTTP2:
@@ -658,20 +670,10 @@ func connMode(c *stream.Conn) probe.ConnMode {
 	case parse.ProtoOther:
 		return probe.ConnOther
 	}
-	return probe.ConnAll // SMTP: every command may carry the envelope
+	return probe.ConnAll // SMTP, or not known yet: every command may carry the envelope
 }
 
 const maxLatencies = 1 << 16
-
-// pendingMail is what an HTTP request still in progress shows of its
-// mail: none yet for a compressed body (its prefix is not decoded).
-func pendingMail(r *parse.Message) []*mail.Message {
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return nil
-	}
-	msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
-	return msgs
-}
 
 // maxHeldWrite bounds what is read of one held write (ReadRest): the
 // parser keeps at most 32 MiB of a body, plus a head.
@@ -719,7 +721,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 			plan.Actions = append(plan.Actions, policy.EffectBlock)
 		}
 		var err error
-		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup})
+		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup, CgroupPath: j.ctx.CgroupPath})
 		if err != nil {
 			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)

@@ -7,10 +7,6 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/stream"
 )
 
-// Handler receives each complete message of a connection. It runs inside
-// the call that delivered the message's last byte; m is the handler's to keep.
-type Handler func(c *stream.Conn, m *Message)
-
 // Stats count what the parsers of closed connections passed over.
 type Stats struct {
 	Messages  uint64
@@ -21,38 +17,83 @@ type Stats struct {
 	IgnoredStreams uint64
 }
 
-// MailHandler receives each mail message a connection sent over SMTP.
-type MailHandler func(c *stream.Conn, m *mail.Message)
-
-// HTTP makes the consumers that parse connections: as HTTP/1.x; as HTTP/2
-// when the client opens with the HTTP/2 preface; or, when the client opens
-// with EHLO/HELO and a mail handler is set, as SMTP.
-type HTTP struct {
+// Parser is the third stage of the pipeline: it parses each connection's
+// segments as HTTP/1.x, as HTTP/2 when the client opens with the HTTP/2
+// preface, or as SMTP when it opens with EHLO/HELO/LHLO, and returns the
+// messages each segment completes. It keeps one parser state per open
+// connection. It is not safe for concurrent use.
+type Parser struct {
 	limits Limits
-	handle Handler
-	smtp   MailHandler
+	conns  map[stream.Key]*httpConn
 	stats  Stats
+	out    Output // what the segment being fed completed
 }
 
-// OnSMTP sets the handler of SMTP messages; without one, SMTP is junk.
-func (h *HTTP) OnSMTP(handle MailHandler) { h.smtp = handle }
+// Output is what one segment completed: HTTP requests and responses, and
+// mails sent over SMTP, in the order they ended. Each is the caller's to
+// keep.
+type Output struct {
+	Messages []*Message
+	Mails    []*mail.Message
+}
 
-// NewHTTP returns a parser factory calling handle for each message.
-func NewHTTP(limits Limits, handle Handler) *HTTP {
+// Empty reports whether the segment completed nothing.
+func (o Output) Empty() bool { return len(o.Messages) == 0 && len(o.Mails) == 0 }
+
+// New returns a parser.
+func New(limits Limits) *Parser {
 	limits.setDefaults()
-	return &HTTP{limits: limits, handle: handle}
+	return &Parser{limits: limits, conns: map[stream.Key]*httpConn{}}
 }
 
-// Factory is the stream.Factory of this parser.
-func (h *HTTP) Factory(c *stream.Conn) stream.Consumer {
-	hc := &httpConn{h: h, c: c}
-	hc.req = httpParser{limits: h.limits}
-	hc.resp = httpParser{limits: h.limits, response: true, noBody: hc.answersHead}
+// Feed parses one segment and returns what it completed. A Closed segment
+// ends the connection's parser (what it held is flushed).
+func (p *Parser) Feed(s stream.Segment) Output {
+	p.out = Output{}
+	hc := p.conns[s.Conn.Key]
+	if s.Closed {
+		if hc != nil {
+			delete(p.conns, s.Conn.Key)
+			hc.close(s.Conn)
+		}
+		return p.out
+	}
+	if hc == nil {
+		hc = p.newConn()
+		p.conns[s.Conn.Key] = hc
+	}
+	hc.data(s.Dir, s.Data, s.Lost, s.Mono)
+	return p.out
+}
+
+func (p *Parser) newConn() *httpConn {
+	hc := &httpConn{p: p}
+	hc.req = httpParser{limits: p.limits}
+	hc.resp = httpParser{limits: p.limits, response: true, noBody: hc.answersHead}
 	return hc
 }
 
 // Stats returns the counters, including those of closed connections.
-func (h *HTTP) Stats() Stats { return h.stats }
+func (p *Parser) Stats() Stats { return p.stats }
+
+// Busy reports whether the client of connection k is in the middle of an
+// outgoing message: its next write may complete it. A connection the
+// parser has not seen is not busy.
+func (p *Parser) Busy(k stream.Key) bool {
+	hc := p.conns[k]
+	return hc != nil && hc.busy()
+}
+
+// Proto names the protocol the client of connection k speaks: ProtoHTTP1,
+// ProtoHTTP2, ProtoSMTP, ProtoOther (its first bytes started no HTTP
+// request or SMTP session), or "" before its first bytes (or while they
+// are a prefix of the HTTP/2 preface).
+func (p *Parser) Proto(k stream.Key) string {
+	if hc := p.conns[k]; hc != nil {
+		return hc.proto()
+	}
+	return ""
+}
 
 // maxPending bounds the request methods remembered for pairing responses.
 const maxPending = 64
@@ -71,9 +112,8 @@ const (
 )
 
 type httpConn struct {
-	h         *HTTP
-	c         *stream.Conn
-	proto     string // "" until the client's first bytes tell
+	p         *Parser
+	protocol  string // "" until the client's first bytes tell
 	req, resp httpParser
 	methods   []string // methods of requests not answered yet
 	other     bool     // HTTP/1 by elimination: the client's first bytes started no request
@@ -106,24 +146,20 @@ func (hc *httpConn) answersHead() bool {
 	return m == "HEAD"
 }
 
-// Proto returns the protocol of the connection: ProtoHTTP1, ProtoHTTP2,
-// ProtoSMTP, ProtoOther (the client's first bytes started no HTTP request
-// or SMTP session), or "" before the client's first bytes (or while they
-// are a prefix of the HTTP/2 preface).
-func (hc *httpConn) Proto() string {
+func (hc *httpConn) proto() string {
 	if hc.other {
 		return ProtoOther
 	}
-	return hc.proto
+	return hc.protocol
 }
 
 func (hc *httpConn) emit(m *Message) {
-	hc.h.stats.Messages++
-	hc.h.handle(hc.c, m)
+	hc.p.stats.Messages++
+	hc.p.out.Messages = append(hc.p.out.Messages, m)
 }
 
-func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, mono uint64) {
-	if hc.proto == "" {
+func (hc *httpConn) data(dir stream.Dir, data []byte, lost int, mono uint64) {
+	if hc.protocol == "" {
 		if dir == stream.Ingress {
 			hc.hold(data, lost, mono)
 			return
@@ -133,12 +169,12 @@ func (hc *httpConn) Data(c *stream.Conn, dir stream.Dir, data []byte, lost int, 
 			return
 		}
 	}
-	switch hc.proto {
+	switch hc.protocol {
 	case ProtoSMTP:
 		if dir == stream.Egress {
 			for _, m := range hc.smtp.Feed(data) {
-				hc.h.stats.Messages++
-				hc.h.smtp(c, m)
+				hc.p.stats.Messages++
+				hc.p.out.Mails = append(hc.p.out.Mails, m)
 			}
 		}
 	case ProtoHTTP2:
@@ -178,8 +214,8 @@ func (hc *httpConn) hold(data []byte, lost int, mono uint64) {
 // the bytes of this call still to parse, and false while the bytes seen
 // are only a prefix of the HTTP/2 preface.
 func (hc *httpConn) detect(data []byte, lost int, mono uint64) ([]byte, bool) {
-	if len(hc.head) == 0 && hc.h.smtp != nil && isSMTPGreeting(data) {
-		hc.proto = ProtoSMTP
+	if len(hc.head) == 0 && isSMTPGreeting(data) {
+		hc.protocol = ProtoSMTP
 		hc.smtp = mail.NewSMTPSession()
 		hc.early, hc.earlyLost = nil, 0 // the server's greeting is not parsed
 		return data, true
@@ -188,7 +224,7 @@ func (hc *httpConn) detect(data []byte, lost int, mono uint64) ([]byte, bool) {
 	n := min(len(h2Preface)-seen, len(data))
 	if string(data[:n]) != h2Preface[seen:seen+n] {
 		// Not HTTP/2: HTTP/1.x, from the first byte held.
-		hc.proto = ProtoHTTP1
+		hc.protocol = ProtoHTTP1
 		if first := skipEmptyLines(append(hc.head[:len(hc.head):len(hc.head)], data...), false); len(first) > 0 && !looksLikeStart(first, false) {
 			hc.other = true
 		}
@@ -202,7 +238,7 @@ func (hc *httpConn) detect(data []byte, lost int, mono uint64) ([]byte, bool) {
 	if seen+n < len(h2Preface) && (lost == 0 || seen+n < 3) {
 		if lost > 0 {
 			// Too little to tell, and the rest is gone.
-			hc.proto = ProtoHTTP1
+			hc.protocol = ProtoHTTP1
 			hc.replayEarly()
 			return data, true
 		}
@@ -210,9 +246,9 @@ func (hc *httpConn) detect(data []byte, lost int, mono uint64) ([]byte, bool) {
 		return nil, false
 	}
 	// The preface, whole or with its end lost: HTTP/2.
-	hc.proto = ProtoHTTP2
+	hc.protocol = ProtoHTTP2
 	hc.head = nil
-	hc.h2 = newH2Conn(hc.h.limits, hc.emit)
+	hc.h2 = newH2Conn(hc.p.limits, hc.emit)
 	hc.replayEarly()
 	return data[n:], true
 }
@@ -224,17 +260,17 @@ func (hc *httpConn) replayEarly() {
 	}
 	early, lost := hc.early, hc.earlyLost
 	hc.early, hc.earlyLost = nil, 0
-	if hc.proto == ProtoHTTP2 {
+	if hc.protocol == ProtoHTTP2 {
 		hc.h2.side[stream.Ingress].feed(early, lost, hc.earlyMono)
 		return
 	}
 	hc.feedHTTP1(stream.Ingress, early, lost, hc.earlyMono)
 }
 
-func (hc *httpConn) Close(c *stream.Conn) {
-	if hc.proto == "" {
+func (hc *httpConn) close(c *stream.Conn) {
+	if hc.protocol == "" {
 		// Never decided: what was held is HTTP/1.x (or junk).
-		hc.proto = ProtoHTTP1
+		hc.protocol = ProtoHTTP1
 		hc.replayEarly()
 		if len(hc.head) > 0 {
 			hc.feedHTTP1(stream.Egress, hc.head, 0, c.Last)
@@ -245,21 +281,21 @@ func (hc *httpConn) Close(c *stream.Conn) {
 		hc.h2.close(c.Last)
 		for i := range hc.h2.side {
 			s := &hc.h2.side[i]
-			hc.h.stats.JunkBytes += uint64(s.junk)
-			hc.h.stats.Malformed += uint64(s.malform)
-			hc.h.stats.IgnoredStreams += uint64(s.ignored)
+			hc.p.stats.JunkBytes += uint64(s.junk)
+			hc.p.stats.Malformed += uint64(s.malform)
+			hc.p.stats.IgnoredStreams += uint64(s.ignored)
 		}
 	}
 	hc.resp.close(c.Last, hc.emit)
-	hc.h.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
-	hc.h.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
+	hc.p.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
+	hc.p.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
 }
 
-// Busy reports whether a request, or an SMTP transaction, is partly
+// busy reports whether a request, or an SMTP transaction, is partly
 // written: for HTTP/2, a frame partly written, a header block awaiting
 // CONTINUATION, or a request stream not ended yet.
-func (hc *httpConn) Busy() bool {
-	switch hc.proto {
+func (hc *httpConn) busy() bool {
+	switch hc.protocol {
 	case ProtoSMTP:
 		return hc.smtp.Pending() != nil
 	case ProtoHTTP2:

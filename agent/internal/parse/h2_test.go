@@ -77,18 +77,24 @@ func (p *h2Peer) headers(sid uint32, end bool, frag int, kv ...string) {
 
 // h2Run feeds a connection's calls to the parser.
 type h2Run struct {
-	h    *HTTP
-	c    *stream.Conn
-	hc   *httpConn
-	msgs []*Message
-	mono uint64
+	p     *Parser
+	c     *stream.Conn
+	hc    *httpConn
+	msgs  []*Message
+	mails []*mail.Message
+	mono  uint64
 }
 
 func newH2Run(limits Limits) *h2Run {
-	r := &h2Run{c: &stream.Conn{}}
-	r.h = NewHTTP(limits, func(_ *stream.Conn, m *Message) { r.msgs = append(r.msgs, m) })
-	r.hc = r.h.Factory(r.c).(*httpConn)
+	r := &h2Run{c: &stream.Conn{}, p: New(limits)}
+	r.hc = r.p.newConn()
+	r.p.conns[r.c.Key] = r.hc
 	return r
+}
+
+func (r *h2Run) add(o Output) {
+	r.msgs = append(r.msgs, o.Messages...)
+	r.mails = append(r.mails, o.Mails...)
 }
 
 func (r *h2Run) write(b []byte) { r.call(stream.Egress, b, 0) }
@@ -97,7 +103,7 @@ func (r *h2Run) read(b []byte)  { r.call(stream.Ingress, b, 0) }
 func (r *h2Run) call(dir stream.Dir, b []byte, lost int) {
 	r.mono++
 	r.c.Last = r.mono
-	r.hc.Data(r.c, dir, b, lost, r.mono)
+	r.add(r.p.Feed(stream.Segment{Conn: r.c, Dir: dir, Data: b, Lost: lost, Mono: r.mono}))
 }
 
 // bytewise writes b one byte per call.
@@ -107,7 +113,7 @@ func (r *h2Run) bytewise(dir stream.Dir, b []byte) {
 	}
 }
 
-func (r *h2Run) close() { r.hc.Close(r.c) }
+func (r *h2Run) close() { r.add(r.p.Feed(stream.Segment{Conn: r.c, Mono: r.mono, Closed: true})) }
 
 // summary is a message in one line, for comparisons.
 func summary(m *Message) string {
@@ -205,23 +211,23 @@ func TestH2Conversation(t *testing.T) {
 	// The server's SETTINGS may be read before the client's preface is
 	// complete: it is held until the protocol is known.
 	r.write(writes[0][:5])
-	if r.hc.Proto() != "" || !r.hc.Busy() {
-		t.Fatalf("after a preface prefix: proto %q busy %v", r.hc.Proto(), r.hc.Busy())
+	if r.hc.proto() != "" || !r.hc.busy() {
+		t.Fatalf("after a preface prefix: proto %q busy %v", r.hc.proto(), r.hc.busy())
 	}
 	r.read(reads[0])
 	r.write(writes[0][5:])
-	if r.hc.Proto() != ProtoHTTP2 {
-		t.Fatalf("proto %q", r.hc.Proto())
+	if r.hc.proto() != ProtoHTTP2 {
+		t.Fatalf("proto %q", r.hc.proto())
 	}
 	r.write(writes[1])
-	if len(r.msgs) != 1 || !r.hc.Busy() {
-		t.Fatalf("after the GET and a partial POST: %d messages, busy %v", len(r.msgs), r.hc.Busy())
+	if len(r.msgs) != 1 || !r.hc.busy() {
+		t.Fatalf("after the GET and a partial POST: %d messages, busy %v", len(r.msgs), r.hc.busy())
 	}
 	r.write(writes[2])
 	r.write(writes[3])
 	r.read(reads[1])
 	r.write(writes[4])
-	if r.hc.Busy() {
+	if r.hc.busy() {
 		t.Fatal("busy after every request ended")
 	}
 	r.read(reads[2])
@@ -234,7 +240,7 @@ func TestH2Conversation(t *testing.T) {
 		post.Header.Get("X-Postmark-Server-Token") != strings.Repeat("t", 40) || post.WireSize != int64(len(post.Data)) || post.Start >= post.End {
 		t.Fatalf("POST: %+v", post)
 	}
-	if st := r.h.Stats(); st.Messages != 7 || st.JunkBytes != 0 || st.Malformed != 0 {
+	if st := r.p.Stats(); st.Messages != 7 || st.JunkBytes != 0 || st.Malformed != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -319,14 +325,14 @@ func TestH2ResetMidBody(t *testing.T) {
 	r.read(s.take())
 	c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	r.write(c.take())
-	if !r.hc.Busy() {
+	if !r.hc.busy() {
 		t.Fatal("stream 3 is still open")
 	}
 	// The server resets stream 3: its request and response end.
 	s.fr.WriteRSTStream(3, http2.ErrCodeRefusedStream)
 	s.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
 	r.read(s.take())
-	if r.hc.Busy() {
+	if r.hc.busy() {
 		t.Fatal("busy after every stream was reset")
 	}
 	want := `#1 POST h/a "part" truncated reset
@@ -340,47 +346,47 @@ func TestH2ResetMidBody(t *testing.T) {
 func TestH2Busy(t *testing.T) {
 	c := newH2Peer(true)
 	r := newH2Run(Limits{})
-	if r.hc.Proto() != "" || r.hc.Busy() {
+	if r.hc.proto() != "" || r.hc.busy() {
 		t.Fatal("busy before any byte")
 	}
 	r.write(c.take()) // the preface
-	if r.hc.Proto() != ProtoHTTP2 || r.hc.Busy() {
-		t.Fatalf("after the preface: proto %q busy %v", r.hc.Proto(), r.hc.Busy())
+	if r.hc.proto() != ProtoHTTP2 || r.hc.busy() {
+		t.Fatalf("after the preface: proto %q busy %v", r.hc.proto(), r.hc.busy())
 	}
 	// A header block awaiting CONTINUATION.
 	b := c.block(":method", "POST", ":path", "/email", ":authority", "api.postmarkapp.com")
 	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:4]})
 	r.write(c.take())
-	if !r.hc.Busy() {
+	if !r.hc.busy() {
 		t.Fatal("not busy while a header block awaits CONTINUATION")
 	}
 	c.fr.WriteContinuation(1, true, b[4:])
 	frame := c.take()
 	r.write(frame[:5]) // a partial frame
-	if !r.hc.Busy() {
+	if !r.hc.busy() {
 		t.Fatal("not busy inside a frame")
 	}
 	r.write(frame[5:])
-	if !r.hc.Busy() {
+	if !r.hc.busy() {
 		t.Fatal("not busy with a request body to come")
 	}
 	c.fr.WriteData(1, true, []byte("body"))
 	r.write(c.take())
-	if r.hc.Busy() || len(r.msgs) != 1 {
-		t.Fatalf("busy %v with %d messages after END_STREAM", r.hc.Busy(), len(r.msgs))
+	if r.hc.busy() || len(r.msgs) != 1 {
+		t.Fatalf("busy %v with %d messages after END_STREAM", r.hc.busy(), len(r.msgs))
 	}
 	// A GET with END_STREAM on its HEADERS never makes the connection busy
 	// once its frame is whole.
 	c.headers(3, true, 0, ":method", "GET", ":path", "/", ":authority", "h")
 	r.write(c.take())
-	if r.hc.Busy() || len(r.msgs) != 2 {
-		t.Fatalf("busy %v with %d messages after a GET", r.hc.Busy(), len(r.msgs))
+	if r.hc.busy() || len(r.msgs) != 2 {
+		t.Fatalf("busy %v with %d messages after a GET", r.hc.busy(), len(r.msgs))
 	}
 	// The server's frames do not make the client busy.
 	s := newH2Peer(false)
 	s.headers(1, false, 0, ":status", "200")
 	r.read(s.take())
-	if r.hc.Busy() {
+	if r.hc.busy() {
 		t.Fatal("busy with a response open")
 	}
 }
@@ -409,8 +415,8 @@ func TestH2LostBytes(t *testing.T) {
 	c.headers(3, false, 0, ":method", "POST", ":path", "/lost", ":authority", "h")
 	c.fr.WriteData(3, false, []byte("seen"))
 	r.call(stream.Egress, c.take(), 30)
-	if len(r.msgs) != 2 || summary(r.msgs[1]) != `#3 POST h/lost "seen" truncated` || r.hc.Busy() {
-		t.Fatalf("got\n%s\nbusy %v", summaries(r.msgs), r.hc.Busy())
+	if len(r.msgs) != 2 || summary(r.msgs[1]) != `#3 POST h/lost "seen" truncated` || r.hc.busy() {
+		t.Fatalf("got\n%s\nbusy %v", summaries(r.msgs), r.hc.busy())
 	}
 	c.headers(5, true, 0, ":method", "GET", ":path", "/after", ":authority", "h")
 	r.write(c.take())
@@ -421,7 +427,7 @@ func TestH2LostBytes(t *testing.T) {
 	if len(r.msgs) != 3 || r.msgs[2].Status != 200 {
 		t.Fatalf("got\n%s", summaries(r.msgs))
 	}
-	if st := r.h.Stats(); st.Malformed != 1 || st.JunkBytes == 0 {
+	if st := r.p.Stats(); st.Malformed != 1 || st.JunkBytes == 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -466,8 +472,8 @@ func TestH2HPACKBomb(t *testing.T) {
 	r = newH2Run(Limits{MaxHeader: 16 << 10})
 	r.write(c.take())
 	r.close()
-	if len(r.msgs) != 1 || !r.msgs[0].Truncated || r.h.Stats().Malformed != 1 {
-		t.Fatalf("huge literal: got\n%s\nstats %+v", summaries(r.msgs), r.h.Stats())
+	if len(r.msgs) != 1 || !r.msgs[0].Truncated || r.p.Stats().Malformed != 1 {
+		t.Fatalf("huge literal: got\n%s\nstats %+v", summaries(r.msgs), r.p.Stats())
 	}
 }
 
@@ -529,8 +535,8 @@ func TestH2FrameSizeAndTableSettings(t *testing.T) {
 	r.write(c.take())
 	r.read(resp)
 	r.close()
-	if len(r.msgs) != 1 || r.h.Stats().Malformed != 1 {
-		t.Fatalf("got\n%.300s\nstats %+v", summaries(r.msgs), r.h.Stats())
+	if len(r.msgs) != 1 || r.p.Stats().Malformed != 1 {
+		t.Fatalf("got\n%.300s\nstats %+v", summaries(r.msgs), r.p.Stats())
 	}
 }
 
@@ -549,8 +555,8 @@ func TestH2TableSizeOverAnnounced(t *testing.T) {
 	r.write(c.take())
 	r.read(s.take())
 	r.close()
-	if len(r.msgs) != 2 || r.msgs[1].Status != 200 || !r.msgs[1].Truncated || r.h.Stats().Malformed != 1 {
-		t.Fatalf("got\n%s\nstats %+v", summaries(r.msgs), r.h.Stats())
+	if len(r.msgs) != 2 || r.msgs[1].Status != 200 || !r.msgs[1].Truncated || r.p.Stats().Malformed != 1 {
+		t.Fatalf("got\n%s\nstats %+v", summaries(r.msgs), r.p.Stats())
 	}
 }
 
@@ -571,7 +577,7 @@ func TestH2StreamLimit(t *testing.T) {
 		t.Fatalf("%d messages, %d ignored, %d open", len(r.msgs), side.ignored, len(side.streams))
 	}
 	r.close()
-	if st := r.h.Stats(); st.IgnoredStreams != 50 {
+	if st := r.p.Stats(); st.IgnoredStreams != 50 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -602,16 +608,15 @@ func TestConnProtocols(t *testing.T) {
 	r.write([]byte("P"))
 	r.write([]byte("OST /email HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
 	r.read([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-	if r.hc.Proto() != ProtoHTTP1 || len(r.msgs) != 2 || r.msgs[0].Target != "/email" || r.msgs[0].Stream != 0 {
-		t.Fatalf("proto %q got\n%s", r.hc.Proto(), summaries(r.msgs))
+	if r.hc.proto() != ProtoHTTP1 || len(r.msgs) != 2 || r.msgs[0].Target != "/email" || r.msgs[0].Stream != 0 {
+		t.Fatalf("proto %q got\n%s", r.hc.proto(), summaries(r.msgs))
 	}
 	// SMTP, with the server's greeting read first.
 	r = newH2Run(Limits{})
-	r.h.OnSMTP(func(*stream.Conn, *mail.Message) {})
 	r.read([]byte("220 mx ESMTP\r\n"))
 	r.write([]byte("EHLO client\r\n"))
-	if r.hc.Proto() != ProtoSMTP {
-		t.Fatalf("proto %q", r.hc.Proto())
+	if r.hc.proto() != ProtoSMTP {
+		t.Fatalf("proto %q", r.hc.proto())
 	}
 }
 
@@ -728,8 +733,8 @@ func TestH2NetHTTPCapture(t *testing.T) {
 	for _, c := range calls {
 		r.call(c.dir, c.data, 0)
 	}
-	if r.hc.Proto() != ProtoHTTP2 || r.hc.Busy() {
-		t.Fatalf("proto %q busy %v", r.hc.Proto(), r.hc.Busy())
+	if r.hc.proto() != ProtoHTTP2 || r.hc.busy() {
+		t.Fatalf("proto %q busy %v", r.hc.proto(), r.hc.busy())
 	}
 	r.close()
 	var reqs, resps []*Message
@@ -759,7 +764,7 @@ func TestH2NetHTTPCapture(t *testing.T) {
 	if want := fmt.Sprintf("echo POST /email %d", len(body)); string(resps[0].Data) != want {
 		t.Fatalf("response body %q, want %q", resps[0].Data, want)
 	}
-	if st := r.h.Stats(); st.JunkBytes != 0 || st.Malformed != 0 {
+	if st := r.p.Stats(); st.JunkBytes != 0 || st.Malformed != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -78,7 +78,7 @@ type Message struct {
 	Response bool
 	Stream   uint32 // HTTP/2 stream id; 0 for HTTP/1.x
 	Reset    bool   // HTTP/2: the stream was reset (RST_STREAM) before it ended
-	// Partial: the body has not ended yet (PendingOf); Data is what
+	// Partial: the body has not ended yet (Parser.Pending); Data is what
 	// arrived so far, not decoded.
 	Partial bool
 	Start   uint64 // monotonic ns of the first byte

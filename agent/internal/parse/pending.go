@@ -20,13 +20,14 @@ type Pending struct {
 	Mail     *mail.Message
 }
 
-// PendingOf returns what c's client is in the middle of writing.
-func PendingOf(c *stream.Conn) Pending {
-	hc, ok := c.Consumer().(*httpConn)
-	if !ok {
+// Pending returns what the client of connection k is in the middle of
+// writing.
+func (p *Parser) Pending(k stream.Key) Pending {
+	hc := p.conns[k]
+	if hc == nil {
 		return Pending{}
 	}
-	switch hc.proto {
+	switch hc.protocol {
 	case ProtoSMTP:
 		return Pending{Mail: hc.smtp.Pending()}
 	case ProtoHTTP2:
@@ -41,11 +42,11 @@ func PendingOf(c *stream.Conn) Pending {
 			}
 		}
 		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		var p Pending
+		var pend Pending
 		for _, id := range ids {
-			p.Requests = append(p.Requests, partial(side.streams[id].msg))
+			pend.Requests = append(pend.Requests, partial(side.streams[id].msg))
 		}
-		return p
+		return pend
 	case ProtoHTTP1:
 		if m := hc.req.msg; m != nil && hc.req.state != stHead && hc.req.state != stJunk {
 			return Pending{Requests: []*Message{partial(m)}}

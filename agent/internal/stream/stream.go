@@ -1,6 +1,7 @@
 // Package stream is the second stage of the pipeline: it turns the
 // sensor's per-call events into one ordered byte stream per TLS connection
-// and direction, identified by (pid, SSL*). It drops the retries that
+// and direction, identified by (pid, SSL*), and returns each event's part
+// of it as segments for the parser. It drops the retries that
 // OpenSSL demands after a failed write, accounts for bytes the sensor could
 // not capture, and bounds memory: a fixed number of connections, the least
 // recently used evicted first, and idle ones closed.
@@ -48,8 +49,7 @@ type Conn struct {
 	Lost    [2]uint64 // bytes not captured per direction
 	Retries uint64    // writes dropped as retries of a failed write
 
-	consumer Consumer
-	elem     *list.Element
+	elem *list.Element
 
 	// The last write, to recognise the retry OpenSSL requires after a
 	// failure: same length and same leading bytes.
@@ -58,31 +58,19 @@ type Conn struct {
 	lastFailed bool
 }
 
-// Consumer receives a connection's bytes, in order. Data is only valid
-// during the call. lost counts bytes of the call that follow Data but were
-// not captured. Close is called once, when the connection is gone.
-type Consumer interface {
-	Data(c *Conn, dir Dir, data []byte, lost int, mono uint64)
-	Close(c *Conn)
-	// Busy reports whether the consumer is in the middle of an outgoing
-	// message: the next write may complete it.
-	Busy() bool
-	// Proto names the protocol the client speaks ("h1", "h2", "smtp",
-	// "other"; "" before its first write).
-	Proto() string
+// Segment is what one event adds to a connection: bytes in one direction,
+// or its end. Data is only valid until the assembler's next call; Lost
+// counts bytes of the call that follow Data but were not captured.
+type Segment struct {
+	Conn *Conn
+	Dir  Dir
+	Data []byte
+	Lost int
+	Mono uint64
+	// Closed: the connection is gone (freed, its process exec'd or
+	// exited, evicted); no segment of it follows.
+	Closed bool
 }
-
-// Busy reports whether the connection is in the middle of an outgoing message.
-func (c *Conn) Busy() bool { return c.consumer.Busy() }
-
-// Consumer returns the connection's consumer.
-func (c *Conn) Consumer() Consumer { return c.consumer }
-
-// Proto names the protocol the connection's client speaks (Consumer.Proto).
-func (c *Conn) Proto() string { return c.consumer.Proto() }
-
-// Factory makes the consumer of a new connection.
-type Factory func(c *Conn) Consumer
 
 // Options bound the assembler. The zero value gives the defaults.
 type Options struct {
@@ -102,16 +90,16 @@ type Stats struct {
 // Assembler tracks connections. It is not safe for concurrent use: the
 // sensor delivers events from one goroutine.
 type Assembler struct {
-	opts    Options
-	factory Factory
-	conns   map[uint32]map[uint64]*Conn
-	lru     *list.List // front: most recently used
-	seed    maphash.Seed
-	stats   Stats
+	opts  Options
+	conns map[uint32]map[uint64]*Conn
+	lru   *list.List // front: most recently used
+	seed  maphash.Seed
+	stats Stats
+	out   []Segment // the last call's segments, reused
 }
 
-// New returns an assembler that makes consumers with factory.
-func New(factory Factory, opts Options) *Assembler {
+// New returns an assembler.
+func New(opts Options) *Assembler {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 4096
 	}
@@ -119,11 +107,10 @@ func New(factory Factory, opts Options) *Assembler {
 		opts.Idle = 2 * time.Minute
 	}
 	return &Assembler{
-		opts:    opts,
-		factory: factory,
-		conns:   map[uint32]map[uint64]*Conn{},
-		lru:     list.New(),
-		seed:    maphash.MakeSeed(),
+		opts:  opts,
+		conns: map[uint32]map[uint64]*Conn{},
+		lru:   list.New(),
+		seed:  maphash.MakeSeed(),
 	}
 }
 
@@ -133,8 +120,12 @@ func New(factory Factory, opts Options) *Assembler {
 // connection shares its first bytes) differs somewhere in its body.
 const retrySample = probe.MaxData
 
-// Handle applies one sensor event.
-func (a *Assembler) Handle(ev *probe.Event) {
+// Handle applies one sensor event and returns what it adds to the
+// connections: the bytes of a read or write (none for a dropped retry), the
+// end of the connections it closes. The segments are valid until the next
+// call.
+func (a *Assembler) Handle(ev *probe.Event) []Segment {
+	a.out = a.out[:0]
 	switch ev.Kind {
 	case probe.KindWrite, probe.KindRead:
 		c := a.conn(ev)
@@ -152,14 +143,14 @@ func (a *Assembler) Handle(ev *probe.Event) {
 			if retry {
 				c.Retries++
 				a.stats.Retries++
-				return
+				return nil
 			}
 		}
 		lost := int(ev.Len) - len(ev.Data)
 		c.Bytes[dir] += uint64(len(ev.Data))
 		c.Lost[dir] += uint64(lost)
 		a.stats.LostBytes += uint64(lost)
-		c.consumer.Data(c, dir, ev.Data, lost, ev.Mono)
+		a.out = append(a.out, Segment{Conn: c, Dir: dir, Data: ev.Data, Lost: lost, Mono: ev.Mono})
 	case probe.KindWriteFailed:
 		if c := a.lookup(Key{ev.PID, ev.SSL}); c != nil {
 			c.lastFailed = true
@@ -174,12 +165,13 @@ func (a *Assembler) Handle(ev *probe.Event) {
 			a.close(c)
 		}
 	}
+	return a.out
 }
 
 // Evict closes connections idle since before now-Idle (monotonic ns) and
-// returns how many.
-func (a *Assembler) Evict(now uint64) int {
-	n := 0
+// returns their ends, valid until the next call.
+func (a *Assembler) Evict(now uint64) []Segment {
+	a.out = a.out[:0]
 	idle := uint64(a.opts.Idle)
 	for e := a.lru.Back(); e != nil; {
 		c := e.Value.(*Conn)
@@ -189,18 +181,20 @@ func (a *Assembler) Evict(now uint64) int {
 		e = e.Prev()
 		a.close(c)
 		a.stats.Evicted++
-		n++
 	}
-	return n
+	return a.out
 }
 
-// CloseAll closes every connection.
-func (a *Assembler) CloseAll() {
+// CloseAll closes every connection and returns their ends, valid until
+// the next call.
+func (a *Assembler) CloseAll() []Segment {
+	a.out = a.out[:0]
 	for e := a.lru.Front(); e != nil; {
 		next := e.Next()
 		a.close(e.Value.(*Conn))
 		e = next
 	}
+	return a.out
 }
 
 // Stats returns the counters.
@@ -236,7 +230,6 @@ func (a *Assembler) conn(ev *probe.Event) *Conn {
 		c.elem = a.lru.PushFront(c)
 		a.stats.Opened++
 		c.Comm = ev.Comm()
-		c.consumer = a.factory(c)
 	} else {
 		a.lru.MoveToFront(c.elem)
 	}
@@ -253,5 +246,5 @@ func (a *Assembler) close(c *Conn) {
 		delete(a.conns, c.PID)
 	}
 	a.lru.Remove(c.elem)
-	c.consumer.Close(c)
+	a.out = append(a.out, Segment{Conn: c, Mono: c.Last, Closed: true})
 }

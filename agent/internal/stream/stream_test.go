@@ -14,22 +14,36 @@ type recorder struct {
 	closed []Key
 }
 
-type recConsumer struct{ r *recorder }
-
-func (c recConsumer) Data(conn *Conn, dir Dir, data []byte, lost int, mono uint64) {
-	c.r.data[conn.Key] += dir.String()[:1] + ":" + string(data) + " "
-	c.r.lost[conn.Key] += lost
+func (r *recorder) add(segs []Segment) {
+	for _, s := range segs {
+		if s.Closed {
+			r.closed = append(r.closed, s.Conn.Key)
+			continue
+		}
+		r.data[s.Conn.Key] += s.Dir.String()[:1] + ":" + string(s.Data) + " "
+		r.lost[s.Conn.Key] += s.Lost
+	}
 }
 
-func (c recConsumer) Close(conn *Conn) { c.r.closed = append(c.r.closed, conn.Key) }
+// recAsm records every segment its assembler returns.
+type recAsm struct {
+	*Assembler
+	r *recorder
+}
 
-func (c recConsumer) Busy() bool { return false }
+func (w recAsm) Handle(ev *probe.Event) { w.r.add(w.Assembler.Handle(ev)) }
 
-func (c recConsumer) Proto() string { return "" }
+func (w recAsm) Evict(now uint64) int {
+	segs := w.Assembler.Evict(now)
+	w.r.add(segs)
+	return len(segs)
+}
 
-func newRec(opts Options) (*Assembler, *recorder) {
+func (w recAsm) CloseAll() { w.r.add(w.Assembler.CloseAll()) }
+
+func newRec(opts Options) (recAsm, *recorder) {
 	r := &recorder{data: map[Key]string{}, lost: map[Key]int{}}
-	return New(func(*Conn) Consumer { return recConsumer{r} }, opts), r
+	return recAsm{New(opts), r}, r
 }
 
 func write(pid uint32, ssl uint64, s string, mono uint64) *probe.Event {

@@ -3,7 +3,8 @@ package trace
 import (
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -11,6 +12,9 @@ import (
 // Format writes r as one line and, with verbose, its headers and body
 // indented below it. Responses are only shown with verbose.
 func Format(w io.Writer, r Record, verbose bool) error {
+	if r.Mail != nil {
+		return formatMail(w, r, verbose)
+	}
 	m := r.Msg
 	if m.Response && !verbose {
 		return nil
@@ -50,22 +54,8 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	b.WriteByte('\n')
 	if verbose {
 		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
-		names := make([]string, 0, len(m.Header))
-		for k := range m.Header {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			for _, v := range m.Header[k] {
-				fmt.Fprintf(&b, "    %s: %s\n", k, printable(v))
-			}
-		}
-		if len(m.Data) > 0 {
-			b.WriteString("    \n")
-			for _, line := range strings.Split(printable(string(m.Data)), "\n") {
-				fmt.Fprintf(&b, "    %s\n", line)
-			}
-		}
+		writeHeaders(&b, m.Header)
+		writeBody(&b, string(m.Data))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -108,4 +98,56 @@ func printable(s string) string {
 		i += n
 	}
 	return b.String()
+}
+
+// formatMail writes a mail sent over SMTP as one line, its envelope and
+// subject; with verbose, its headers and text below it.
+func formatMail(w io.Writer, r Record, verbose bool) error {
+	m := r.Mail
+	var b strings.Builder
+	rcpts := make([]string, 0, len(m.EnvelopeTo))
+	for _, a := range m.EnvelopeTo {
+		rcpts = append(rcpts, a.Addr)
+	}
+	fmt.Fprintf(&b, "%s pid=%d comm=%s SMTP from=%s rcpt=%s subject=%q\n", r.Time.Format("15:04:05.000000"), r.Conn.PID,
+		quote(r.Comm), oneLine(m.EnvelopeFrom), oneLine(strings.Join(rcpts, ",")), m.Subject)
+	if verbose {
+		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
+		writeHeaders(&b, m.Headers)
+		writeBody(&b, m.TextBody)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// oneLine is s for a one-line field: quoted when it has spaces or
+// control characters, "-" when empty.
+func oneLine(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == ' ' || r == '"' }) {
+		return fmt.Sprintf("%q", s)
+	}
+	return s
+}
+
+// writeHeaders writes headers indented, sorted by name.
+func writeHeaders(b *strings.Builder, h map[string][]string) {
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[k] {
+			fmt.Fprintf(b, "    %s: %s\n", k, printable(v))
+		}
+	}
+}
+
+// writeBody writes a body indented, after an empty line.
+func writeBody(b *strings.Builder, body string) {
+	if body == "" {
+		return
+	}
+	b.WriteString("    \n")
+	for _, line := range strings.Split(printable(body), "\n") {
+		fmt.Fprintf(b, "    %s\n", line)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aarsm/aarsm/agent/internal/parse"
+	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 	"github.com/aarsm/aarsm/agent/internal/stream"
 )
 
@@ -44,6 +45,36 @@ func TestFormatLine(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
+
+func TestFormatSMTPMail(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	m := &mail.Message{
+		Provider:     mail.ProviderSMTP,
+		EnvelopeFrom: "agent@company.co",
+		EnvelopeTo:   []mail.Address{{Addr: "bob@company.co"}, {Addr: "phan@giftshop.club"}},
+		Subject:      "Invoice\r\n#42",
+		Headers:      map[string][]string{"Subject": {"Invoice #42"}, "From": {"agent@company.co"}},
+		TextBody:     "hello\nworld",
+	}
+	rec := Record{Conn: stream.Key{PID: 42, SSL: 0x1000}, Comm: "python3", Exe: "/usr/bin/python3", Time: at, Mail: m}
+	var b strings.Builder
+	if err := Format(&b, rec, false); err != nil {
+		t.Fatal(err)
+	}
+	want := `03:04:05.000006 pid=42 comm=python3 SMTP from=agent@company.co rcpt=bob@company.co,phan@giftshop.club subject="Invoice\r\n#42"` + "\n"
+	if b.String() != want {
+		t.Fatalf("got  %q\nwant %q", b.String(), want)
+	}
+	b.Reset()
+	if err := Format(&b, rec, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"    From: agent@company.co\n    Subject: Invoice #42\n", "    hello\n    world\n"} {
+		if !strings.Contains(b.String(), s) {
+			t.Fatalf("verbose output lacks %q:\n%s", s, b.String())
 		}
 	}
 }

@@ -1,7 +1,7 @@
-// Package trace assembles the observing half of the pipeline — probe →
-// stream → parse — and renders what processes send over TLS, one line per
-// request. It is what `aarsm trace` runs, and what the end-to-end tests
-// drive against real clients.
+// Package trace renders what processes send over TLS, one line per
+// request, on top of the observing half of the pipeline (package
+// pipeline: probe → stream → parse). It is what `aarsm trace` runs, and
+// what the end-to-end tests drive against real clients.
 package trace
 
 import (
@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aarsm/aarsm/agent/internal/parse"
+	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/pipeline"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/stream"
 )
@@ -25,7 +27,8 @@ type Options struct {
 	Limits parse.Limits
 }
 
-// Record is one parsed message with the process that sent or received it.
+// Record is one parsed message with the process that sent or received it:
+// an HTTP request or response (Msg), or a mail sent over SMTP (Mail).
 type Record struct {
 	Conn   stream.Key
 	TID    uint32
@@ -34,17 +37,16 @@ type Record struct {
 	Cgroup uint64
 	Time   time.Time // wall clock of the message's last byte
 	Msg    *parse.Message
+	Mail   *mail.Message
 }
 
 // Tracer runs the pipeline.
 type Tracer struct {
 	opts   Options
 	sensor *probe.Sensor
-	asm    *stream.Assembler
-	http   *parse.HTTP
+	pipe   *pipeline.Pipeline
 	exes   map[uint32]string // pid -> executable, learnt at exec or first sight
 	boot   time.Time         // wall clock at monotonic zero
-	out    func(Record)
 }
 
 // Start loads the sensor. Close must be called.
@@ -53,10 +55,13 @@ func Start(opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tracer{opts: opts, sensor: s, exes: map[uint32]string{}, boot: bootTime()}
-	t.http = parse.NewHTTP(opts.Limits, t.message)
-	t.asm = stream.New(t.http.Factory, opts.Stream)
-	return t, nil
+	return &Tracer{
+		opts:   opts,
+		sensor: s,
+		pipe:   pipeline.New(pipeline.Options{Stream: opts.Stream, Limits: opts.Limits}),
+		exes:   map[uint32]string{},
+		boot:   bootTime(),
+	}, nil
 }
 
 // Sensor returns the loaded sensor (for its targets and counters).
@@ -65,38 +70,35 @@ func (t *Tracer) Sensor() *probe.Sensor { return t.sensor }
 // Stats returns the counters of every stage.
 func (t *Tracer) Stats() (probe.Stats, stream.Stats, parse.Stats, error) {
 	ps, err := t.sensor.Stats()
-	return ps, t.asm.Stats(), t.http.Stats(), err
+	ss, hs := t.pipe.Stats()
+	return ps, ss, hs, err
 }
 
 // Run delivers records to out until ctx is done. out runs on the pipeline's
 // goroutine: it must not block for long.
 func (t *Tracer) Run(ctx context.Context, out func(Record)) error {
-	t.out = out
-	evict := time.NewTicker(5 * time.Second)
-	defer evict.Stop()
-	defer t.asm.CloseAll()
-	return t.sensor.Run(ctx, func(ev *probe.Event) {
-		select {
-		case <-evict.C:
-			t.asm.Evict(ev.Mono)
-		default:
-		}
-		switch ev.Kind {
-		case probe.KindExec:
-			t.learnExe(ev.PID)
-		case probe.KindExit:
-			delete(t.exes, ev.PID)
-		case probe.KindWrite, probe.KindRead:
-			if !t.wanted(ev) {
-				return
-			}
-		}
-		t.asm.Handle(ev)
+	defer func() { t.records(t.pipe.Close(), out) }()
+	return t.pipe.Run(ctx, t.sensor, t.admit, func(_ *probe.Event, r pipeline.Result) {
+		t.records(r.Done, out)
 	})
 }
 
 // Close unloads the sensor.
 func (t *Tracer) Close() error { return t.sensor.Close() }
+
+// admit learns executables and drops the reads and writes of processes
+// not traced.
+func (t *Tracer) admit(ev *probe.Event) bool {
+	switch ev.Kind {
+	case probe.KindExec:
+		t.learnExe(ev.PID)
+	case probe.KindExit:
+		delete(t.exes, ev.PID)
+	case probe.KindWrite, probe.KindRead:
+		return t.wanted(ev)
+	}
+	return true
+}
 
 func (t *Tracer) wanted(ev *probe.Event) bool {
 	if len(t.opts.PIDs) > 0 && !slices.Contains(t.opts.PIDs, ev.PID) {
@@ -117,23 +119,25 @@ func (t *Tracer) learnExe(pid uint32) string {
 	return exe
 }
 
-func (t *Tracer) message(c *stream.Conn, m *parse.Message) {
-	exe, ok := t.exes[c.PID]
-	if !ok {
-		exe = t.learnExe(c.PID)
+// records renders what connections completed as records, in order.
+func (t *Tracer) records(done []pipeline.Done, out func(Record)) {
+	for _, d := range done {
+		c := d.Conn
+		exe, ok := t.exes[c.PID]
+		if !ok {
+			exe = t.learnExe(c.PID)
+		}
+		rec := Record{Conn: c.Key, TID: c.TID, Comm: c.Comm, Exe: exe, Cgroup: c.Cgroup}
+		for _, m := range d.Messages {
+			rec.Msg, rec.Time = m, t.boot.Add(time.Duration(m.End))
+			out(rec)
+		}
+		rec.Msg = nil
+		for _, m := range d.Mails {
+			rec.Mail, rec.Time = m, t.boot.Add(time.Duration(c.Last))
+			out(rec)
+		}
 	}
-	if t.out == nil {
-		return
-	}
-	t.out(Record{
-		Conn:   c.Key,
-		TID:    c.TID,
-		Comm:   c.Comm,
-		Exe:    exe,
-		Cgroup: c.Cgroup,
-		Time:   t.boot.Add(time.Duration(m.End)),
-		Msg:    m,
-	})
 }
 
 // bootTime is the wall clock time at which CLOCK_MONOTONIC was zero.

@@ -1,0 +1,78 @@
+package pipeline
+
+import (
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/parse"
+	"github.com/aarsm/aarsm/agent/internal/probe"
+	"github.com/aarsm/aarsm/agent/internal/stream"
+)
+
+func write(pid uint32, ssl uint64, s string, mono uint64) *probe.Event {
+	return &probe.Event{Kind: probe.KindWrite, PID: pid, SSL: ssl, Len: uint32(len(s)), Data: []byte(s), Mono: mono}
+}
+
+func TestFeedReturnsWhatEachEventCompleted(t *testing.T) {
+	p := New(Options{})
+	k := stream.Key{PID: 7, SSL: 0xa}
+	r := p.Feed(write(7, 0xa, "POST /email HTTP/1.1\r\nHost: api.postmarkapp.com\r\nContent-Length: 4\r\n\r\n{\"", 1))
+	if r.Conn == nil || r.Conn.Key != k || len(r.Done) != 0 {
+		t.Fatalf("first write: conn %v, done %d", r.Conn, len(r.Done))
+	}
+	if !p.Busy(k) || p.Proto(k) != parse.ProtoHTTP1 {
+		t.Fatalf("after the head: busy %v proto %q", p.Busy(k), p.Proto(k))
+	}
+	if pend := p.Pending(k); len(pend.Requests) != 1 || string(pend.Requests[0].Data) != `{"` {
+		t.Fatalf("pending %+v", pend)
+	}
+	r = p.Feed(write(7, 0xa, "}\"", 2))
+	if len(r.Done) != 1 || r.Done[0].Conn != r.Conn || len(r.Done[0].Messages) != 1 || r.Done[0].Messages[0].Target != "/email" {
+		t.Fatalf("second write: %+v", r.Done)
+	}
+	if p.Busy(k) {
+		t.Fatal("busy after the request ended")
+	}
+	// SMTP: the mail is complete at the write with the end of its DATA.
+	r = p.Feed(write(7, 0xb, "EHLO c\r\nMAIL FROM:<a@company.co>\r\nRCPT TO:<phan@giftshop.club>\r\nDATA\r\n", 3))
+	if len(r.Done) != 0 || p.Proto(stream.Key{PID: 7, SSL: 0xb}) != parse.ProtoSMTP {
+		t.Fatalf("smtp envelope: %+v proto %q", r.Done, p.Proto(stream.Key{PID: 7, SSL: 0xb}))
+	}
+	r = p.Feed(write(7, 0xb, "Subject: hi\r\n\r\nbody\r\n.\r\n", 4))
+	if len(r.Done) != 1 || len(r.Done[0].Mails) != 1 || r.Done[0].Mails[0].EnvelopeTo[0].Addr != "phan@giftshop.club" {
+		t.Fatalf("smtp data: %+v", r.Done)
+	}
+}
+
+func TestCloseFlushesAndForgets(t *testing.T) {
+	p := New(Options{})
+	p.Feed(write(7, 0xa, "GET / HTTP/1.1\r\n\r\n", 1))
+	// A response whose end is the connection's end.
+	r := p.Feed(&probe.Event{Kind: probe.KindRead, PID: 7, SSL: 0xa, Len: 22, Data: []byte("HTTP/1.0 200 OK\r\n\r\nhi"), Mono: 2})
+	if len(r.Done) != 0 {
+		t.Fatalf("response ended before the connection: %+v", r.Done)
+	}
+	r = p.Feed(&probe.Event{Kind: probe.KindExit, PID: 7, Mono: 3})
+	if r.Conn != nil || len(r.Done) != 1 || len(r.Done[0].Messages) != 1 || !r.Done[0].Messages[0].Response {
+		t.Fatalf("exit: conn %v done %+v", r.Conn, r.Done)
+	}
+	if p.Lookup(stream.Key{PID: 7, SSL: 0xa}) != nil || p.Proto(stream.Key{PID: 7, SSL: 0xa}) != "" {
+		t.Fatal("connection kept after its process exited")
+	}
+}
+
+func TestIdleConnectionsEvicted(t *testing.T) {
+	s := uint64(time.Second)
+	p := New(Options{Stream: stream.Options{Idle: time.Second}, EvictEvery: time.Second})
+	p.Feed(write(7, 0xa, "POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc", 1*s))
+	r := p.Feed(write(8, 0xb, "GET / HTTP/1.1\r\n\r\n", 5*s))
+	if p.Lookup(stream.Key{PID: 7, SSL: 0xa}) != nil {
+		t.Fatal("idle connection not evicted")
+	}
+	if len(r.Done) != 1 || r.Done[0].Conn.PID != 8 {
+		t.Fatalf("done %+v: want only the GET of pid 8", r.Done)
+	}
+	if ss, _ := p.Stats(); ss.Evicted != 1 {
+		t.Fatalf("evicted %d", ss.Evicted)
+	}
+}
