@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +76,26 @@ func TestIdleConnectionsEvicted(t *testing.T) {
 	}
 	if ss, _ := p.Stats(); ss.Evicted != 1 {
 		t.Fatalf("evicted %d", ss.Evicted)
+	}
+}
+
+// BenchmarkFeed passes a keep-alive connection's traffic through the
+// stream and parse stages: per iteration one JSON mail request in two
+// writes (head, body) and its response.
+func BenchmarkFeed(b *testing.B) {
+	body := `{"From":"agent@company.co","To":"bob@company.co","Subject":"Invoice","TextBody":"` + strings.Repeat("x", 2000) + `"}`
+	head := fmt.Sprintf("POST /email HTTP/1.1\r\nHost: api.postmarkapp.com\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	resp := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+	p := New(Options{})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(head) + len(body) + len(resp)))
+	mono := uint64(1)
+	for b.Loop() {
+		p.Feed(write(7, 0xa, head, mono))
+		if r := p.Feed(write(7, 0xa, body, mono+1)); len(r.Done) != 1 {
+			b.Fatalf("request not completed: %+v", r.Done)
+		}
+		p.Feed(&probe.Event{Kind: probe.KindRead, PID: 7, SSL: 0xa, Len: uint32(len(resp)), Data: []byte(resp), Mono: mono + 2})
+		mono += 3
 	}
 }
