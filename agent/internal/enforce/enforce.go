@@ -17,8 +17,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -143,9 +145,6 @@ type judged struct {
 	msg     *mail.Message
 	ctx     judge.Context // the process as it was when the message was judged
 }
-
-// ErrPolicy is wrapped by errors in the policies.
-var ErrPolicy = errors.New("invalid policy")
 
 // New loads the policies and the sensor, and turns holding on.
 func New(opts Options) (*Agent, error) {
@@ -316,7 +315,7 @@ func (a *Agent) Reload() error {
 		} else {
 			fmt.Fprintln(a.opts.DiagOut, diags.Error())
 		}
-		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, ErrPolicy, diags.Error())
+		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, policy.ErrInvalid, diags.Error())
 		a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
 		return err
 	}
@@ -552,10 +551,23 @@ func (a *Agent) judge(c *stream.Conn, dest string, msgs []*mail.Message) {
 	}
 }
 
+// context describes the process of c for the judge; host is the HTTP
+// Host of the message (ignored for an SMTP session, which names no
+// server: its destination is its peer, found when the verdict is
+// recorded).
 func (a *Agent) context(c *stream.Conn, host string) judge.Context {
 	f := a.processFacts(c.PID, c.Cgroup)
-	return judge.Context{PID: c.PID, Comm: c.Comm, CgroupID: c.Cgroup, Dest: host,
-		Exe: f.exe, StartTime: f.start, CgroupPath: f.cgroupPath, Unit: f.unit}
+	dest := ""
+	if c.Proto() != parse.ProtoSMTP {
+		dest = addressedDest(host)
+	}
+	return judge.Context{
+		Target:    policy.Target{Exe: f.exe, Comm: c.Comm, Unit: f.unit, CgroupPath: f.cgroupPath},
+		PID:       c.PID,
+		StartTime: f.start,
+		CgroupID:  c.Cgroup,
+		Dest:      dest,
+	}
 }
 
 // procFacts are a process's facts as judging needs them.
@@ -698,28 +710,33 @@ func (a *Agent) HoldLatencies() []time.Duration {
 // was blocked.
 func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 	v := j.verdict
-	decision := journal.Allow
-	switch v.Decision {
-	case judge.Block:
-		decision = journal.Block
-	case judge.Alert:
-		decision = journal.Alert
+	decision := v.Decision
+	if decision == judge.Block && !held {
+		decision = judge.Alert // the bytes had left already
 	}
-	var done []string
+	var peer netip.AddrPort
+	if a.opts.Verdicts != nil && a.opts.Verdicts.Records(decision) {
+		// Before the response: a block destroys the connections.
+		peers, err := act.Peers(ev.PID)
+		if err != nil {
+			a.log.Debug("cannot list the connections of the process", "pid", ev.PID, "err", err)
+		}
+		peer = choosePeer(j.ctx.Dest, peers)
+	}
+	var done []act.Done
 	blocked := false
 	if v.Decision == judge.Block {
-		start := j.ctx.StartTime
-		plan := act.Plan{Actions: v.Actions, StopUnit: contains(v.Actions, policy.EffectTerminate)}
-		if contains(v.Actions, policy.EffectQuarantine) {
+		plan := act.Plan{Actions: v.Actions, StopUnit: slices.Contains(v.Actions, policy.EffectTerminate)}
+		if slices.Contains(v.Actions, policy.EffectQuarantine) {
 			plan.QuarantineFor = v.QuarantineFor
 		}
 		// A held write is blocked by killing the process or by
 		// destroying its connections before it resumes.
-		if !contains(v.Actions, policy.EffectTerminate) && !contains(v.Actions, policy.EffectBlock) {
-			plan.Actions = append(plan.Actions, policy.EffectBlock)
+		if !slices.Contains(v.Actions, policy.EffectTerminate) && !slices.Contains(v.Actions, policy.EffectBlock) {
+			plan.Actions = append(slices.Clip(plan.Actions), policy.EffectBlock)
 		}
 		var err error
-		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup})
+		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: j.ctx.StartTime, CgroupID: ev.Cgroup})
 		if err != nil {
 			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
@@ -728,18 +745,19 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		if held {
 			a.blockedN.Add(1)
 		} else {
-			decision = journal.Alert // the bytes had left already
 			a.leakedN.Add(1)
 		}
 	} else if v.Decision == judge.Alert {
-		done = []string{"alert"}
+		done = []act.Done{{Effect: policy.EffectAlert}}
 		a.alertedN.Add(1)
+	}
+	if a.opts.Verdicts == nil {
+		return blocked
 	}
 	rec := journal.Verdict{
 		Reason:     reason(v),
-		Priority:   journal.Priority(v.Priority),
+		Priority:   v.Priority,
 		Decision:   decision,
-		Actions:    done,
 		Policy:     v.Policy,
 		Rules:      v.Rules,
 		Violations: v.Violations,
@@ -747,34 +765,40 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		Comm:       ev.Comm(),
 		Exe:        j.ctx.Exe,
 		Unit:       j.ctx.Unit,
-		Cgroup:     fmt.Sprint(ev.Cgroup),
+		Cgroup:     j.ctx.CgroupPath,
+		CgroupID:   j.ctx.CgroupID,
 		Dest:       j.ctx.Dest,
+		Peer:       peer,
 		Recipients: addresses(j.msg.Recipients()),
 		Latency:    sinceMono(ev.Mono),
 	}
-	if decision == journal.Allow {
-		rec.Priority = journal.Priority(6)
+	if rec.Dest == "" && peer.IsValid() {
+		rec.Dest = peer.String() // SMTP names no server: its peer is where it goes
 	}
-	if a.opts.Verdicts != nil {
-		if err := a.opts.Verdicts.Log(rec); err != nil {
-			a.log.Error("cannot log verdict", "err", err)
+	for _, d := range done {
+		if !slices.Contains(rec.Actions, d.Effect) {
+			rec.Actions = append(rec.Actions, d.Effect)
 		}
+		if d.Detail != "" {
+			rec.ActionDetails = append(rec.ActionDetails, d.String())
+		}
+	}
+	if decision == judge.Allow {
+		rec.Priority = policy.PriorityInfo
+	}
+	if err := a.opts.Verdicts.Log(rec); err != nil {
+		a.log.Error("cannot log verdict", "err", err)
 	}
 	return blocked
 }
 
 func reason(v judge.Verdict) string {
-	var parts []string
-	seen := map[string]bool{}
+	parts := make([]string, 0, len(v.Findings))
 	for _, f := range v.Findings {
-		s := strings.ReplaceAll(f.Rule, "_", " ") + " " + f.Value
-		if !seen[s] {
-			seen[s] = true
-			parts = append(parts, s)
-		}
+		parts = append(parts, strings.ReplaceAll(f.Rule, "_", " ")+" "+f.Value)
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, "; ")
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), "; ")
 }
 
 func addresses(as []mail.Address) []string {
@@ -783,15 +807,6 @@ func addresses(as []mail.Address) []string {
 		out = append(out, a.Addr)
 	}
 	return out
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sinceMono(mono uint64) time.Duration {
