@@ -117,7 +117,7 @@ done
 	die "the verdict did not reach the collector within 90 s"
 }
 log "found on the collector after $((SECONDS - t)) s:"
-vm_ssh "$RUN/central" "journalctl -D /var/log/journal/remote AARSM_VERDICT=block -o verbose --no-pager --output-fields=_HOSTNAME,_SYSTEMD_UNIT,MESSAGE,AARSM_VERDICT,AARSM_ACTIONS,AARSM_POLICY,AARSM_RULES,AARSM_VIOLATIONS,AARSM_UNIT; ls /var/log/journal/remote" >&2
+vm_ssh "$RUN/central" "journalctl -D /var/log/journal/remote AARSM_VERDICT=block -o verbose --no-pager --output-fields=_HOSTNAME,_SYSTEMD_UNIT,MESSAGE,AARSM_VERDICT,AARSM_ACTIONS,AARSM_ACTION_DETAILS,AARSM_POLICY,AARSM_RULES,AARSM_VIOLATIONS,AARSM_UNIT; ls /var/log/journal/remote" >&2
 printf 'forwarded=yes\nsource_host=%s\nseconds_to_collector=%s\ntotal_seconds=%s\n' \
 	"$(printf '%s\n' "$found" | head -n1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["_HOSTNAME"])')" \
 	"$((SECONDS - t))" "$((SECONDS - T0))"

@@ -78,9 +78,9 @@ func TestCatalog(t *testing.T) {
 	}
 	text := run(t, root, nil, "journalctl", "--root="+root, "--dump-catalog", messageID)
 	for _, field := range []string{
-		"AARSM_VERDICT", "AARSM_ACTIONS", "AARSM_POLICY", "AARSM_RULES", "AARSM_VIOLATIONS",
-		"AARSM_PID", "AARSM_COMM", "AARSM_EXE", "AARSM_UNIT", "AARSM_CGROUP", "AARSM_DEST",
-		"AARSM_RECIPIENTS", "AARSM_LATENCY_US",
+		"PRIORITY", "AARSM_VERDICT", "AARSM_ACTIONS", "AARSM_ACTION_DETAILS", "AARSM_POLICY", "AARSM_RULES",
+		"AARSM_VIOLATIONS", "AARSM_PID", "AARSM_COMM", "AARSM_EXE", "AARSM_UNIT", "AARSM_CGROUP",
+		"AARSM_CGROUP_ID", "AARSM_DEST", "AARSM_PEER", "AARSM_RECIPIENTS", "AARSM_LATENCY_US",
 	} {
 		if !regexp.MustCompile(`(?m)^  ` + field + ` `).MatchString(text) {
 			t.Errorf("catalog entry does not explain %s", field)

@@ -6,7 +6,9 @@
 //     opened before the start time is checked).
 //   - DestroySockets tears down the TCP connections of a process with
 //     netlink SOCK_DESTROY: its blocked reads and writes fail with
-//     ECONNABORTED, the peer sees a reset, the process lives on.
+//     ECONNABORTED, the peer sees a reset, the process lives on. Peers
+//     lists, the same way, the remote addresses of its outbound TCP
+//     connections (for the journal's AARSM_PEER).
 //   - UnitOf / LookupUnit find the systemd unit of a process from
 //     /proc/PID/cgroup; DialSystemd and StopUnit stop it through the
 //     service manager's D-Bus API.
@@ -14,6 +16,6 @@
 //     IPv6, loopback included) of chosen cgroups until a deadline, with
 //     cgroup sock_addr programs attached once to the cgroup v2 root and a
 //     map pinned in bpffs, so a quarantine outlives an agent restart.
-//   - Executor runs a verdict's actions against one process in a fixed
-//     order and reports what was done for the journal.
+//   - Executor runs a verdict's effects (policy.Effect) against one process
+//     in a fixed order and reports what was done (Done) for the journal.
 package act

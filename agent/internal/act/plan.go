@@ -7,14 +7,8 @@ import (
 	"time"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
-)
 
-// The action names of the judge's verdicts (policy.Effect*).
-const (
-	ActionAlert      = "alert"
-	ActionBlock      = "block"
-	ActionTerminate  = "terminate"
-	ActionQuarantine = "quarantine"
+	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
 // Target is the process a verdict is about.
@@ -32,15 +26,34 @@ type Target struct {
 
 // Plan is what to do about one verdict.
 type Plan struct {
-	// Actions are verdict actions (Action*), in any order and possibly
-	// repeated; unknown names are reported as errors.
-	Actions []string
+	// Actions are the verdict's effects, in any order and possibly
+	// repeated; an unknown effect is reported as an error.
+	Actions []policy.Effect
 	// QuarantineFor is how long a "quarantine" cuts the process's unit
 	// (or cgroup) off the network; 0 means no network quarantine (the
 	// message quarantine of the vault is not done here).
 	QuarantineFor time.Duration
 	// StopUnit also stops the process's systemd unit after a "terminate".
 	StopUnit bool
+}
+
+// Done is one response carried out: its effect and what it did.
+type Done struct {
+	Effect policy.Effect
+	// Detail says what was done, as space-separated key=value pairs:
+	// "sockets=2" (block), "pid=4242" or "stop-unit=x.service"
+	// (terminate), "cgroup=1234 unit=x.service until=2026-11-02T10:00:00Z"
+	// (quarantine); empty for alert.
+	Detail string
+}
+
+// String returns the effect, a space and the detail, e.g. "block
+// sockets=2", or the effect alone when there is no detail.
+func (d Done) String() string {
+	if d.Detail == "" {
+		return string(d.Effect)
+	}
+	return string(d.Effect) + " " + d.Detail
 }
 
 // Executor carries out plans. The zero value can kill and destroy
@@ -57,11 +70,11 @@ type Executor struct {
 }
 
 // Execute does the plan's actions to t and returns, for the journal
-// (AARSM_ACTIONS), one line per response actually carried out, e.g.
-// "quarantine cgroup=1234 unit=x.service until=2026-11-02T10:00:00Z",
-// "block sockets=2", "terminate pid=4242", "stop-unit x.service", "alert".
-// Every response is attempted even if an earlier one failed; the errors
-// are joined.
+// (AARSM_ACTIONS and AARSM_ACTION_DETAILS), each response actually carried
+// out, in the order done: e.g. {quarantine "cgroup=1234 unit=x.service
+// until=2026-11-02T10:00:00Z"}, {block "sockets=2"}, {terminate "pid=4242"},
+// {terminate "stop-unit=x.service"}, {alert ""}. Every response is
+// attempted even if an earlier one failed; the errors are joined.
 //
 // Order: the quarantine first (while the process, and with it its unit,
 // can still be looked up, and so that it cannot open a new connection once
@@ -69,13 +82,13 @@ type Executor struct {
 // process is killed (terminate), then its unit's stop is queued
 // (Plan.StopUnit with terminate; not waited for), then "alert" is recorded (raising it is the caller's).
 // Resuming a held process is the caller's job, after Execute.
-func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, error) {
-	var done []string
+func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]Done, error) {
+	var done []Done
 	var errs []error
-	want := make(map[string]bool)
+	want := make(map[policy.Effect]bool)
 	for _, a := range p.Actions {
 		switch a {
-		case ActionAlert, ActionBlock, ActionTerminate, ActionQuarantine:
+		case policy.EffectAlert, policy.EffectBlock, policy.EffectTerminate, policy.EffectQuarantine:
 			want[a] = true
 		default:
 			errs = append(errs, fmt.Errorf("pid %d: unknown action %q", t.PID, a))
@@ -84,39 +97,39 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]string, err
 	// Read the unit before anything can kill the process.
 	unit, unitErr := t.unit()
 
-	if want[ActionQuarantine] && p.QuarantineFor > 0 {
+	if want[policy.EffectQuarantine] && p.QuarantineFor > 0 {
 		s, err := e.quarantine(p, t, unit, unitErr)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			done = append(done, s)
+			done = append(done, Done{policy.EffectQuarantine, s})
 		}
 	}
-	if want[ActionBlock] {
+	if want[policy.EffectBlock] {
 		n, err := DestroySockets(t.PID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("block: %w", err))
 		}
 		if err == nil || n > 0 {
-			done = append(done, fmt.Sprintf("block sockets=%d", n))
+			done = append(done, Done{policy.EffectBlock, fmt.Sprintf("sockets=%d", n)})
 		}
 	}
-	if want[ActionTerminate] {
+	if want[policy.EffectTerminate] {
 		if err := Kill(t.PID, t.StartTime); err != nil {
 			errs = append(errs, fmt.Errorf("terminate: %w", err))
 		} else {
-			done = append(done, fmt.Sprintf("terminate pid=%d", t.PID))
+			done = append(done, Done{policy.EffectTerminate, fmt.Sprintf("pid=%d", t.PID)})
 		}
 		if p.StopUnit {
 			if s, err := e.stopUnit(ctx, t, unit, unitErr); err != nil {
 				errs = append(errs, err)
 			} else if s != "" {
-				done = append(done, s)
+				done = append(done, Done{policy.EffectTerminate, s})
 			}
 		}
 	}
-	if want[ActionAlert] {
-		done = append(done, ActionAlert)
+	if want[policy.EffectAlert] {
+		done = append(done, Done{Effect: policy.EffectAlert})
 	}
 	return done, errors.Join(errs...)
 }
@@ -150,7 +163,7 @@ func (e *Executor) quarantine(p Plan, t Target, unit Unit, unitErr error) (strin
 	if err := e.Quarantine.Add(id, until); err != nil {
 		return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
 	}
-	s := fmt.Sprintf("quarantine cgroup=%d", id)
+	s := fmt.Sprintf("cgroup=%d", id)
 	if unitName != "" {
 		s += " unit=" + unitName
 	}
@@ -181,7 +194,7 @@ func (e *Executor) stopUnit(ctx context.Context, t Target, unit Unit, unitErr er
 	if err := QueueStopUnit(ctx, e.Systemd, unit.Name); err != nil {
 		return "", fmt.Errorf("pid %d: %w", t.PID, err)
 	}
-	return "stop-unit " + unit.Name, nil
+	return "stop-unit=" + unit.Name, nil
 }
 
 // unit is the systemd unit of the target: from its cgroup path if the

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
@@ -50,14 +52,14 @@ func TestExecuteQuarantineBlock(t *testing.T) {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	e := &Executor{Quarantine: q, Now: func() time.Time { return now }}
 	done, err := e.Execute(context.Background(), Plan{
-		Actions:       []string{"block", "quarantine", "bogus"},
+		Actions:       []policy.Effect{policy.EffectBlock, policy.EffectQuarantine, "bogus"},
 		QuarantineFor: time.Hour,
 	}, Target{PID: pid, StartTime: st, CgroupID: cg.ID()})
 	if err == nil || !strings.Contains(err.Error(), `unknown action "bogus"`) {
 		t.Fatalf("Execute error: %v, want the unknown action", err)
 	}
-	want := []string{fmt.Sprintf("quarantine cgroup=%d until=2030-01-02T04:04:05Z", cg.ID()), "block sockets=1"}
-	if strings.Join(done, "|") != strings.Join(want, "|") {
+	want := []Done{{policy.EffectQuarantine, fmt.Sprintf("cgroup=%d until=2030-01-02T04:04:05Z", cg.ID())}, {policy.EffectBlock, "sockets=1"}}
+	if !slices.Equal(done, want) {
 		t.Fatalf("Execute: %q, want %q", done, want)
 	}
 	if l := nextLine(t, lines, 5*time.Second); l != "read ECONNABORTED" {

@@ -152,8 +152,10 @@ type diagSocket struct {
 }
 
 type diagEntry struct {
-	id    [sizeofSockID]byte // struct inet_diag_sockid as the kernel sent it (cookie included)
-	inode uint32
+	id     [sizeofSockID]byte // struct inet_diag_sockid as the kernel sent it (cookie included)
+	inode  uint32
+	family uint8 // AF_INET or AF_INET6
+	state  uint8 // TCP state (include/net/tcp_states.h)
 }
 
 // openDiag opens a NETLINK_INET_DIAG socket in the network namespace of
@@ -295,18 +297,26 @@ func (s *diagSocket) dump(family uint8, states uint32) ([]diagEntry, error) {
 	}
 	var out []diagEntry
 	err = s.receive(seq, false, func(data []byte) {
-		if len(data) < sizeofInetDiagMsg {
-			return
+		if e, ok := parseDiagMsg(data); ok {
+			out = append(out, e)
 		}
-		var e diagEntry
-		copy(e.id[:], data[msgIDOffset:msgIDOffset+sizeofSockID])
-		e.inode = binary.NativeEndian.Uint32(data[msgInodeOffset:])
-		out = append(out, e)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag dump of family %d: %w", family, err)
 	}
 	return out, nil
+}
+
+// parseDiagMsg reads a struct inet_diag_msg.
+func parseDiagMsg(data []byte) (diagEntry, bool) {
+	if len(data) < sizeofInetDiagMsg {
+		return diagEntry{}, false
+	}
+	var e diagEntry
+	copy(e.id[:], data[msgIDOffset:msgIDOffset+sizeofSockID])
+	e.family, e.state = data[0], data[1] // idiag_family, idiag_state
+	e.inode = binary.NativeEndian.Uint32(data[msgInodeOffset:])
+	return e, true
 }
 
 // destroy destroys the socket with exactly this id (addresses, ports and

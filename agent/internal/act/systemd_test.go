@@ -13,6 +13,7 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
+	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
@@ -123,11 +124,11 @@ func TestStopUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &Executor{Systemd: conn}
-	done, err := e.Execute(ctx, Plan{Actions: []string{"alert", "terminate", "block"}, StopUnit: true}, Target{PID: pid, StartTime: st})
+	done, err := e.Execute(ctx, Plan{Actions: []policy.Effect{policy.EffectAlert, policy.EffectTerminate, policy.EffectBlock}, StopUnit: true}, Target{PID: pid, StartTime: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"block sockets=0", "terminate pid=" + itoa(pid), "stop-unit " + unit, "alert"}
+	want := []Done{{policy.EffectBlock, "sockets=0"}, {policy.EffectTerminate, "pid=" + itoa(pid)}, {policy.EffectTerminate, "stop-unit=" + unit}, {Effect: policy.EffectAlert}}
 	if !slices.Equal(done, want) {
 		t.Fatalf("Execute: %q, want %q", done, want)
 	}

@@ -21,8 +21,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -138,7 +140,7 @@ type ReloadFailure struct {
 // found is a mail message a write completed or has in progress, with
 // where it is going.
 type found struct {
-	dest string
+	dest string // the HTTP Host; "" for SMTP
 	msg  *mail.Message
 }
 
@@ -148,9 +150,6 @@ type judged struct {
 	msg     *mail.Message
 	ctx     judge.Context // the process as it was when the message was judged
 }
-
-// ErrPolicy is wrapped by errors in the policies.
-var ErrPolicy = errors.New("invalid policy")
 
 // New loads the policies and the sensor, and turns holding on.
 func New(opts Options) (*Agent, error) {
@@ -319,7 +318,7 @@ func (a *Agent) Reload() error {
 		} else {
 			fmt.Fprintln(a.opts.DiagOut, diags.Error())
 		}
-		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, ErrPolicy, diags.Error())
+		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, policy.ErrInvalid, diags.Error())
 		a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
 		return err
 	}
@@ -577,7 +576,7 @@ func (a *Agent) completed(r pipeline.Result) []found {
 			}
 		}
 		for _, msg := range d.Mails {
-			out = append(out, found{dest: "smtp", msg: msg})
+			out = append(out, found{msg: msg})
 		}
 	}
 	return out
@@ -617,7 +616,7 @@ func (a *Agent) pending(k stream.Key) []found {
 	p := a.pipe.Pending(k)
 	var out []found
 	if p.Mail != nil {
-		out = append(out, found{dest: "smtp", msg: p.Mail})
+		out = append(out, found{msg: p.Mail})
 	}
 	for _, r := range p.Requests {
 		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
@@ -650,9 +649,17 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 	return out
 }
 
-func (a *Agent) context(f procFacts, dest string) judge.Context {
-	return judge.Context{PID: f.pid, Comm: f.comm, CgroupID: f.cgroup, Dest: dest,
-		Exe: f.exe, StartTime: f.start, CgroupPath: f.cgroupPath, Unit: f.unit}
+// context describes the process for the judge; host is the HTTP Host of
+// the message, "" for an SMTP session, which names no server: its
+// destination is its peer, found when the verdict is recorded.
+func (a *Agent) context(f procFacts, host string) judge.Context {
+	return judge.Context{
+		Target:    policy.Target{Exe: f.exe, Comm: f.comm, Unit: f.unit, CgroupPath: f.cgroupPath},
+		PID:       f.pid,
+		StartTime: f.start,
+		CgroupID:  f.cgroup,
+		Dest:      addressedDest(host),
+	}
 }
 
 // connMode is what the kernel is to hold of a connection's next writes,
@@ -700,28 +707,33 @@ func (a *Agent) HoldLatencies() []time.Duration {
 // was blocked.
 func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 	v := j.verdict
-	decision := journal.Allow
-	switch v.Decision {
-	case judge.Block:
-		decision = journal.Block
-	case judge.Alert:
-		decision = journal.Alert
+	decision := v.Decision
+	if decision == judge.Block && !held {
+		decision = judge.Alert // the bytes had left already
 	}
-	var done []string
+	var peer netip.AddrPort
+	if a.opts.Verdicts != nil && a.opts.Verdicts.Records(decision) {
+		// Before the response: a block destroys the connections.
+		peers, err := act.Peers(ev.PID)
+		if err != nil {
+			a.log.Debug("cannot list the connections of the process", "pid", ev.PID, "err", err)
+		}
+		peer = choosePeer(j.ctx.Dest, peers)
+	}
+	var done []act.Done
 	blocked := false
 	if v.Decision == judge.Block {
-		start := j.ctx.StartTime
-		plan := act.Plan{Actions: v.Actions, StopUnit: contains(v.Actions, policy.EffectTerminate)}
-		if contains(v.Actions, policy.EffectQuarantine) {
+		plan := act.Plan{Actions: v.Actions, StopUnit: slices.Contains(v.Actions, policy.EffectTerminate)}
+		if slices.Contains(v.Actions, policy.EffectQuarantine) {
 			plan.QuarantineFor = v.QuarantineFor
 		}
 		// A held write is blocked by killing the process or by
 		// destroying its connections before it resumes.
-		if !contains(v.Actions, policy.EffectTerminate) && !contains(v.Actions, policy.EffectBlock) {
-			plan.Actions = append(plan.Actions, policy.EffectBlock)
+		if !slices.Contains(v.Actions, policy.EffectTerminate) && !slices.Contains(v.Actions, policy.EffectBlock) {
+			plan.Actions = append(slices.Clip(plan.Actions), policy.EffectBlock)
 		}
 		var err error
-		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup, CgroupPath: j.ctx.CgroupPath})
+		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: j.ctx.StartTime, CgroupID: ev.Cgroup, CgroupPath: j.ctx.CgroupPath})
 		if err != nil {
 			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
@@ -730,18 +742,19 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		if held {
 			a.blockedN.Add(1)
 		} else {
-			decision = journal.Alert // the bytes had left already
 			a.leakedN.Add(1)
 		}
 	} else if v.Decision == judge.Alert {
-		done = []string{"alert"}
+		done = []act.Done{{Effect: policy.EffectAlert}}
 		a.alertedN.Add(1)
+	}
+	if a.opts.Verdicts == nil {
+		return blocked
 	}
 	rec := journal.Verdict{
 		Reason:     reason(v),
-		Priority:   journal.Priority(v.Priority),
+		Priority:   v.Priority,
 		Decision:   decision,
-		Actions:    done,
 		Policy:     v.Policy,
 		Rules:      v.Rules,
 		Violations: v.Violations,
@@ -749,34 +762,40 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		Comm:       ev.Comm(),
 		Exe:        j.ctx.Exe,
 		Unit:       j.ctx.Unit,
-		Cgroup:     fmt.Sprint(ev.Cgroup),
+		Cgroup:     j.ctx.CgroupPath,
+		CgroupID:   j.ctx.CgroupID,
 		Dest:       j.ctx.Dest,
+		Peer:       peer,
 		Recipients: addresses(j.msg.Recipients()),
 		Latency:    sinceMono(ev.Mono),
 	}
-	if decision == journal.Allow {
-		rec.Priority = journal.Priority(6)
+	if rec.Dest == "" && peer.IsValid() {
+		rec.Dest = peer.String() // SMTP names no server: its peer is where it goes
 	}
-	if a.opts.Verdicts != nil {
-		if err := a.opts.Verdicts.Log(rec); err != nil {
-			a.log.Error("cannot log verdict", "err", err)
+	for _, d := range done {
+		if !slices.Contains(rec.Actions, d.Effect) {
+			rec.Actions = append(rec.Actions, d.Effect)
 		}
+		if d.Detail != "" {
+			rec.ActionDetails = append(rec.ActionDetails, d.String())
+		}
+	}
+	if decision == judge.Allow {
+		rec.Priority = policy.PriorityInfo
+	}
+	if err := a.opts.Verdicts.Log(rec); err != nil {
+		a.log.Error("cannot log verdict", "err", err)
 	}
 	return blocked
 }
 
 func reason(v judge.Verdict) string {
-	var parts []string
-	seen := map[string]bool{}
+	parts := make([]string, 0, len(v.Findings))
 	for _, f := range v.Findings {
-		s := strings.ReplaceAll(f.Rule, "_", " ") + " " + f.Value
-		if !seen[s] {
-			seen[s] = true
-			parts = append(parts, s)
-		}
+		parts = append(parts, strings.ReplaceAll(f.Rule, "_", " ")+" "+f.Value)
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, "; ")
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), "; ")
 }
 
 func addresses(as []mail.Address) []string {
@@ -785,15 +804,6 @@ func addresses(as []mail.Address) []string {
 		out = append(out, a.Addr)
 	}
 	return out
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sinceMono(mono uint64) time.Duration {

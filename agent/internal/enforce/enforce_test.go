@@ -173,7 +173,7 @@ func TestHiddenBccIsBlocked(t *testing.T) {
 				!strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "terminate") || v["MESSAGE_ID"] != journal.MessageID {
 				t.Errorf("verdict %v", v)
 			}
-			for _, f := range []string{"MESSAGE", "PRIORITY", "AARSM_ACTIONS", "AARSM_COMM", "AARSM_EXE", "AARSM_CGROUP", "AARSM_DEST", "AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
+			for _, f := range []string{"MESSAGE", "PRIORITY", "AARSM_ACTIONS", "AARSM_COMM", "AARSM_EXE", "AARSM_CGROUP", "AARSM_CGROUP_ID", "AARSM_DEST", "AARSM_PEER", "AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
 				if v[f] == nil || v[f] == "" {
 					t.Errorf("verdict lacks %s: %v", f, v)
 				}
@@ -261,6 +261,10 @@ func TestSMTPExternalRecipientIsBlocked(t *testing.T) {
 	v := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(bad.Process.Pid))[0]
 	if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "partner@outside.example") {
 		t.Errorf("verdict %v", v)
+	}
+	// SMTP names no server: the destination is the connection's peer.
+	if v["AARSM_DEST"] != smtp.Addr() || v["AARSM_PEER"] != smtp.Addr() {
+		t.Errorf("AARSM_DEST %v, AARSM_PEER %v, want the server %s", v["AARSM_DEST"], v["AARSM_PEER"], smtp.Addr())
 	}
 	if n := len(smtp.Mails()); n != 1 {
 		t.Fatalf("SMTP server got %d mails, want only the internal one", n)
@@ -427,8 +431,9 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal("the mail went through")
 	}
 	v := jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_PID="+fmt.Sprint(bad.Process.Pid))[0]
-	if !strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "quarantine cgroup=") {
-		t.Fatalf("verdict actions %v", v["AARSM_ACTIONS"])
+	if !strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "quarantine") ||
+		!strings.Contains(fmt.Sprint(v["AARSM_ACTION_DETAILS"]), fmt.Sprintf("quarantine cgroup=%d until=", cg.ID())) {
+		t.Fatalf("verdict actions %v, details %v", v["AARSM_ACTIONS"], v["AARSM_ACTION_DETAILS"])
 	}
 	// Any new connection of the cgroup, even a plain GET, is refused...
 	probe := func() (string, error) {
@@ -493,11 +498,12 @@ func TestUnitIsStopped(t *testing.T) {
 		t.Fatalf("start %s: %s", unit, res)
 	}
 	v := jd.WaitFor(t, 1, "AARSM_VERDICT=block", "AARSM_UNIT="+unit)[0]
-	if !strings.Contains(fmt.Sprint(v["AARSM_ACTIONS"]), "stop-unit "+unit) {
-		t.Errorf("actions %v", v["AARSM_ACTIONS"])
+	if !strings.Contains(fmt.Sprint(v["AARSM_ACTION_DETAILS"]), "terminate stop-unit="+unit) {
+		t.Errorf("action details %v", v["AARSM_ACTION_DETAILS"])
 	}
-	for _, f := range []string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "AARSM_VERDICT", "AARSM_ACTIONS", "AARSM_POLICY", "AARSM_RULES",
-		"AARSM_VIOLATIONS", "AARSM_PID", "AARSM_COMM", "AARSM_EXE", "AARSM_UNIT", "AARSM_CGROUP", "AARSM_DEST", "AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
+	for _, f := range []string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "AARSM_VERDICT", "AARSM_ACTIONS", "AARSM_ACTION_DETAILS", "AARSM_POLICY", "AARSM_RULES",
+		"AARSM_VIOLATIONS", "AARSM_PID", "AARSM_COMM", "AARSM_EXE", "AARSM_UNIT", "AARSM_CGROUP", "AARSM_CGROUP_ID", "AARSM_DEST", "AARSM_PEER",
+		"AARSM_RECIPIENTS", "AARSM_LATENCY_US"} {
 		if v[f] == nil || v[f] == "" {
 			t.Errorf("verdict lacks %s: %v", f, v)
 		}

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,49 +20,57 @@ import (
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
+	"github.com/aarsm/aarsm/agent/internal/judge"
+	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
 // blockVerdict is the example of the package documentation.
 func blockVerdict() Verdict {
 	return Verdict{
-		Reason:     "unauthorized Bcc phan@giftshop.club",
-		Priority:   PriWarning,
-		Decision:   Block,
-		Actions:    []string{"block", "alert"},
-		Policy:     "company",
-		Rules:      []string{"unauthorized_bcc_recipients"},
-		Violations: []string{"phan@giftshop.club"},
-		PID:        4242,
-		Comm:       "node",
-		Exe:        "/usr/bin/node",
-		Unit:       "postmark-mcp.service",
-		Cgroup:     "/system.slice/postmark-mcp.service",
-		Dest:       "api.postmarkapp.com:443",
-		Recipients: []string{"ceo@company.example", "phan@giftshop.club"},
-		Latency:    57*time.Microsecond + 900*time.Nanosecond,
+		Reason:        "unauthorized Bcc phan@giftshop.club",
+		Priority:      policy.PriorityWarning,
+		Decision:      judge.Block,
+		Actions:       []policy.Effect{policy.EffectBlock, policy.EffectAlert},
+		ActionDetails: []string{"block sockets=1"},
+		Policy:        "company",
+		Rules:         []string{"unauthorized_bcc_recipients"},
+		Violations:    []string{"phan@giftshop.club"},
+		PID:           4242,
+		Comm:          "node",
+		Exe:           "/usr/bin/node",
+		Unit:          "postmark-mcp.service",
+		Cgroup:        "/system.slice/postmark-mcp.service",
+		CgroupID:      8127,
+		Dest:          "api.postmarkapp.com:443",
+		Peer:          netip.MustParseAddrPort("[2001:db8::25]:443"),
+		Recipients:    []string{"ceo@company.example", "phan@giftshop.club"},
+		Latency:       57*time.Microsecond + 900*time.Nanosecond,
 	}
 }
 
 // blockFields are the fields blockVerdict must show in the journal.
 var blockFields = map[string]string{
-	"MESSAGE":           "blocked mail from pid 4242 (node, /usr/bin/node, unit postmark-mcp.service) to api.postmarkapp.com:443: unauthorized Bcc phan@giftshop.club (policy company, rules unauthorized_bcc_recipients)",
-	"MESSAGE_ID":        "1e6d0debf976458f86720059eece6864",
-	"PRIORITY":          "4",
-	"SYSLOG_IDENTIFIER": "aarsm",
-	"AARSM_VERDICT":     "block",
-	"AARSM_ACTIONS":     "block,alert",
-	"AARSM_POLICY":      "company",
-	"AARSM_RULES":       "unauthorized_bcc_recipients",
-	"AARSM_VIOLATIONS":  "phan@giftshop.club",
-	"AARSM_PID":         "4242",
-	"AARSM_COMM":        "node",
-	"AARSM_EXE":         "/usr/bin/node",
-	"AARSM_UNIT":        "postmark-mcp.service",
-	"AARSM_CGROUP":      "/system.slice/postmark-mcp.service",
-	"AARSM_DEST":        "api.postmarkapp.com:443",
-	"AARSM_RECIPIENTS":  "ceo@company.example,phan@giftshop.club",
-	"AARSM_LATENCY_US":  "57",
+	"MESSAGE":              "blocked mail from pid 4242 (node, /usr/bin/node, unit postmark-mcp.service) to api.postmarkapp.com:443: unauthorized Bcc phan@giftshop.club (policy company, rules unauthorized_bcc_recipients)",
+	"MESSAGE_ID":           "1e6d0debf976458f86720059eece6864",
+	"PRIORITY":             "4",
+	"SYSLOG_IDENTIFIER":    "aarsm",
+	"AARSM_VERDICT":        "block",
+	"AARSM_ACTIONS":        "block,alert",
+	"AARSM_ACTION_DETAILS": "block sockets=1",
+	"AARSM_POLICY":         "company",
+	"AARSM_RULES":          "unauthorized_bcc_recipients",
+	"AARSM_VIOLATIONS":     "phan@giftshop.club",
+	"AARSM_PID":            "4242",
+	"AARSM_COMM":           "node",
+	"AARSM_EXE":            "/usr/bin/node",
+	"AARSM_UNIT":           "postmark-mcp.service",
+	"AARSM_CGROUP":         "/system.slice/postmark-mcp.service",
+	"AARSM_CGROUP_ID":      "8127",
+	"AARSM_DEST":           "api.postmarkapp.com:443",
+	"AARSM_PEER":           "[2001:db8::25]:443",
+	"AARSM_RECIPIENTS":     "ceo@company.example,phan@giftshop.club",
+	"AARSM_LATENCY_US":     "57",
 }
 
 func newJournalLogger(t *testing.T, j *testenv.Journald, opts Options) *Logger {
@@ -171,7 +183,7 @@ func TestJournaldMemfd(t *testing.T) {
 func TestJournaldAllows(t *testing.T) {
 	j := testenv.NewJournald(t)
 	allow := blockVerdict()
-	allow.Decision, allow.Priority = Allow, PriInfo
+	allow.Decision, allow.Priority = judge.Allow, policy.PriorityInfo
 
 	quiet := newJournalLogger(t, j, Options{})
 	for range 3 {
@@ -181,7 +193,7 @@ func TestJournaldAllows(t *testing.T) {
 	}
 	// An alert sent after the allows: once it is in, any allow would be.
 	alert := blockVerdict()
-	alert.Decision = Alert
+	alert.Decision = judge.Alert
 	if err := quiet.Log(alert); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +289,7 @@ func TestJournaldInvalidVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []Verdict{{Decision: "deny"}, {Decision: Block, Priority: 8}} {
+	for _, v := range []Verdict{{Decision: judge.Decision(7)}, {Decision: judge.Block, Priority: 8}, {Decision: judge.Block, Priority: -1}} {
 		if err := l.Log(v); !errors.Is(err, ErrInvalidVerdict) {
 			t.Errorf("Log(%+v) = %v, want ErrInvalidVerdict", v, err)
 		}
@@ -371,4 +383,49 @@ func execJournalctl(dir string) (string, error) {
 		return "", fmt.Errorf("run journalctl: %w", err)
 	}
 	return string(out), nil
+}
+
+// The catalog explains every AARSM_* field a verdict can have, and no
+// other: a verdict with every field set has exactly the catalog's.
+func TestCatalogListsEveryField(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "systemd", "aarsm.catalog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(src), "\n-- "+MessageID+"\n") {
+		t.Errorf("the catalog has no entry %s", MessageID)
+	}
+	_, list, ok := strings.Cut(string(src), "The fields of this entry")
+	if !ok {
+		t.Fatal("the catalog has no list of fields")
+	}
+	var catalog []string
+	for _, m := range regexp.MustCompile(`(?m)^  (AARSM_[A-Z0-9_]+) `).FindAllStringSubmatch(list, -1) {
+		catalog = append(catalog, m[1])
+	}
+	var fields []string
+	for _, f := range blockVerdict().Fields() {
+		if strings.HasPrefix(f.Name, "AARSM_") {
+			fields = append(fields, f.Name)
+		}
+	}
+	slices.Sort(catalog)
+	slices.Sort(fields)
+	if !slices.Equal(catalog, fields) {
+		t.Errorf("catalog fields %v, verdict fields %v", catalog, fields)
+	}
+}
+
+func TestRecords(t *testing.T) {
+	quiet, err := New(Options{Format: FormatJSON, Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loud, err := New(Options{Format: FormatJSON, Out: io.Discard, LogAllows: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if quiet.Records(judge.Allow) || !quiet.Records(judge.Alert) || !quiet.Records(judge.Block) || !loud.Records(judge.Allow) {
+		t.Error("Records")
+	}
 }

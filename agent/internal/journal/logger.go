@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/judge"
 )
 
 // Format selects the sink: the value of --log-format. It implements
@@ -153,14 +155,14 @@ func (l *Logger) Log(v Verdict) error {
 		return fmt.Errorf("log verdict: %w", err)
 	}
 	switch v.Decision {
-	case Allow:
+	case judge.Allow:
 		l.allowed.Add(1)
 		if !l.logAllows {
 			return nil
 		}
-	case Alert:
+	case judge.Alert:
 		l.alerted.Add(1)
-	case Block:
+	case judge.Block:
 		l.blocked.Add(1)
 	}
 	if err := l.sink.write(v.Fields(), l.now()); err != nil {
@@ -170,6 +172,11 @@ func (l *Logger) Log(v Verdict) error {
 	l.written.Add(1)
 	return nil
 }
+
+// Records reports whether Log writes an entry for decision d (allow
+// decisions only with LogAllows), so a caller can skip gathering what
+// only the entry needs.
+func (l *Logger) Records(d judge.Decision) bool { return d != judge.Allow || l.logAllows }
 
 // Stats returns the counters so far.
 func (l *Logger) Stats() Stats {

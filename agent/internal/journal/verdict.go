@@ -19,10 +19,14 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/aarsm/aarsm/agent/internal/judge"
+	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
 // MessageID is the MESSAGE_ID of every verdict entry: the id of the AARSM
@@ -41,7 +45,9 @@ const SyslogIdentifier = "aarsm"
 const MaxValueBytes = 2048
 
 // Journal field names of a verdict entry. journald drops fields whose names
-// are not upper case.
+// are not upper case. systemd/aarsm.catalog explains each AARSM_* field;
+// keep the two in step (the enforce tests check a real entry against the
+// catalog).
 const (
 	FieldMessage          = "MESSAGE"
 	FieldMessageID        = "MESSAGE_ID"
@@ -49,6 +55,7 @@ const (
 	FieldSyslogIdentifier = "SYSLOG_IDENTIFIER"
 	FieldVerdict          = "AARSM_VERDICT"
 	FieldActions          = "AARSM_ACTIONS"
+	FieldActionDetails    = "AARSM_ACTION_DETAILS"
 	FieldPolicy           = "AARSM_POLICY"
 	FieldRules            = "AARSM_RULES"
 	FieldViolations       = "AARSM_VIOLATIONS"
@@ -57,7 +64,9 @@ const (
 	FieldExe              = "AARSM_EXE"
 	FieldUnit             = "AARSM_UNIT"
 	FieldCgroup           = "AARSM_CGROUP"
+	FieldCgroupID         = "AARSM_CGROUP_ID"
 	FieldDest             = "AARSM_DEST"
+	FieldPeer             = "AARSM_PEER"
 	FieldRecipients       = "AARSM_RECIPIENTS"
 	FieldLatencyUS        = "AARSM_LATENCY_US"
 	// FieldTimestamp is added by the JSON sink only (journald stamps its
@@ -65,59 +74,42 @@ const (
 	FieldTimestamp = "TIMESTAMP"
 )
 
-// Decision is the AARSM_VERDICT value.
-type Decision string
-
-// Decisions.
-const (
-	Allow Decision = "allow" // no violation
-	Alert Decision = "alert" // the data went and was reported
-	Block Decision = "block" // the write failed: the data did not leave
-)
-
-func (d Decision) valid() bool { return d == Allow || d == Alert || d == Block }
-
-// Priority is a syslog severity, 0 (emerg) to 7 (debug): the PRIORITY field.
-type Priority uint8
-
-// Syslog severities.
-const (
-	PriEmerg Priority = iota
-	PriAlert
-	PriCrit
-	PriErr
-	PriWarning
-	PriNotice
-	PriInfo
-	PriDebug
-)
-
 // ErrInvalidVerdict is returned (wrapped) for a verdict that cannot be
-// recorded: an unknown decision or a priority outside 0-7.
+// recorded: an unknown decision or a priority that is no syslog severity.
 var ErrInvalidVerdict = errors.New("invalid verdict")
 
 // Verdict is the record of one judged message. The comment of each field
 // names its journal field; lists are joined with commas. Empty strings and
-// lists are left out of the entry; PID and latency are always present.
+// lists, a zero cgroup id and an invalid peer are left out of the entry;
+// PID and latency are always present.
 type Verdict struct {
 	// Message is MESSAGE, a sentence a person reads. Empty means the
 	// sentence built by Sentence.
 	Message string
 	// Reason is the human description of the violation used by Sentence,
 	// e.g. "unauthorized Bcc phan@giftshop.club". Not a field of its own.
-	Reason     string
-	Priority   Priority // PRIORITY
-	Decision   Decision // AARSM_VERDICT
-	Actions    []string // AARSM_ACTIONS
-	Policy     string   // AARSM_POLICY
-	Rules      []string // AARSM_RULES
-	Violations []string // AARSM_VIOLATIONS: the offending values
-	PID        int      // AARSM_PID (the agent's PID namespace)
-	Comm       string   // AARSM_COMM
-	Exe        string   // AARSM_EXE
-	Unit       string   // AARSM_UNIT
-	Cgroup     string   // AARSM_CGROUP
-	Dest       string   // AARSM_DEST, host:port
+	Reason   string
+	Priority policy.Priority // PRIORITY
+	Decision judge.Decision  // AARSM_VERDICT, as Decision.String
+	// Actions are the effects carried out (AARSM_ACTIONS), each once.
+	Actions []policy.Effect
+	// ActionDetails say what each response did (AARSM_ACTION_DETAILS),
+	// as act.Done.String gives it: "block sockets=1", "terminate pid=42".
+	ActionDetails []string
+	Policy        string   // AARSM_POLICY
+	Rules         []string // AARSM_RULES
+	Violations    []string // AARSM_VIOLATIONS: the offending values
+	PID           int      // AARSM_PID (the agent's PID namespace)
+	Comm          string   // AARSM_COMM
+	Exe           string   // AARSM_EXE
+	Unit          string   // AARSM_UNIT
+	Cgroup        string   // AARSM_CGROUP: the cgroup v2 path, "/..."
+	CgroupID      uint64   // AARSM_CGROUP_ID: the id (inode) of that cgroup
+	// Dest is AARSM_DEST, host:port: where the message was addressed.
+	Dest string
+	// Peer is AARSM_PEER: the remote address of the TCP connection the
+	// data was written to, when known.
+	Peer       netip.AddrPort
 	Recipients []string // AARSM_RECIPIENTS
 	// Latency is AARSM_LATENCY_US: the time from the TLS write to the
 	// verdict, in whole microseconds.
@@ -126,11 +118,11 @@ type Verdict struct {
 
 // Validate reports whether v can be recorded.
 func (v Verdict) Validate() error {
-	if !v.Decision.valid() {
-		return fmt.Errorf("%w: decision %q is not allow, alert or block", ErrInvalidVerdict, string(v.Decision))
+	if !v.Decision.Valid() {
+		return fmt.Errorf("%w: decision %v is not allow, alert or block", ErrInvalidVerdict, v.Decision)
 	}
-	if v.Priority > PriDebug {
-		return fmt.Errorf("%w: priority %d is outside 0-7", ErrInvalidVerdict, v.Priority)
+	if !v.Priority.Valid() {
+		return fmt.Errorf("%w: priority %d is outside 0-7", ErrInvalidVerdict, int(v.Priority))
 	}
 	return nil
 }
@@ -145,9 +137,9 @@ func (v Verdict) Sentence() string {
 	}
 	var b strings.Builder
 	switch v.Decision {
-	case Block:
+	case judge.Block:
 		b.WriteString("blocked mail")
-	case Alert:
+	case judge.Alert:
 		b.WriteString("alert on mail")
 	default:
 		b.WriteString("allowed mail")
@@ -195,7 +187,7 @@ type Field struct {
 // Fields returns the entry for v in a fixed order, every value sanitised
 // (see Sanitize). It does not validate v.
 func (v Verdict) Fields() []Field {
-	fs := make([]Field, 0, 18)
+	fs := make([]Field, 0, 21)
 	add := func(name, value string) {
 		fs = append(fs, Field{name, Sanitize(value)})
 	}
@@ -208,8 +200,9 @@ func (v Verdict) Fields() []Field {
 	add(FieldMessageID, MessageID)
 	add(FieldPriority, strconv.Itoa(int(v.Priority)))
 	add(FieldSyslogIdentifier, SyslogIdentifier)
-	add(FieldVerdict, string(v.Decision))
+	add(FieldVerdict, v.Decision.String())
 	addOpt(FieldActions, joinList(v.Actions))
+	addOpt(FieldActionDetails, joinList(v.ActionDetails))
 	addOpt(FieldPolicy, v.Policy)
 	addOpt(FieldRules, joinList(v.Rules))
 	addOpt(FieldViolations, joinList(v.Violations))
@@ -218,27 +211,37 @@ func (v Verdict) Fields() []Field {
 	addOpt(FieldExe, v.Exe)
 	addOpt(FieldUnit, v.Unit)
 	addOpt(FieldCgroup, v.Cgroup)
+	if v.CgroupID != 0 {
+		add(FieldCgroupID, strconv.FormatUint(v.CgroupID, 10))
+	}
 	addOpt(FieldDest, v.Dest)
+	if v.Peer.IsValid() {
+		add(FieldPeer, v.Peer.String())
+	}
 	addOpt(FieldRecipients, joinList(v.Recipients))
 	add(FieldLatencyUS, strconv.FormatInt(v.Latency.Microseconds(), 10))
 	return fs
 }
 
 // joinList joins the non-empty items with commas.
-func joinList(items []string) string {
+func joinList[S ~string](items []S) string {
 	switch len(items) {
 	case 0:
 		return ""
 	case 1:
-		return items[0]
+		return string(items[0])
 	}
-	kept := make([]string, 0, len(items))
+	var b strings.Builder
 	for _, s := range items {
-		if s != "" {
-			kept = append(kept, s)
+		if s == "" {
+			continue
 		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(s))
 	}
-	return strings.Join(kept, ",")
+	return b.String()
 }
 
 // Sanitize makes s safe as a journal field value that journalctl -o json

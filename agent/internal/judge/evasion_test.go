@@ -9,6 +9,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
 // The postmark-mcp backdoor's hidden Bcc written in encodings that a
@@ -57,7 +58,7 @@ func TestEncodedBackdoorIsBlocked(t *testing.T) {
 				if err != nil || len(msgs) != 1 {
 					t.Fatalf("%s: FromHTTP: %v, %d messages", tc.bcc, err, len(msgs))
 				}
-				v := Judge(set, msgs[0], Context{PID: 42, Comm: "node"}, NewBulkState(0), now)
+				v := Judge(set, msgs[0], Context{PID: 42, Target: policy.Target{Comm: "node"}}, NewBulkState(0), now)
 				if got := v.Decision == Block && slices.Contains(v.Rules, RuleUnauthorizedBcc); got != tc.block {
 					t.Errorf("%s: decision %v rules %v", tc.bcc, v.Decision, v.Rules)
 				}

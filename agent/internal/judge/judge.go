@@ -6,6 +6,7 @@ package judge
 
 import (
 	"html"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,21 +35,20 @@ var ruleOrder = []string{
 }
 
 // Context describes the process that sends the message. Scope blocks match
-// on Exe, Comm, Unit, CgroupPath and MCPServer; PID and StartTime key the
-// bulk counters.
+// on its Target; PID and StartTime key the bulk counters.
 type Context struct {
-	PID        uint32
-	StartTime  uint64 // process start time (boot ticks); tells a reused PID apart
-	Comm       string
-	Exe        string
-	Unit       string // systemd unit, e.g. "postmark-mcp.service"
-	CgroupID   uint64
-	CgroupPath string
-	Dest       string // host:port the message is sent to
-	MCPServer  string // MCP server name, when the caller knows it
+	// Target is what scope blocks match: Exe, Comm, Unit, CgroupPath
+	// (the cgroup v2 path) and MCPServer (when the caller knows it).
+	policy.Target
+	PID       uint32
+	StartTime uint64 // process start time (boot ticks); tells a reused PID apart
+	CgroupID  uint64 // the id (inode) of the cgroup v2 directory CgroupPath
+	Dest      string // host:port the message is addressed to, or "" when unknown
 }
 
-// Decision is the outcome for the message, in increasing severity.
+// Decision is the outcome for the message, in increasing severity. It is
+// the one decision type of the agent: the journal records it as
+// AARSM_VERDICT (String).
 type Decision int
 
 // Decisions.
@@ -58,16 +58,22 @@ const (
 	Block                 // stop it
 )
 
-// String returns "allow", "alert" or "block".
+// String returns "allow", "alert" or "block", or "decision(N)" for a
+// value that is none of them.
 func (d Decision) String() string {
 	switch d {
+	case Allow:
+		return "allow"
 	case Alert:
 		return "alert"
 	case Block:
 		return "block"
 	}
-	return "allow"
+	return "decision(" + strconv.Itoa(int(d)) + ")"
 }
+
+// Valid reports whether d is Allow, Alert or Block.
+func (d Decision) Valid() bool { return d >= Allow && d <= Block }
 
 // Finding is one violation of one rule of one policy.
 type Finding struct {
@@ -80,13 +86,12 @@ type Finding struct {
 // Verdict is the judge's answer.
 type Verdict struct {
 	Decision Decision
-	// Actions are the effects to carry out now (policy.Effect*): "block",
-	// "quarantine", "terminate", "alert". Monitor-mode policies contribute
-	// "alert" only.
-	Actions []string
+	// Actions are the effects to carry out now, in policy.EffectOrder.
+	// Monitor-mode policies contribute policy.EffectAlert only.
+	Actions []policy.Effect
 	// Intended are the effects enforce mode would have carried out; equal
 	// to Actions unless Monitor.
-	Intended []string
+	Intended []policy.Effect
 	// Policy is the policy that decided (the first with the most severe
 	// decision); Policies lists every policy with a violation.
 	Policy   string
@@ -124,11 +129,10 @@ func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, no
 	if set == nil || msg == nil || len(set.Policies) == 0 {
 		return v
 	}
-	target := policy.Target{Exe: ctx.Exe, Comm: ctx.Comm, Unit: ctx.Unit, CgroupPath: ctx.CgroupPath, MCPServer: ctx.MCPServer}
 	ev := evaluation{msg: msg}
 	monitorOnly := true
 	for _, p := range set.Policies {
-		if !p.Applies(target) {
+		if !p.Applies(ctx.Target) {
 			continue
 		}
 		fs := ev.policyFindings(p, ctx, state, now)
@@ -138,31 +142,31 @@ func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, no
 		effects := p.Effects
 		for _, f := range fs {
 			if f.Rule == RuleSensitiveAttachments {
-				effects = union(effects, []string{policy.EffectBlock, policy.EffectQuarantine})
+				effects = union(effects, []policy.Effect{policy.EffectBlock, policy.EffectQuarantine})
 				break
 			}
 		}
 		actual := effects
 		if p.Mode == policy.ModeMonitor {
-			actual = []string{policy.EffectAlert}
+			actual = []policy.Effect{policy.EffectAlert}
 		} else {
 			monitorOnly = false
 		}
 		d := Alert
-		if contains(actual, policy.EffectBlock) {
+		if slices.Contains(actual, policy.EffectBlock) {
 			d = Block
 		}
 		if d > v.Decision {
 			v.Decision = d
 			v.Policy = p.Name
 		}
+		if len(v.Policies) == 0 || p.Priority < v.Priority {
+			v.Priority = p.Priority
+		}
 		v.Policies = append(v.Policies, p.Name)
 		v.Actions = union(v.Actions, actual)
 		v.Intended = union(v.Intended, effects)
-		if v.Priority == 0 || p.Priority < v.Priority {
-			v.Priority = p.Priority
-		}
-		if contains(actual, policy.EffectQuarantine) {
+		if slices.Contains(actual, policy.EffectQuarantine) {
 			v.Quarantine = true
 			v.QuarantineFor = max(v.QuarantineFor, p.QuarantineFor)
 		}
@@ -378,34 +382,22 @@ func (e *evaluation) policyFindings(p *policy.Policy, ctx Context, state *BulkSt
 	return out
 }
 
-// effectOrder is the order effects are listed in.
-var effectOrder = []string{policy.EffectBlock, policy.EffectQuarantine, policy.EffectTerminate, policy.EffectAlert}
-
-func ordered(l []string) []string {
-	out := make([]string, 0, len(l))
-	for _, e := range effectOrder {
-		if contains(l, e) {
+// ordered returns the effects of l in policy.EffectOrder.
+func ordered(l []policy.Effect) []policy.Effect {
+	out := make([]policy.Effect, 0, len(l))
+	for _, e := range policy.EffectOrder() {
+		if slices.Contains(l, e) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // union returns a new slice with the elements of a then those of b not in a.
-func union(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
-	out = append(out, a...)
+func union(a, b []policy.Effect) []policy.Effect {
+	out := slices.Clone(a)
 	for _, x := range b {
-		if !contains(out, x) {
+		if !slices.Contains(out, x) {
 			out = append(out, x)
 		}
 	}

@@ -62,7 +62,7 @@ func TestPostmarkMCPBackdoor(t *testing.T) {
 	set := companySet(t)
 	msg := postmark(t, `{"From":"agent@company.com","To":"alice@company.com","Bcc":"phan@giftshop.club",
 		"Subject":"Your invoice","TextBody":"Hello"}`)
-	v := Judge(set, msg, Context{PID: 42, Comm: "node"}, NewBulkState(0), now)
+	v := Judge(set, msg, Context{PID: 42, Target: policy.Target{Comm: "node"}}, NewBulkState(0), now)
 	if v.Decision != Block || v.Monitor {
 		t.Fatalf("decision %v monitor %v", v.Decision, v.Monitor)
 	}
@@ -75,7 +75,7 @@ func TestPostmarkMCPBackdoor(t *testing.T) {
 	if !slices.Equal(v.Violations, []string{"phan@giftshop.club"}) {
 		t.Errorf("violations %v", v.Violations)
 	}
-	if !slices.Equal(v.Actions, []string{"block", "terminate", "alert"}) || !slices.Equal(v.Intended, v.Actions) {
+	if !slices.Equal(v.Actions, []policy.Effect{policy.EffectBlock, policy.EffectTerminate, policy.EffectAlert}) || !slices.Equal(v.Intended, v.Actions) {
 		t.Errorf("actions %v intended %v", v.Actions, v.Intended)
 	}
 	if v.Priority != policy.PriorityHigh || v.Quarantine {
@@ -315,7 +315,7 @@ func TestSensitiveAttachmentQuarantines(t *testing.T) {
 	if v.Decision != Block || !v.Quarantine || v.QuarantineFor != 48*time.Hour {
 		t.Fatalf("decision %v quarantine %v for %v", v.Decision, v.Quarantine, v.QuarantineFor)
 	}
-	if !slices.Equal(v.Actions, []string{"block", "quarantine", "alert"}) {
+	if !slices.Equal(v.Actions, []policy.Effect{policy.EffectBlock, policy.EffectQuarantine, policy.EffectAlert}) {
 		t.Errorf("actions %v", v.Actions)
 	}
 	if !slices.Contains(v.Violations, "prod.env") || !slices.Contains(v.Violations, "notes.txt") || slices.Contains(v.Violations, "report.pdf") {
@@ -344,7 +344,7 @@ func TestMonitorMode(t *testing.T) {
 	if v.Decision != Alert || !v.Monitor || v.Quarantine {
 		t.Fatalf("decision %v monitor %v quarantine %v", v.Decision, v.Monitor, v.Quarantine)
 	}
-	if !slices.Equal(v.Actions, []string{"alert"}) || !slices.Equal(v.Intended, []string{"block", "quarantine", "terminate", "alert"}) {
+	if !slices.Equal(v.Actions, []policy.Effect{policy.EffectAlert}) || !slices.Equal(v.Intended, []policy.Effect{policy.EffectBlock, policy.EffectQuarantine, policy.EffectTerminate, policy.EffectAlert}) {
 		t.Errorf("actions %v intended %v", v.Actions, v.Intended)
 	}
 	if v.Priority != policy.PriorityLow {
@@ -380,16 +380,16 @@ func TestScopesAndMerging(t *testing.T) {
 `)
 	msg := &mail.Message{To: addr("a@company.com"), Bcc: addr("phan@giftshop.club")}
 	// Outside the scope only the monitor policy applies.
-	v := Judge(set, msg, Context{Unit: "cron.service"}, nil, now)
+	v := Judge(set, msg, Context{Target: policy.Target{Unit: "cron.service"}}, nil, now)
 	if v.Decision != Alert || !v.Monitor || v.Policy != "everyone" {
 		t.Fatalf("unscoped process: %v %v %q", v.Decision, v.Monitor, v.Policy)
 	}
-	for _, ctx := range []Context{{Unit: "postmark-mcp.service"}, {MCPServer: "Postmark-MCP"}} {
+	for _, ctx := range []Context{{Target: policy.Target{Unit: "postmark-mcp.service"}}, {Target: policy.Target{MCPServer: "Postmark-MCP"}}} {
 		v = Judge(set, msg, ctx, nil, now)
 		if v.Decision != Block || v.Monitor || v.Policy != "mcp" || !slices.Equal(v.Policies, []string{"everyone", "mcp"}) {
 			t.Fatalf("%+v: %v %v %q %v", ctx, v.Decision, v.Monitor, v.Policy, v.Policies)
 		}
-		if v.Priority != policy.PriorityCritical || !slices.Equal(v.Actions, []string{"block", "terminate", "alert"}) {
+		if v.Priority != policy.PriorityCritical || !slices.Equal(v.Actions, []policy.Effect{policy.EffectBlock, policy.EffectTerminate, policy.EffectAlert}) {
 			t.Errorf("merged priority %v actions %v", v.Priority, v.Actions)
 		}
 		if len(v.Findings) != 4 { // 2 rules x 2 policies
@@ -435,6 +435,9 @@ func TestDecisionString(t *testing.T) {
 	if Allow.String() != "allow" || Alert.String() != "alert" || Block.String() != "block" {
 		t.Fatal("names")
 	}
+	if !Allow.Valid() || !Block.Valid() || Decision(3).Valid() || Decision(-1).Valid() || Decision(3).String() != "decision(3)" {
+		t.Fatal("an unknown decision")
+	}
 }
 
 func BenchmarkJudgeClean(b *testing.B) {
@@ -466,7 +469,7 @@ func TestDefaultPolicyMonitors(t *testing.T) {
 	}
 	msg := postmark(t, `{"From":"agent@company.com","To":"alice@company.com","Bcc":"phan@giftshop.club","Subject":"x"}`)
 	v := Judge(set, msg, Context{}, nil, now)
-	if v.Decision != Alert || !v.Monitor || !slices.Equal(v.Actions, []string{"alert"}) {
+	if v.Decision != Alert || !v.Monitor || !slices.Equal(v.Actions, []policy.Effect{policy.EffectAlert}) {
 		t.Fatalf("decision %v monitor %v actions %v", v.Decision, v.Monitor, v.Actions)
 	}
 	if !slices.Equal(v.Rules, []string{RuleUnauthorizedBcc}) || !slices.Equal(v.Violations, []string{"phan@giftshop.club"}) {

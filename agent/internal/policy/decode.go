@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,7 +132,7 @@ func decodePolicy(b *hcl.Block) (*Policy, hcl.Diagnostics) {
 	seen := map[string]*hcl.Block{}
 	var hasDestinations bool
 	for _, sb := range content.Blocks {
-		if first, dup := seen[sb.Type]; dup && contains(singletonBlocks, sb.Type) {
+		if first, dup := seen[sb.Type]; dup && slices.Contains(singletonBlocks, sb.Type) {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  fmt.Sprintf("Duplicate %s block", sb.Type),
@@ -223,15 +224,6 @@ func labelRange(b *hcl.Block, i int) *hcl.Range {
 		return b.LabelRanges[i].Ptr()
 	}
 	return b.DefRange.Ptr()
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func decodeScope(b *hcl.Block, c *hcl.BodyContent) (Scope, hcl.Diagnostics) {

@@ -14,7 +14,9 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 )
 
-// ErrInvalid is returned (wrapped) by Check when a policy has errors.
+// ErrInvalid is the one "invalid policy" error: Check returns it (wrapped)
+// when a policy has errors, and so does the agent when its policy
+// directory does not load.
 var ErrInvalid = errors.New("invalid policy")
 
 // maxFileSize bounds a policy file; policies are small.

@@ -10,6 +10,7 @@ package policy
 
 import (
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,16 +57,27 @@ const (
 	ActionTerminateAndAlert  Action = "terminate_and_alert"
 )
 
-// Effects are the individual things an action makes the agent do.
+// Effect is one thing a violation makes the agent do. Effects are the one
+// vocabulary of responses: a policy's violation_action lists them, the
+// judge's verdict carries them, act carries them out and the journal's
+// AARSM_ACTIONS names them.
+type Effect string
+
+// The effects, in the order verdicts list them (EffectOrder).
 const (
-	EffectAlert      = "alert"      // raise an alert at the policy's priority
-	EffectBlock      = "block"      // stop the message (fail the write)
-	EffectQuarantine = "quarantine" // keep a root-only copy for quarantine_duration
-	EffectTerminate  = "terminate"  // kill the sending process
+	EffectBlock      Effect = "block"      // stop the message (fail the write)
+	EffectQuarantine Effect = "quarantine" // keep a root-only copy and cut the sender off the network, for quarantine_duration
+	EffectTerminate  Effect = "terminate"  // kill the sending process
+	EffectAlert      Effect = "alert"      // raise an alert at the policy's priority
 )
 
+// EffectOrder returns every effect in the order verdicts list them.
+func EffectOrder() []Effect {
+	return []Effect{EffectBlock, EffectQuarantine, EffectTerminate, EffectAlert}
+}
+
 // actionEffects lists each action's effects, in the order they are done.
-var actionEffects = map[Action][]string{
+var actionEffects = map[Action][]Effect{
 	ActionAlert:              {EffectAlert},
 	ActionBlock:              {EffectBlock},
 	ActionBlockAndAlert:      {EffectBlock, EffectAlert},
@@ -83,31 +95,43 @@ func Actions() []Action {
 
 // Effects returns the effects of a (a new slice), or nil for an unknown
 // action.
-func (a Action) Effects() []string {
-	e, ok := actionEffects[a]
-	if !ok {
-		return nil
-	}
-	return append([]string(nil), e...)
+func (a Action) Effects() []Effect {
+	return slices.Clone(actionEffects[a])
 }
 
-// Priority is a syslog severity (the values of log/syslog's LOG_EMERG ..
-// LOG_DEBUG); a smaller number is more severe.
+// Priority is a syslog severity, the journal's PRIORITY (the values of
+// log/syslog's LOG_EMERG .. LOG_DEBUG); a smaller number is more severe.
 type Priority int
+
+// The syslog severities.
+const (
+	PriorityEmerg   Priority = iota // LOG_EMERG
+	PriorityAlert                   // LOG_ALERT
+	PriorityCrit                    // LOG_CRIT
+	PriorityErr                     // LOG_ERR
+	PriorityWarning                 // LOG_WARNING
+	PriorityNotice                  // LOG_NOTICE
+	PriorityInfo                    // LOG_INFO
+	PriorityDebug                   // LOG_DEBUG
+)
 
 // The alert_priority values and the syslog severities they map to.
 const (
-	PriorityCritical Priority = 2 // LOG_CRIT
-	PriorityHigh     Priority = 3 // LOG_ERR
-	PriorityMedium   Priority = 4 // LOG_WARNING
-	PriorityLow      Priority = 5 // LOG_NOTICE
+	PriorityCritical = PriorityCrit
+	PriorityHigh     = PriorityErr
+	PriorityMedium   = PriorityWarning
+	PriorityLow      = PriorityNotice
 )
 
 var priorityNames = map[string]Priority{
 	"low": PriorityLow, "medium": PriorityMedium, "high": PriorityHigh, "critical": PriorityCritical,
 }
 
-// String returns the alert_priority name of p.
+// Valid reports whether p is a syslog severity (0-7).
+func (p Priority) Valid() bool { return p >= PriorityEmerg && p <= PriorityDebug }
+
+// String returns the alert_priority name of p ("low" .. "critical"), or
+// "unknown" for a severity no alert_priority maps to.
 func (p Priority) String() string {
 	for k, v := range priorityNames {
 		if v == p {
@@ -149,7 +173,7 @@ type Policy struct {
 	Holds HoldSettings
 
 	Action        Action
-	Effects       []string // Action.Effects()
+	Effects       []Effect // Action.Effects()
 	Priority      Priority
 	QuarantineFor time.Duration
 }

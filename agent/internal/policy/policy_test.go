@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"log/syslog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,10 +41,10 @@ func TestCaseStudyPolicy(t *testing.T) {
 	if p.Rules != want {
 		t.Errorf("rules %+v", p.Rules)
 	}
-	if p.Action != ActionTerminateAndAlert || !slices.Equal(p.Effects, []string{"block", "terminate", "alert"}) {
+	if p.Action != ActionTerminateAndAlert || !slices.Equal(p.Effects, []Effect{EffectBlock, EffectTerminate, EffectAlert}) {
 		t.Errorf("action %q effects %v", p.Action, p.Effects)
 	}
-	if p.Priority != 3 { // high is LOG_ERR
+	if p.Priority != PriorityErr { // high is LOG_ERR
 		t.Errorf("priority %v", p.Priority)
 	}
 	if p.QuarantineFor != 24*time.Hour {
@@ -251,5 +252,25 @@ func TestLoadKeepsValidPolicies(t *testing.T) {
 	}
 	if len(set.Policies) != 1 || set.Policies[0].Name != "a" || len(set.Files) != 2 {
 		t.Fatalf("policies %v files %v", set.Policies, set.Files)
+	}
+}
+
+// The priorities are syslog's severities, number for number: the journal
+// writes them as PRIORITY.
+func TestPrioritiesAreSyslogSeverities(t *testing.T) {
+	for p, want := range map[Priority]syslog.Priority{
+		PriorityEmerg: syslog.LOG_EMERG, PriorityAlert: syslog.LOG_ALERT, PriorityCrit: syslog.LOG_CRIT,
+		PriorityErr: syslog.LOG_ERR, PriorityWarning: syslog.LOG_WARNING, PriorityNotice: syslog.LOG_NOTICE,
+		PriorityInfo: syslog.LOG_INFO, PriorityDebug: syslog.LOG_DEBUG,
+	} {
+		if int(p) != int(want) || !p.Valid() {
+			t.Errorf("priority %d, want %d", p, want)
+		}
+	}
+	if Priority(8).Valid() || Priority(-1).Valid() {
+		t.Error("a priority outside 0-7 is valid")
+	}
+	if PriorityHigh.String() != "high" || PriorityInfo.String() != "unknown" {
+		t.Errorf("names %q %q", PriorityHigh, PriorityInfo)
 	}
 }
