@@ -712,6 +712,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		plan := act.Plan{Actions: v.Actions, StopUnit: contains(v.Actions, policy.EffectTerminate)}
 		if contains(v.Actions, policy.EffectQuarantine) {
 			plan.QuarantineFor = v.QuarantineFor
+			plan.Keep = quarantineCopy(ev, j) // see vault.go
 		}
 		// A held write is blocked by killing the process or by
 		// destroying its connections before it resumes.
@@ -719,7 +720,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 			plan.Actions = append(plan.Actions, policy.EffectBlock)
 		}
 		var err error
-		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup})
+		done, err = a.exec.Execute(context.Background(), plan, act.Target{PID: ev.PID, StartTime: start, CgroupID: ev.Cgroup, CgroupPath: j.ctx.CgroupPath})
 		if err != nil {
 			a.actionErrorsN.Add(1)
 			a.log.Error("response incomplete", "pid", ev.PID, "err", err)
