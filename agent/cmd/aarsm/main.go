@@ -8,6 +8,7 @@
 //	aarsm status [--json]
 //	aarsm reload [--pid PID]
 //	aarsm handover [--pid PID]
+//	aarsm quarantine list|show ID|delete ID|lift CGROUP
 //	aarsm policy check PATH...
 package main
 
@@ -31,6 +32,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/act/vault"
 	"github.com/aarsm/aarsm/agent/internal/bpffs"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/journal"
@@ -50,6 +52,7 @@ Commands:
   run                     the agent: judge outgoing mail against policies and enforce them
   status                  ask the running agent what it does (probes, policies, counters)
   reload                  make the running agent reload its policies, and wait for the outcome
+  quarantine              list, show and delete quarantined messages; lift a network quarantine
   policy check PATH...    validate policy files or directories
   release-holds           resolve the holds a dead agent left (the unit's ExecStopPost)
   handover                replace the running agent by the installed binary, in place (postinst)
@@ -80,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReload(args[1:], stdout, stderr)
 	case "policy":
 		return runPolicy(args[1:], stdout, stderr)
+	case "quarantine":
+		return runQuarantine(args[1:], stdout, stderr)
 	case "hold-guard": // started by "aarsm run"; not for people
 		return runHoldGuard(stderr)
 	case "release-holds":
@@ -194,7 +199,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&format, "log-format", "verdict log: journal, json (stdout) or auto (journal when journald runs)")
 	debugLog := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine and the hold map are pinned (survive restarts)")
-	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (quarantine list, kept across reboots)")
+	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (network quarantine list, quarantined messages in quarantine/, kept across reboots)")
+	purgeInterval := fs.Duration("purge-interval", time.Minute, "how often expired quarantined messages and network quarantines are purged (also at start, and at the soonest expiry)")
+	vaultMax := fs.Int("quarantine-max-messages", vault.DefaultMaxEntries, "at most this many quarantined messages are kept; further ones are refused (logged)")
+	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "narrow the policies' hold scope to these cgroup v2 directories (comma-separated or repeated)")
@@ -271,6 +279,19 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		exec.Quarantine = q
 		src.quarantine = q
 	}
+	var messages *vault.Writer
+	if v, err := vault.Open(vaultDir(*stateDir), vault.Limits{MaxEntries: *vaultMax, MaxBytes: *vaultMaxBytes}); err != nil {
+		log.Warn("message quarantine unavailable: blocked messages are not kept", "err", err)
+		src.verr = err
+	} else {
+		messages = vault.NewWriter(v, log, 0)
+		defer messages.Close() // after the agent: what it queued is written
+		exec.Vault = messages
+		src.vault = v
+	}
+	housekeeping := &housekeeper{vault: src.vault, quarantine: exec.Quarantine, interval: max(*purgeInterval, minHousekeeping), log: log}
+	housekeeping.start()
+	defer housekeeping.Stop()
 	if conn, err := act.DialSystemd(ctx, act.SystemBus); err != nil {
 		log.Warn("systemd unavailable: units will not be stopped", "err", err)
 	} else {
@@ -370,6 +391,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		// Told to stop meanwhile: a new image would miss it.
 		log.Warn("stop requested during the handover: stopping instead")
 	} else if err == nil && handingOver.Load() {
+		// The new image does not inherit goroutines.
+		housekeeping.Stop()
+		if messages != nil {
+			messages.Close()
+		}
 		gpid, gpipe := guard.handOff()
 		if srv != nil {
 			srv.Close() // the new image listens again

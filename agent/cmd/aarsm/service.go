@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/act/vault"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/status"
@@ -124,6 +125,8 @@ type statusSource struct {
 	agent      *enforce.Agent
 	quarantine *act.Quarantine
 	qerr       error // why there is no quarantine
+	vault      *vault.Vault
+	verr       error // why there is no vault
 	reloads    atomic.Uint64
 	handovers  uint64 // in-place replacements since started
 }
@@ -131,17 +134,18 @@ type statusSource struct {
 func (s *statusSource) report() status.Report {
 	now := time.Now()
 	r := status.Report{
-		Version:       version,
-		PID:           os.Getpid(),
-		Started:       s.started,
-		UptimeSeconds: now.Sub(s.started).Seconds(),
-		PolicyDir:     s.policyDir,
-		Probes:        []status.Probe{},
-		Policies:      []status.Policy{},
-		Quarantines:   []status.Quarantine{},
-		Reloads:       s.reloads.Load(),
-		CanHandOver:   true,
-		Handovers:     s.handovers,
+		Version:             version,
+		PID:                 os.Getpid(),
+		Started:             s.started,
+		UptimeSeconds:       now.Sub(s.started).Seconds(),
+		PolicyDir:           s.policyDir,
+		Probes:              []status.Probe{},
+		Policies:            []status.Policy{},
+		Quarantines:         []status.Quarantine{},
+		QuarantinedMessages: []status.QuarantinedMessage{},
+		Reloads:             s.reloads.Load(),
+		CanHandOver:         true,
+		Handovers:           s.handovers,
 	}
 	ps, fail := s.agent.Policies()
 	r.PoliciesLoaded = ps.Loaded
@@ -199,6 +203,16 @@ func (s *statusSource) report() status.Report {
 			}
 		}
 	}
+	switch {
+	case s.vault == nil && s.verr != nil:
+		r.VaultError = s.verr.Error()
+	case s.vault != nil:
+		ms, err := quarantinedMessages(s.vault, now)
+		if err != nil {
+			r.VaultError = err.Error()
+		}
+		r.QuarantinedMessages = ms
+	}
 	return r
 }
 
@@ -253,7 +267,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: aarsm status [--json] [--status-socket PATH]\n\n"+
 			"Asks the running agent (aarsm run) over its root-only unix socket what it\n"+
 			"is doing: probes attached, policies loaded, events seen and lost, holds,\n"+
-			"verdicts, quarantines in force, uptime. Exits %d when no agent answers.\n\n", exitNotRunning)
+			"verdicts, network quarantines in force, quarantined messages, uptime.\n"+
+			"Exits %d when no agent answers.\n\n", exitNotRunning)
 		fs.PrintDefaults()
 	}
 	if !parseFlags(fs, args) {

@@ -16,6 +16,10 @@
 //     IPv6, loopback included) of chosen cgroups until a deadline, with
 //     cgroup sock_addr programs attached once to the cgroup v2 root and a
 //     map pinned in bpffs, so a quarantine outlives an agent restart.
+//     LiftQuarantine and ListQuarantine ("aarsm quarantine") work on the
+//     pins and the state file directly, under the agent's state lock.
+//   - Package vault keeps the quarantined messages themselves: root-only
+//     files, written in the background (Executor.Vault, Plan.Keep).
 //   - Executor runs a verdict's effects (policy.Effect) against one process
 //     in a fixed order and reports what was done (Done) for the journal.
 package act

@@ -8,6 +8,7 @@ import (
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 
+	"github.com/aarsm/aarsm/agent/internal/act/vault"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
@@ -16,11 +17,14 @@ type Target struct {
 	PID       uint32
 	StartTime uint64 // clock ticks since boot, as in /proc/PID/stat
 	// CgroupID is the process's cgroup v2 id as the sensor saw it; used for
-	// the quarantine when the process's unit cannot be read any more.
+	// the quarantine when the process is in no unit, or its unit cannot be
+	// read any more.
 	CgroupID uint64
 	// CgroupPath, if known, is the process's cgroup v2 path (below the
-	// mount) as the caller read it: its unit is found there rather than
-	// by reading /proc/PID/cgroup again.
+	// mount, as in /proc/PID/cgroup) as the caller read it: its unit is
+	// found there rather than by reading /proc/PID/cgroup again, and it is
+	// kept with a quarantine of CgroupID, to find the cgroup again after a
+	// reboot.
 	CgroupPath string
 }
 
@@ -30,9 +34,11 @@ type Plan struct {
 	// repeated; an unknown effect is reported as an error.
 	Actions []policy.Effect
 	// QuarantineFor is how long a "quarantine" cuts the process's unit
-	// (or cgroup) off the network; 0 means no network quarantine (the
-	// message quarantine of the vault is not done here).
+	// (or cgroup) off the network and keeps Keep; 0 means neither.
 	QuarantineFor time.Duration
+	// Keep is the copy of the blocked message a "quarantine" keeps in the
+	// vault for QuarantineFor (its id and times are set by Execute).
+	Keep *vault.Entry
 	// StopUnit also stops the process's systemd unit after a "terminate".
 	StopUnit bool
 }
@@ -61,6 +67,8 @@ func (d Done) String() string {
 type Executor struct {
 	// Quarantine, if set, is where "quarantine" adds cgroups.
 	Quarantine *Quarantine
+	// Vault, if set, is where "quarantine" keeps the message (Plan.Keep).
+	Vault *vault.Writer
 	// Systemd, if set, is the manager StopUnit talks to (see DialSystemd).
 	Systemd *sdbus.Conn
 	// CgroupMount is the cgroup v2 mount; empty means CgroupMount().
@@ -71,14 +79,16 @@ type Executor struct {
 
 // Execute does the plan's actions to t and returns, for the journal
 // (AARSM_ACTIONS and AARSM_ACTION_DETAILS), each response actually carried
-// out, in the order done: e.g. {quarantine "cgroup=1234 unit=x.service
-// until=2026-11-02T10:00:00Z"}, {block "sockets=2"}, {terminate "pid=4242"},
-// {terminate "stop-unit=x.service"}, {alert ""}. Every response is
-// attempted even if an earlier one failed; the errors are joined.
+// out, in the order done: e.g. {quarantine "message=ID"}, {quarantine
+// "cgroup=1234 unit=x.service until=2026-11-02T10:00:00Z"}, {block
+// "sockets=2"}, {terminate "pid=4242"}, {terminate "stop-unit=x.service"},
+// {alert ""}. Every response is attempted even if an earlier one failed;
+// the errors are joined.
 //
-// Order: the quarantine first (while the process, and with it its unit,
-// can still be looked up, and so that it cannot open a new connection once
-// its sockets are gone), then the sockets are destroyed (block), then the
+// Order: the message is handed to the vault (written in the background:
+// nothing here waits on the disk), then the network quarantine (while the
+// process, and with it its unit, can still be looked up, and so that it
+// cannot open a new connection once its sockets are gone), then the sockets are destroyed (block), then the
 // process is killed (terminate), then its unit's stop is queued
 // (Plan.StopUnit with terminate; not waited for), then "alert" is recorded (raising it is the caller's).
 // Resuming a held process is the caller's job, after Execute.
@@ -97,6 +107,14 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]Done, error
 	// Read the unit before anything can kill the process.
 	unit, unitErr := t.unit()
 
+	if want[policy.EffectQuarantine] && p.QuarantineFor > 0 && p.Keep != nil {
+		s, err := e.keep(p, t)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			done = append(done, Done{policy.EffectQuarantine, s})
+		}
+	}
 	if want[policy.EffectQuarantine] && p.QuarantineFor > 0 {
 		s, err := e.quarantine(p, t, unit, unitErr)
 		if err != nil {
@@ -134,33 +152,54 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]Done, error
 	return done, errors.Join(errs...)
 }
 
+// keep hands the message to the vault.
+func (e *Executor) keep(p Plan, t Target) (string, error) {
+	if e.Vault == nil {
+		return "", fmt.Errorf("quarantine message of pid %d: no vault configured", t.PID)
+	}
+	id, err := e.Vault.Submit(p.Keep, e.now(), p.QuarantineFor)
+	if err != nil {
+		return "", fmt.Errorf("quarantine message of pid %d: %w", t.PID, err)
+	}
+	return "message=" + id, nil
+}
+
+func (e *Executor) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
 func (e *Executor) quarantine(p Plan, t Target, unit Unit, unitErr error) (string, error) {
 	if e.Quarantine == nil {
 		return "", fmt.Errorf("quarantine pid %d: no quarantine configured", t.PID)
 	}
-	now := time.Now
-	if e.Now != nil {
-		now = e.Now
-	}
-	until := now().Add(p.QuarantineFor).UTC()
-	id, unitName := t.CgroupID, ""
-	if unitErr == nil {
-		mnt := e.CgroupMount
-		if mnt == "" {
-			m, err := CgroupMount()
-			if err != nil {
-				return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
-			}
-			mnt = m
+	until := e.now().Add(p.QuarantineFor).UTC()
+	id, path, unitName := t.CgroupID, "", ""
+	mnt := e.CgroupMount
+	if mnt == "" {
+		m, err := CgroupMount()
+		if err != nil {
+			return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
 		}
+		mnt = m
+	}
+	if unitErr == nil {
 		if uid, err := CgroupID(mnt, unit.Cgroup); err == nil {
-			id, unitName = uid, unit.Name
+			id, path, unitName = uid, unit.Cgroup, unit.Name
+		}
+	}
+	if path == "" && t.CgroupPath != "" {
+		// The path read from /proc may be newer than the sensor's id.
+		if pid, err := CgroupID(mnt, t.CgroupPath); err == nil && pid == id {
+			path = t.CgroupPath
 		}
 	}
 	if id == 0 {
 		return "", fmt.Errorf("quarantine pid %d: cgroup unknown", t.PID)
 	}
-	if err := e.Quarantine.Add(id, until); err != nil {
+	if err := e.Quarantine.Add(id, path, until); err != nil {
 		return "", fmt.Errorf("quarantine pid %d: %w", t.PID, err)
 	}
 	s := fmt.Sprintf("cgroup=%d", id)

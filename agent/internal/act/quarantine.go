@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,8 +33,25 @@ const (
 const (
 	mapPinName    = "quarantined"
 	stateFileName = "quarantine.json"
+	lockFileName  = "quarantine.lock"
 	forever       = ^uint64(0)
 )
+
+// How long the state lock is waited for: by a Quarantine's methods, which
+// hold its mutex meanwhile (Add runs in the agent's event loop, while the
+// sender is held), and by OpenQuarantine and LiftQuarantine.
+const (
+	agentLockTimeout = 250 * time.Millisecond
+	otherLockTimeout = 10 * time.Second
+)
+
+// ErrNotQuarantined is returned by LiftQuarantine for a cgroup that is not
+// quarantined.
+var ErrNotQuarantined = errors.New("not quarantined")
+
+// ErrStateLocked is returned when the state lock could not be taken in
+// time.
+var ErrStateLocked = errors.New("quarantine state locked by another process")
 
 // ErrProtectedCgroup is returned by Quarantine.Add for the cgroup v2 root
 // and for the agent's own cgroup and its ancestors: quarantining those
@@ -78,6 +96,17 @@ type QuarantineEntry struct {
 // (replacing the programs with its own through the links). When the pins
 // are gone (after a reboot), OpenQuarantine restores the entries of the
 // state file that have not expired.
+//
+// The state file is the map's contents (plus each cgroup's path), written
+// after every change of the map. Two processes change them: the agent
+// (Add, Expire) and "aarsm quarantine lift" (LiftQuarantine), which works
+// whether an agent runs or not. Each change of the map and the state file
+// together is made under an exclusive flock(2) on quarantine.lock in the
+// state directory, and the state file is always written from the map as
+// it is under the lock, so neither can undo the other's change. (An Add
+// that cannot have the lock within agentLockTimeout puts the cgroup in the
+// map all the same, the kernel refusing its connections at once, and
+// reports the state file as not updated; the next change writes it.)
 //
 // A Quarantine is safe for concurrent use.
 type Quarantine struct {
@@ -138,6 +167,13 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open quarantine: load spec: %w", err)
 	}
+	// From before the map is pinned until it is restored: a lift must not
+	// see a new, empty map and write an empty state file.
+	unlock, err := lockState(opts.StateDir, otherLockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("open quarantine: %w", err)
+	}
+	defer unlock()
 	mapPin := filepath.Join(opts.PinDir, mapPinName)
 	_, statErr := os.Stat(mapPin)
 	fresh := errors.Is(statErr, fs.ErrNotExist)
@@ -238,9 +274,12 @@ func protectedCgroups(mount string) (map[uint64]bool, error) {
 func (q *Quarantine) Restored() bool { return q.restored }
 
 // Add quarantines the cgroup with id cgroupID until the given time (the
-// zero time: until Remove). Adding a quarantined cgroup again replaces its
+// zero time: until lifted). path is the cgroup's path relative to the
+// cgroup2 mount ("/system.slice/x.service"), kept in the state file to find
+// the cgroup again after a reboot; empty if unknown (then the one given
+// before, if any, is kept). Adding a quarantined cgroup again replaces its
 // end.
-func (q *Quarantine) Add(cgroupID uint64, until time.Time) error {
+func (q *Quarantine) Add(cgroupID uint64, path string, until time.Time) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -249,14 +288,20 @@ func (q *Quarantine) Add(cgroupID uint64, until time.Time) error {
 	if q.protected[cgroupID] {
 		return fmt.Errorf("quarantine cgroup %d: %w", cgroupID, ErrProtectedCgroup)
 	}
+	unlock, lockErr := lockState(q.opts.StateDir, agentLockTimeout)
 	if err := q.m.Put(cgroupID, toBoot(until, time.Now())); err != nil {
+		if lockErr == nil {
+			unlock()
+		}
 		return fmt.Errorf("quarantine cgroup %d: %w", cgroupID, err)
 	}
-	if _, ok := q.paths[cgroupID]; !ok {
-		if p, ok := findCgroup(q.opts.CgroupMount, cgroupID); ok {
-			q.paths[cgroupID] = p
-		}
+	if path != "" {
+		q.paths[cgroupID] = cleanCgroupPath(path)
 	}
+	if lockErr != nil {
+		return fmt.Errorf("quarantine cgroup %d: in force, but the state file is not updated: %w", cgroupID, lockErr)
+	}
+	defer unlock()
 	if err := q.writeState(); err != nil {
 		return fmt.Errorf("quarantine cgroup %d: %w", cgroupID, err)
 	}
@@ -271,6 +316,11 @@ func (q *Quarantine) Remove(cgroupID uint64) error {
 	if q.closed {
 		return fmt.Errorf("release cgroup %d: quarantine closed", cgroupID)
 	}
+	unlock, err := lockState(q.opts.StateDir, agentLockTimeout)
+	if err != nil {
+		return fmt.Errorf("release cgroup %d: %w", cgroupID, err)
+	}
+	defer unlock()
 	if err := q.m.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("release cgroup %d: %w", cgroupID, err)
 	}
@@ -293,11 +343,16 @@ func (q *Quarantine) List() ([]QuarantineEntry, error) {
 }
 
 func (q *Quarantine) list(now time.Time) ([]QuarantineEntry, error) {
+	return listMap(q.m, q.paths, now)
+}
+
+// listMap returns the entries of a quarantine map, with the paths known.
+func listMap(m *ebpf.Map, paths map[uint64]string, now time.Time) ([]QuarantineEntry, error) {
 	var out []QuarantineEntry
 	var id, boot uint64
-	it := q.m.Iterate()
+	it := m.Iterate()
 	for it.Next(&id, &boot) {
-		out = append(out, QuarantineEntry{CgroupID: id, Cgroup: q.paths[id], Until: fromBoot(boot, now)})
+		out = append(out, QuarantineEntry{CgroupID: id, Cgroup: paths[id], Until: fromBoot(boot, now)})
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list quarantine: %w", err)
@@ -324,6 +379,11 @@ func (q *Quarantine) Expire(now time.Time) ([]uint64, error) {
 	if q.closed {
 		return nil, fmt.Errorf("expire quarantine: quarantine closed")
 	}
+	unlock, err := lockState(q.opts.StateDir, agentLockTimeout) // tried again at the next round
+	if err != nil {
+		return nil, fmt.Errorf("expire quarantine: %w", err)
+	}
+	defer unlock()
 	nowBoot := toBoot(now, time.Now())
 	var expired []uint64
 	var id, boot uint64
@@ -441,11 +501,21 @@ func (q *Quarantine) restore(state []QuarantineEntry, now time.Time) error {
 	return errors.Join(errs...)
 }
 
-func (q *Quarantine) statePath() string {
+func (q *Quarantine) readState() ([]QuarantineEntry, error) {
+	return readStateFile(q.opts.StateDir)
+}
+
+// writeState replaces the state file with the map's contents. The caller
+// holds the state lock.
+func (q *Quarantine) writeState() error {
 	if q.opts.StateDir == "" {
-		return ""
+		return nil
 	}
-	return filepath.Join(q.opts.StateDir, stateFileName)
+	entries, err := q.list(time.Now())
+	if err != nil {
+		return err
+	}
+	return writeStateFile(q.opts.StateDir, entries)
 }
 
 type stateFile struct {
@@ -453,11 +523,12 @@ type stateFile struct {
 	Entries []QuarantineEntry `json:"entries"`
 }
 
-func (q *Quarantine) readState() ([]QuarantineEntry, error) {
-	p := q.statePath()
-	if p == "" {
+// readStateFile reads dir's state file; none (or no dir) is no entry.
+func readStateFile(dir string) ([]QuarantineEntry, error) {
+	if dir == "" {
 		return nil, nil
 	}
+	p := filepath.Join(dir, stateFileName)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -472,23 +543,19 @@ func (q *Quarantine) readState() ([]QuarantineEntry, error) {
 	return s.Entries, nil
 }
 
-// writeState replaces the state file with the map's contents.
-func (q *Quarantine) writeState() error {
-	p := q.statePath()
-	if p == "" {
-		return nil
-	}
-	entries, err := q.list(time.Now())
-	if err != nil {
-		return err
+// writeStateFile replaces dir's state file (written aside and renamed).
+func writeStateFile(dir string, entries []QuarantineEntry) error {
+	if entries == nil {
+		entries = []QuarantineEntry{}
 	}
 	b, err := json.MarshalIndent(stateFile{Version: 1, Entries: entries}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	if err := os.MkdirAll(q.opts.StateDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
+	p := filepath.Join(dir, stateFileName)
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write state: %w", err)
@@ -499,26 +566,190 @@ func (q *Quarantine) writeState() error {
 	return nil
 }
 
-// findCgroup looks for the cgroup directory whose inode is id.
-func findCgroup(mount string, id uint64) (string, bool) {
-	found := ""
-	errStop := errors.New("found")
-	_ = filepath.WalkDir(mount, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
+// lockState takes the state lock of dir (see Quarantine), waiting at most
+// timeout, and returns its release. With no state directory there is no
+// lock.
+func lockState(dir string, timeout time.Duration) (func(), error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock quarantine state: %w", err)
+	}
+	p := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock quarantine state: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
 		}
-		var st unix.Stat_t
-		if unix.Lstat(p, &st) == nil && st.Ino == id {
-			if rel, err := filepath.Rel(mount, p); err == nil && rel != "." {
-				found = "/" + filepath.ToSlash(rel)
-			} else {
-				found = "/"
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", p, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s held for more than %v", ErrStateLocked, p, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return func() { f.Close() }, nil // closing the last descriptor unlocks
+}
+
+// cleanCgroupPath puts a cgroup path relative to the mount in the form of
+// /proc/PID/cgroup: "/a/b".
+func cleanCgroupPath(p string) string {
+	return filepath.Clean("/" + strings.Trim(p, "/"))
+}
+
+// ListQuarantine returns the network quarantines in force without asking
+// the agent: the pinned map's entries with the paths of the state file,
+// or, when nothing is pinned (after a reboot, before the agent restores
+// them), the state file's. Expired entries are left out.
+func ListQuarantine(opts QuarantineOptions) ([]QuarantineEntry, error) {
+	now := time.Now()
+	state, err := readStateFile(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	entries := state
+	m, err := loadPinnedQuarantine(opts.PinDir)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		defer m.Close()
+		if entries, err = listMap(m, statePaths(state), now); err != nil {
+			return nil, err
+		}
+	}
+	var out []QuarantineEntry
+	for _, e := range entries {
+		if e.Until.IsZero() || e.Until.After(now) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// LiftQuarantine ends the network quarantine of one cgroup before its
+// expiry, whether an agent runs or not: it deletes the cgroup from the
+// pinned map (the kernel lets its connections through at once) and from
+// the state file (a restore will not bring it back), under the state lock
+// the agent takes for its own changes. cgroup is a cgroup id, a path
+// relative to the cgroup2 mount ("/system.slice/x.service", as
+// /proc/PID/cgroup and "aarsm status" name it) or the cgroup's directory
+// ("/sys/fs/cgroup/system.slice/x.service"). It returns the entry lifted;
+// ErrNotQuarantined if there is none.
+func LiftQuarantine(opts QuarantineOptions, cgroup string) (QuarantineEntry, error) {
+	if opts.CgroupMount == "" {
+		mnt, err := CgroupMount()
+		if err != nil {
+			return QuarantineEntry{}, fmt.Errorf("lift quarantine: %w", err)
+		}
+		opts.CgroupMount = mnt
+	}
+	unlock, err := lockState(opts.StateDir, otherLockTimeout)
+	if err != nil {
+		return QuarantineEntry{}, fmt.Errorf("lift quarantine: %w", err)
+	}
+	defer unlock()
+	state, err := readStateFile(opts.StateDir)
+	if err != nil {
+		return QuarantineEntry{}, fmt.Errorf("lift quarantine: %w", err)
+	}
+	m, err := loadPinnedQuarantine(opts.PinDir)
+	if err != nil {
+		return QuarantineEntry{}, fmt.Errorf("lift quarantine: %w", err)
+	}
+	paths := statePaths(state)
+	entries := state
+	now := time.Now()
+	if m != nil {
+		defer m.Close()
+		if entries, err = listMap(m, paths, now); err != nil {
+			return QuarantineEntry{}, fmt.Errorf("lift quarantine: %w", err)
+		}
+	}
+	e, ok := matchQuarantine(entries, cgroup, opts.CgroupMount)
+	if !ok {
+		return QuarantineEntry{}, fmt.Errorf("lift quarantine: cgroup %s: %w", cgroup, ErrNotQuarantined)
+	}
+	rest := slices.DeleteFunc(slices.Clone(state), func(s QuarantineEntry) bool { return s.CgroupID == e.CgroupID })
+	if m != nil {
+		if err := m.Delete(e.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return e, fmt.Errorf("lift quarantine of cgroup %d: %w", e.CgroupID, err)
+		}
+		if rest, err = listMap(m, paths, now); err != nil {
+			return e, fmt.Errorf("lift quarantine of cgroup %d: lifted, but %w", e.CgroupID, err)
+		}
+	}
+	if opts.StateDir != "" {
+		if err := writeStateFile(opts.StateDir, rest); err != nil {
+			return e, fmt.Errorf("lift quarantine of cgroup %d: %w", e.CgroupID, err)
+		}
+	}
+	return e, nil
+}
+
+// loadPinnedQuarantine opens the map pinned in pinDir; nil if there is
+// none.
+func loadPinnedQuarantine(pinDir string) (*ebpf.Map, error) {
+	if pinDir == "" {
+		return nil, nil
+	}
+	p := filepath.Join(pinDir, mapPinName)
+	m, err := ebpf.LoadPinnedMap(p, nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open pinned quarantine map %s: %w", p, err)
+	}
+	if m.KeySize() != 8 || m.ValueSize() != 8 {
+		m.Close()
+		return nil, fmt.Errorf("pinned map %s is not a quarantine map (key %d, value %d bytes)", p, m.KeySize(), m.ValueSize())
+	}
+	return m, nil
+}
+
+func statePaths(state []QuarantineEntry) map[uint64]string {
+	paths := make(map[uint64]string, len(state))
+	for _, e := range state {
+		if e.Cgroup != "" {
+			paths[e.CgroupID] = e.Cgroup
+		}
+	}
+	return paths
+}
+
+// matchQuarantine finds the entry that which names: a cgroup id, a path
+// relative to mount, or a directory under mount.
+func matchQuarantine(entries []QuarantineEntry, which, mount string) (QuarantineEntry, bool) {
+	if id, err := strconv.ParseUint(which, 10, 64); err == nil {
+		for _, e := range entries {
+			if e.CgroupID == id {
+				return e, true
 			}
-			return errStop
 		}
-		return nil
-	})
-	return found, found != ""
+		return QuarantineEntry{}, false
+	}
+	rel := which
+	if r, err := filepath.Rel(mount, which); err == nil && filepath.IsAbs(which) && !strings.HasPrefix(r, "..") {
+		rel = r
+	}
+	rel = cleanCgroupPath(rel)
+	id, idErr := CgroupID(mount, rel) // the cgroup as it is now
+	for _, e := range entries {
+		if (e.Cgroup != "" && e.Cgroup == rel) || (idErr == nil && e.CgroupID == id) {
+			return e, true
+		}
+	}
+	return QuarantineEntry{}, false
 }
 
 // bootNow returns CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.

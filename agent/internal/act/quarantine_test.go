@@ -108,7 +108,7 @@ func TestQuarantine(t *testing.T) {
 	}
 	const d = 2 * time.Second
 	until := time.Now().Add(d)
-	if err := q.Add(cg.ID(), until); err != nil {
+	if err := q.Add(cg.ID(), cg.Name(), until); err != nil {
 		t.Fatal(err)
 	}
 	if got := egress(t, cg, srv); got != [3]string{"EPERM", "EPERM", "EPERM"} {
@@ -170,7 +170,7 @@ func TestQuarantineRestoreAndRemove(t *testing.T) {
 	srv := newLoopbackServers(t)
 	cg := testenv.NewCgroup(t)
 
-	if err := q.Add(cg.ID(), time.Time{}); err != nil { // no end
+	if err := q.Add(cg.ID(), cg.Name(), time.Time{}); err != nil { // no end
 		t.Fatal(err)
 	}
 	// The root cgroup and the agent's own cgroup are refused.
@@ -182,7 +182,7 @@ func TestQuarantineRestoreAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Add(rootID, time.Now().Add(time.Minute)); !errors.Is(err, ErrProtectedCgroup) {
+	if err := q.Add(rootID, "/", time.Now().Add(time.Minute)); !errors.Is(err, ErrProtectedCgroup) {
 		t.Fatalf("Add(root cgroup): %v, want ErrProtectedCgroup", err)
 	}
 

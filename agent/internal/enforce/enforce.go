@@ -726,6 +726,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		plan := act.Plan{Actions: v.Actions, StopUnit: slices.Contains(v.Actions, policy.EffectTerminate)}
 		if slices.Contains(v.Actions, policy.EffectQuarantine) {
 			plan.QuarantineFor = v.QuarantineFor
+			plan.Keep = quarantineCopy(ev, j) // see vault.go
 		}
 		// A held write is blocked by killing the process or by
 		// destroying its connections before it resumes.

@@ -65,6 +65,21 @@ type Report struct {
 	// QuarantineError says why the quarantine is not available or could
 	// not be listed.
 	QuarantineError string `json:"quarantine_error,omitempty"`
+	// QuarantinedMessages are the blocked messages kept in the vault
+	// ("aarsm quarantine show ID" prints one), soonest to expire first.
+	QuarantinedMessages []QuarantinedMessage `json:"quarantined_messages"`
+	// VaultError says why the vault is not available or could not be
+	// (wholly) listed.
+	VaultError string `json:"vault_error,omitempty"`
+}
+
+// QuarantinedMessage is one message kept in the vault.
+type QuarantinedMessage struct {
+	ID         string    `json:"id"`
+	Expires    time.Time `json:"expires"`
+	Policy     string    `json:"policy"`
+	Dest       string    `json:"dest,omitempty"`
+	Recipients int       `json:"recipients"`
 }
 
 // HoldScope is whom the kernel holds: the enforcing policies' scopes as
@@ -387,8 +402,37 @@ func Format(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  %s %s\n", name, until)
 		}
 	}
+	switch {
+	case len(r.QuarantinedMessages) == 0 && r.VaultError != "":
+		fmt.Fprintf(&b, "messages:    vault unavailable: %s\n", r.VaultError)
+	case len(r.QuarantinedMessages) == 0:
+		b.WriteString("messages:    none quarantined\n")
+	default:
+		fmt.Fprintf(&b, "messages:    %d quarantined (aarsm quarantine show ID)\n", len(r.QuarantinedMessages))
+		FormatMessages(&b, r.QuarantinedMessages, "  ")
+		if r.VaultError != "" {
+			fmt.Fprintf(&b, "  (not all read: %s)\n", r.VaultError)
+		}
+	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
+}
+
+// FormatMessages writes one line per quarantined message, each after
+// indent: id, expiry, policy, destination, number of recipients.
+func FormatMessages(b *strings.Builder, ms []QuarantinedMessage, indent string) {
+	for _, m := range ms {
+		dest := m.Dest
+		if dest == "" {
+			dest = "-"
+		}
+		policy := m.Policy
+		if policy == "" {
+			policy = "-"
+		}
+		fmt.Fprintf(b, "%s%s  until %s  policy %s  to %s  %d recipients\n", indent, m.ID,
+			m.Expires.UTC().Format(time.DateTime+" MST"), policy, dest, m.Recipients)
+	}
 }

@@ -27,6 +27,8 @@ func sample() Report {
 		LoopAgeSeconds: 0.004,
 		Verdicts:       Verdicts{Judged: 3, Blocked: 1, Alerted: 1, Released: 2},
 		Quarantines:    []Quarantine{{CgroupID: 7, Cgroup: "/system.slice/mcp.service", Until: t0.Add(24 * time.Hour)}},
+		QuarantinedMessages: []QuarantinedMessage{{ID: "01795000000000000000-0123456789abcdef", Expires: t0.Add(24 * time.Hour),
+			Policy: "company", Dest: "api.postmarkapp.com", Recipients: 2}},
 	}
 }
 
@@ -120,6 +122,8 @@ func TestFormat(t *testing.T) {
 		"verdicts:    3 judged, 1 blocked, 0 leaked (blocked after the bytes had left), 1 alerted",
 		"quarantine:  1 cgroups",
 		"/system.slice/mcp.service until 2026-11-27 09:00:00 UTC",
+		"messages:    1 quarantined",
+		"01795000000000000000-0123456789abcdef  until 2026-11-27 09:00:00 UTC  policy company  to api.postmarkapp.com  2 recipients",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
