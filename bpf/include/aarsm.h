@@ -23,14 +23,17 @@ enum aarsm_event_kind {
 	EV_CGROUP = 8,       /* a cgroup was created while new cgroups are in scope until judged */
 };
 
+/* Event flags. Keep in sync with agent/internal/probe/event.go. */
 enum aarsm_event_flags {
 	EV_F_TRUNCATED = 1 << 0, /* len > captured bytes */
 	EV_F_UNKNOWN_FILE = 1 << 1, /* EV_EXEC, EV_MMAP: the file has not been seen before */
 	EV_F_HELD = 1 << 2,      /* EV_WRITE: stopped until user space judges the write; EV_EXEC, EV_MMAP: until it has examined the file */
 };
 
-/* Common header of every event, 64 bytes (probe.headerSize; a test
- * compares the two). */
+/* The events: a header (64 bytes), then the plaintext (struct data_event,
+ * 64 + the bytes copied) or the file (struct file_event, 336 bytes). The
+ * agent decodes them as the Go types bpf2go generates from these structs
+ * (agent/internal/probe/event.go): after a change here, run make generate. */
 struct event_header {
 	__u8 kind;
 	__u8 flags;

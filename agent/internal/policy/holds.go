@@ -94,8 +94,6 @@ func (set *Set) Holds(p *Policy) HoldSettings {
 	return p.Holds.inherit(set.Agent.Holds.inherit(DefaultHoldSettings()))
 }
 
-const blockAgent = "agent"
-
 var holdAttributes = []hcl.AttributeSchema{{Name: "fail_mode"}, {Name: "exec_hold_timeout"}, {Name: "write_hold_timeout"}}
 
 var agentSchema = &hcl.BodySchema{Attributes: holdAttributes}

@@ -93,6 +93,12 @@ func Actions() []Action {
 		ActionQuarantineAndAlert, ActionTerminate, ActionTerminateAndAlert}
 }
 
+// valid reports whether a is a violation_action value.
+func (a Action) valid() bool {
+	_, ok := actionEffects[a]
+	return ok
+}
+
 // Effects returns the effects of a (a new slice), or nil for an unknown
 // action.
 func (a Action) Effects() []Effect {

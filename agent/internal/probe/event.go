@@ -2,11 +2,12 @@ package probe
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/bpf/ssl"
 )
 
 // Kind is what an event reports. The values are those of enum
@@ -46,16 +47,56 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
+// Event flags: enum aarsm_event_flags in bpf/include/aarsm.h.
 const (
 	flagTruncated   = 1 << 0
 	flagUnknownFile = 1 << 1
 	flagHeld        = 1 << 2
-
-	headerSize   = 64  // sizeof(struct event_header)
-	fileEventLen = 336 // sizeof(struct file_event)
-	// MaxData is the most plaintext one event carries (MAX_DATA in aarsm.h).
-	MaxData = 16384
 )
+
+// The records are the C structs of bpf/include/aarsm.h, written in host
+// byte order. decode reads them as the Go types bpf2go generates from those
+// structs (bpf/ssl/sensor_x86_bpfel.go, structs.HostLayout), field by name:
+// no offset or size below is written by hand, so a change of the C structs
+// reaches the decoder at the next `make generate`, and a field renamed or
+// retyped there stops the build here. TestEventLayoutMatchesC checks the
+// generated types against the compiled object's BTF, and
+// TestDecodeReadsEveryField that every field they have is decoded.
+type (
+	cHeader = ssl.SensorEventHeader // struct event_header
+	cData   = ssl.SensorDataEvent   // struct data_event: header, then the plaintext
+	cFile   = ssl.SensorFileEvent   // struct file_event: header, then the file
+)
+
+const (
+	headerSize   = int(unsafe.Sizeof(cHeader{}))      // sizeof(struct event_header): 64
+	dataOffset   = int(unsafe.Offsetof(cData{}.Data)) // offsetof(struct data_event, data): 64
+	fileEventLen = int(unsafe.Sizeof(cFile{}))        // sizeof(struct file_event): 336
+	// MaxData is the most plaintext one event carries (MAX_DATA in aarsm.h).
+	MaxData = len(cData{}.Data)
+)
+
+// view is the record raw as a *T (one of the types above), nil if raw is
+// shorter than a T. It points into raw where raw is aligned for T, as ring
+// buffer records are (at 8 bytes), and to a copy otherwise.
+func view[T any](raw []byte) *T {
+	var t *T
+	if len(raw) < int(unsafe.Sizeof(*t)) {
+		return nil
+	}
+	p := unsafe.Pointer(unsafe.SliceData(raw))
+	if uintptr(p)%unsafe.Alignof(*t) != 0 {
+		t = new(T)
+		copy(bytesOf(t), raw)
+		return t
+	}
+	return (*T)(p)
+}
+
+// bytesOf is the memory of *p.
+func bytesOf[T any](p *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
+}
 
 // Event is one record of the sensor. An Event handed to a handler, and its
 // Data, are only valid during the call: copy what must outlive it.
@@ -66,7 +107,7 @@ type Event struct {
 	Mono   uint64 // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns)
 	Cgroup uint64 // cgroup v2 id
 	SSL    uint64 // the SSL* of the connection
-	comm   [16]byte
+	comm   [len(cHeader{}.Comm)]byte
 
 	// Write and read events.
 	Len       uint32 // true length of the call
@@ -93,46 +134,46 @@ func (e *Event) Comm() string {
 
 // decode fills e from a raw ring buffer record. Data aliases raw.
 func (e *Event) decode(raw []byte) error {
-	if len(raw) < headerSize {
+	h := view[cHeader](raw)
+	if h == nil {
 		return fmt.Errorf("short event: %d bytes", len(raw))
 	}
-	le := binary.LittleEndian
 	*e = Event{
-		Kind:   Kind(raw[0]),
-		PID:    le.Uint32(raw[4:]),
-		TID:    le.Uint32(raw[8:]),
-		Len:    le.Uint32(raw[12:]),
-		Mono:   le.Uint64(raw[16:]),
-		Cgroup: le.Uint64(raw[24:]),
-		SSL:    le.Uint64(raw[32:]),
+		Kind:   Kind(h.Kind),
+		PID:    h.Pid,
+		TID:    h.Tid,
+		Len:    h.Len,
+		Mono:   h.Ts,
+		Cgroup: h.Cgroup,
+		SSL:    h.Ssl,
+		comm:   *(*[len(h.Comm)]byte)(bytesOf(&h.Comm)),
+		Buf:    h.Buf,
 	}
-	flags := raw[1]
-	copy(e.comm[:], raw[40:56])
-	e.Buf = le.Uint64(raw[56:])
 	switch e.Kind {
 	case KindWrite, KindRead:
-		e.Data = raw[headerSize:]
-		e.Truncated = flags&flagTruncated != 0
-		e.Held = flags&flagHeld != 0
+		e.Data = raw[dataOffset:]
+		e.Truncated = h.Flags&flagTruncated != 0
+		e.Held = h.Flags&flagHeld != 0
 		if uint32(len(e.Data)) > e.Len {
 			return fmt.Errorf("%s event: %d bytes of data for a call of %d", e.Kind, len(e.Data), e.Len)
 		}
 	case KindExec, KindMmap, KindCgroup:
-		if len(raw) < fileEventLen {
+		f := view[cFile](raw)
+		if f == nil {
 			return fmt.Errorf("short %s event: %d bytes", e.Kind, len(raw))
 		}
-		e.File = proc.FileID{Ino: le.Uint64(raw[64:]), Dev: le.Uint32(raw[72:])}
-		e.PPID = le.Uint32(raw[76:])
-		name := raw[80:fileEventLen]
+		e.File = proc.FileID{Ino: f.Ino, Dev: f.Dev}
+		e.PPID = f.Ppid
+		name := bytesOf(&f.Filename)
 		if n := bytes.IndexByte(name, 0); n >= 0 {
 			name = name[:n]
 		}
 		e.Filename = string(name)
-		e.UnknownFile = flags&flagUnknownFile != 0
-		e.Held = flags&flagHeld != 0
+		e.UnknownFile = h.Flags&flagUnknownFile != 0
+		e.Held = h.Flags&flagHeld != 0
 	case KindWriteFailed, KindFree, KindExit:
 	default:
-		return fmt.Errorf("unknown event kind %d", raw[0])
+		return fmt.Errorf("unknown event kind %d", h.Kind)
 	}
 	return nil
 }

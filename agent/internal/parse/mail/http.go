@@ -78,28 +78,7 @@ func FromHTTP(r *HTTPRequest) ([]*Message, error) {
 	endpoint := method + " " + host + p
 	c := &call{r: r, method: method, host: host, path: lp, query: query, endpoint: endpoint}
 
-	var (
-		msgs []*Message
-		err  error
-	)
-	switch {
-	case host == "api.postmarkapp.com":
-		msgs, err = c.postmark()
-	case host == "api.sendgrid.com" || strings.HasSuffix(lp, "/v3/mail/send"):
-		msgs, err = c.sendgrid()
-	case isMailgunHost(host) || mailgunPath.MatchString(lp):
-		msgs, err = c.mailgun()
-	case isSESHost(host):
-		msgs, err = c.ses()
-	case host == "api.resend.com":
-		msgs, err = c.resend()
-	case strings.Contains(lp, "/gmail/v1/users/"):
-		msgs, err = c.gmail()
-	case isGraphHost(host):
-		msgs, err = c.graph(0)
-	default:
-		msgs, err = c.generic()
-	}
+	msgs, err := c.messages()
 	if r.Partial {
 		out := msgs[:0]
 		for _, m := range msgs {
