@@ -116,6 +116,22 @@ type MCPOutcome struct {
 // <pkg>/server.py") with the API of the server pointed at api (trusting ca),
 // initializes it, lists the tools and calls the tool with each of
 // opts.Calls.
+//
+// For example, a server known to the agent before its tool call:
+//
+//	ca := testenv.NewCA(t)
+//	api := testenv.NewMailAPI(t, ca)
+//	cg := testenv.NewCgroup(t)
+//	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
+//	s := testenv.MCPStdio(t, ca, api, pkg, testenv.MCPOptions{
+//		Calls: []map[string]any{{"to": "alice@partner.example", "subject": "Hi", "textBody": "Hello"}},
+//		Wait:  true, Start: cg.Start,
+//	})
+//	ready := s.Ready(t, time.Minute) // initialized, tools listed; ready.ServerPID runs pkg.Script
+//	// ... start the agent ...
+//	s.Go(t)                         // tools/call now
+//	out := s.Wait(t, time.Minute)   // out.Results[0].IsError when the mail was blocked
+//	_ = api.Requests()              // what reached the fake Postmark API
 func MCPStdio(t testing.TB, ca *CA, api *MailAPI, pkg *MCPPackage, opts MCPOptions) *MCPSession {
 	t.Helper()
 	cfg := pkg.clientConfig(opts)
