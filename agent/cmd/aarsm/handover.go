@@ -117,6 +117,11 @@ func runHandover(args []string, stdout, stderr io.Writer) int {
 	if !parseFlags(fs, args) {
 		return 2
 	}
+	// The agent execs from whichever thread runs the handover: while the
+	// kernel makes that thread the leader (de_thread), the old leader is
+	// a zombie for a moment. Only a zombie, or no process, that stays so
+	// is an agent that died.
+	var goneSince time.Time
 	before, r, err := signalAgent(*socket, *pid, *timeout, syscall.SIGUSR2, func(r status.Report) error {
 		if !r.CanHandOver {
 			return fmt.Errorf("the running agent (version %s) cannot hand over in place: restart it", r.Version)
@@ -126,7 +131,11 @@ func runHandover(args []string, stdout, stderr io.Writer) int {
 		switch {
 		case err == nil:
 			return r.Handovers > before.Handovers, nil
-		case processGone(before.PID):
+		case !processGone(before.PID):
+			goneSince = time.Time{}
+		case goneSince.IsZero():
+			goneSince = time.Now()
+		case time.Since(goneSince) >= deadAfter:
 			return true, fmt.Errorf("the agent (pid %d) exited during the handover", before.PID)
 		}
 		return false, nil // the socket is down while the new image starts
@@ -155,8 +164,13 @@ func handOver(agent *enforce.Agent, st handoverState, log *slog.Logger) error {
 	return execSuccessor(st)
 }
 
+// deadAfter is how long an agent must look gone (processGone) to be taken
+// for dead.
+const deadAfter = time.Second
+
 // processGone reports whether pid has exited (or is a zombie nobody
-// reaped yet).
+// reaped yet, or for a moment while a thread other than the leader
+// execs).
 func processGone(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
