@@ -13,7 +13,7 @@ FUZZTIME  ?= 60s
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 
-.PHONY: install all build generate check-generate test test-go test-vm evasion fuzz fuzz-short bench vet clean
+.PHONY: install all build generate check-generate test test-go test-vm evasion fuzz fuzz-short bench vet lint clean
 
 all: build
 
@@ -37,8 +37,20 @@ vet:
 	@test -z "$$(gofmt -l agent bpf hcl $(wildcard packaging vagrant))" || { gofmt -l agent bpf hcl; echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) vet $(PKGS)
 
+# golangci-lint with the linters of .golangci.yml, at a pinned version.
+# `go run pkg@version` fetches it through the module proxy (checked against
+# the checksum database) and builds it into the Go build cache, outside
+# go.mod. Measured on the 2-CPU VM: with empty module and build caches
+# ~4 min to fetch and build it (12.5 min while other tests loaded the
+# machine); a run with an empty lint cache ~45 s, with warm caches ~5 s.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT         := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+lint:
+	$(GOLANGCI_LINT) run ./...
+
 # Everything CI checks, as root.
-test: check-generate vet test-go evasion fuzz-short test-vm
+test: check-generate vet lint test-go evasion fuzz-short test-vm
 
 # One row of the kernel matrix (vagrant/README.md): the package rolled out by
 # the Ansible role into a Debian 12 VM (kernel 6.1, qemu without KVM), then

@@ -207,13 +207,13 @@ func newDiagSocket() (*diagSocket, error) {
 		return nil, fmt.Errorf("netlink inet_diag socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // the bind error is the one to report
 		return nil, fmt.Errorf("bind netlink socket: %w", err)
 	}
 	return &diagSocket{fd: fd}, nil
 }
 
-func (s *diagSocket) close() { unix.Close(s.fd) }
+func (s *diagSocket) close() { _ = unix.Close(s.fd) }
 
 // send sends one request: a netlink header and an inet_diag_req_v2.
 func (s *diagSocket) send(typ, flags uint16, family uint8, states uint32, id *[sizeofSockID]byte) (uint32, error) {

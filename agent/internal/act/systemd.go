@@ -109,7 +109,7 @@ func DialSystemd(ctx context.Context, address string) (*sdbus.Conn, error) {
 			return nil, err
 		}
 		if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-			conn.Close()
+			_ = conn.Close() // the authentication error is the one to report
 			return nil, err
 		}
 		return conn, nil

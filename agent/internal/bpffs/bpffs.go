@@ -28,7 +28,7 @@ func Ensure(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create pin directory: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil { //nolint:gosec // G302: a directory: 0700 is root-only (search needs x)
 		return fmt.Errorf("restrict pin directory: %w", err)
 	}
 	return nil

@@ -26,7 +26,7 @@ func (s *Sensor) scanLibraries() {
 		base := strings.Count(filepath.Clean(root), "/")
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
-				return nil // unreadable or vanished directories are passed over
+				return nil //nolint:nilerr // unreadable or vanished directories are passed over, the walk goes on
 			}
 			if d.IsDir() {
 				if strings.Count(path, "/")-base >= 4 {
@@ -37,11 +37,11 @@ func (s *Sensor) scanLibraries() {
 			if !strings.HasPrefix(d.Name(), "libssl.so") {
 				return nil
 			}
-			id, st, err := proc.StatID(path) // follows symbolic links
-			if err != nil || st.Mode&0o170000 != 0o100000 {
-				return nil
+			// Follows symbolic links; regular files only. A file that
+			// cannot be stat'ed is passed over.
+			if id, st, err := proc.StatID(path); err == nil && st.Mode&0o170000 == 0o100000 {
+				s.examine(path, id)
 			}
-			s.examine(path, id)
 			return nil
 		})
 	}
@@ -309,7 +309,11 @@ func (s *Sensor) markExamined(id proc.FileID) {
 }
 
 func readELF(path string) (elfInfo, error) {
-	f, err := os.Open(path)
+	// path is a libssl.so* under a library directory, /proc/PID/exe, a
+	// /proc/PID/map_files link, or a mapped file's path (on the host or
+	// under /proc/PID/root) whose inode openPath checked: opened read-only
+	// to read its ELF headers and symbols.
+	f, err := os.Open(path) //nolint:gosec // G304: see above
 	if err != nil {
 		return elfInfo{}, fmt.Errorf("open: %w", err)
 	}

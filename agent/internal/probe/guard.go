@@ -37,7 +37,7 @@ func (s *Sensor) GuardFiles() ([]*os.File, error) {
 		fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			for _, f := range files {
-				f.Close()
+				_ = f.Close()
 			}
 			return nil, fmt.Errorf("duplicate map descriptor: %w", err)
 		}
@@ -66,8 +66,9 @@ func (o Outcome) index() uint32 {
 		return 1
 	case Gone:
 		return 2
+	default: // Judged
+		return 3
 	}
-	return 3
 }
 
 // Resolved counts the holds the guard resolved, by outcome.
@@ -342,7 +343,7 @@ func PinnedResolver(pinDir string, kill func(uint32) error) (*Resolver, error) {
 	}
 	resolving, err := openPinned(pinDir, ssl.SensorMapResolving)
 	if err != nil {
-		holds.Close()
+		_ = holds.Close()
 		return nil, err
 	}
 	return &Resolver{Holds: holds, Resolving: resolving, Kill: kill, Owner: ownerSuccessor,
@@ -351,8 +352,8 @@ func PinnedResolver(pinDir string, kill func(uint32) error) (*Resolver, error) {
 
 // Close releases the maps of a resolver from PinnedResolver.
 func (r *Resolver) Close() {
-	r.Holds.Close()
+	_ = r.Holds.Close()
 	if r.Resolving != nil {
-		r.Resolving.Close()
+		_ = r.Resolving.Close()
 	}
 }

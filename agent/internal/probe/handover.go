@@ -103,7 +103,7 @@ func AdoptHandover(f HandoverFDs) (*Handover, error) {
 	for _, fd := range f.Links {
 		l, err := link.NewFromFD(fd)
 		if err != nil {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			errs = append(errs, fmt.Errorf("probe %d: %w", fd, err))
 			continue
 		}
@@ -124,7 +124,7 @@ func AdoptHandover(f HandoverFDs) (*Handover, error) {
 		errs = append(errs, fmt.Errorf("the predecessor's events and maps have layout %d, this agent's %d", f.ABI, HandoverABI))
 	}
 	if err := errors.Join(errs...); err != nil {
-		h.Close()
+		_ = h.Close() // what could not be adopted is reported; the rest is closed
 		return nil, fmt.Errorf("adopt the predecessor's sensor: %w", err)
 	}
 	return h, nil

@@ -238,22 +238,22 @@ func Load(opts Options) (*Sensor, error) {
 	}
 	if err := s.loadObjects(spec); err != nil {
 		if opts.Handover != nil {
-			opts.Handover.Close()
+			_ = opts.Handover.Close()
 		}
 		return nil, err
 	}
 	if err := s.attachTracepoints(); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	s.reader, err = ringbuf.NewReader(s.objs.Events)
 	if err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	if s.prev != nil {
 		if s.prev.reader, err = ringbuf.NewReader(s.prev.h.events); err != nil {
-			s.Close()
+			_ = s.Close()
 			return nil, fmt.Errorf("open the predecessor's ring buffer: %w", err)
 		}
 	}
@@ -321,18 +321,18 @@ func (s *Sensor) loadObjects(spec *ebpf.CollectionSpec) error {
 		s.log.Warn("hold left by a previous agent, resolved by its fail mode", "pid", h.PID, "kind", h.Kind.String(), "outcome", string(o))
 	})
 	if err != nil {
-		s.objs.Close()
+		_ = s.objs.Close()
 		return fmt.Errorf("resolve holds of a previous agent: %w", err)
 	}
 	return nil
 }
 
 // verifierDetail returns err with the verifier's whole log, if it is the
-// verifier's.
+// verifier's (%+w formats it as %+v does, and still wraps it).
 func verifierDetail(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		return fmt.Errorf("verifier: %+v", ve)
+		return fmt.Errorf("verifier: %+w", ve)
 	}
 	return err
 }
@@ -430,8 +430,10 @@ func (s *Sensor) Run(ctx context.Context, handle func(*Event)) error {
 		detached = s.prev.detached
 	}
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil
+		select {
+		case <-ctx.Done():
+			return nil // stopped: not an error
+		default:
 		}
 		select {
 		case <-detached:
@@ -479,6 +481,7 @@ func (s *Sensor) deliver(raw []byte, ev *Event, handle func(*Event)) {
 		if ev.UnknownFile || ev.Held {
 			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
 		}
+	default: // the other kinds are only handed on
 	}
 	s.events.Add(1)
 	handle(ev)

@@ -225,7 +225,7 @@ func StatID(path string) (FileID, unix.Stat_t, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return FileID{}, st, fmt.Errorf("stat %s: %w", path, err)
 	}
-	dev := uint32(unix.Major(st.Dev))<<20 | uint32(unix.Minor(st.Dev))
+	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
 	return FileID{Dev: dev, Ino: st.Ino}, st, nil
 }
 
@@ -236,7 +236,7 @@ func StatID(path string) (FileID, unix.Stat_t, error) {
 // while uprobes attach to the same inode under both. It maps one page of
 // the file, readable only, for a moment.
 func MappedID(path string) (FileID, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // G304: a file the sensor examines (probe.readELF says which), read-only
 	if err != nil {
 		return FileID{}, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -245,8 +245,9 @@ func MappedID(path string) (FileID, error) {
 	if err != nil {
 		return FileID{}, fmt.Errorf("map %s: %w", path, err)
 	}
-	defer unix.Munmap(mem)
-	addr := uint64(uintptr(unsafe.Pointer(&mem[0])))
+	defer func() { _ = unix.Munmap(mem) }()
+	// The mapping's address, to find it in /proc/self/maps.
+	addr := uint64(uintptr(unsafe.Pointer(&mem[0]))) //nolint:gosec // G103: the address is only compared, never dereferenced
 	maps, err := FS{}.Maps(uint32(os.Getpid()), false)
 	if err != nil {
 		return FileID{}, err

@@ -230,7 +230,9 @@ func sandboxChecks() error {
 		if err := os.WriteFile(filepath.Join(dir, ".probe"), nil, 0o600); err != nil {
 			return fmt.Errorf("sandbox: %s: %w", env, err)
 		}
-		os.Remove(filepath.Join(dir, ".probe"))
+		if err := os.Remove(filepath.Join(dir, ".probe")); err != nil {
+			return fmt.Errorf("sandbox: %s: %w", env, err)
+		}
 	}
 	return nil
 }

@@ -33,8 +33,9 @@ func (k Kinds) String() string {
 		return "api_key"
 	case KindCredential:
 		return "credential"
+	default: // KindAll, and any other set of kinds
+		return "kinds"
 	}
-	return "kinds"
 }
 
 // Finding is one secret found.
@@ -51,10 +52,9 @@ type detector struct {
 	hint   []string // cheap pre-filter: at least one must occur (case-sensitive unless hintFold)
 	fold   bool     // hints are lower-case and matched case-insensitively
 	re     *regexp.Regexp
-	group  int                    // submatch holding the secret (0 = whole match)
-	valid  func(m string) bool    // optional post-check on the secret
-	redact func(m string) string  // optional; default redactKey
-	whole  func(full string) bool // optional post-check on the whole match
+	group  int                   // submatch holding the secret (0 = whole match)
+	valid  func(m string) bool   // optional post-check on the secret
+	redact func(m string) string // optional; default redactKey
 }
 
 // The detectors, most specific first. Patterns follow the vendors'
