@@ -53,7 +53,7 @@ func (g *holdGuard) start() error {
 	}
 	defer func() {
 		for _, f := range files {
-			f.Close()
+			_ = f.Close()
 		}
 	}()
 	r, w, err := os.Pipe()
@@ -63,17 +63,17 @@ func (g *holdGuard) start() error {
 	defer r.Close()
 	self, err := os.Executable()
 	if err != nil {
-		w.Close()
+		_ = w.Close()
 		return fmt.Errorf("start hold guard: %w", err)
 	}
-	cmd := exec.Command(self, "hold-guard")
+	cmd := exec.Command(self, "hold-guard")          //nolint:gosec // G204: the agent's own binary (/proc/self/exe)
 	cmd.ExtraFiles = append([]*os.File{r}, files...) // fds 3 (pipe), 4 (holds), 5 (settings), 6 (counters), 7 (resolving)
 	cmd.Stderr = g.stderr
 	// A session of its own: a kill of the agent's process group (a
 	// Ctrl-C, "kill -- -PGID") does not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		w.Close()
+		_ = w.Close()
 		return fmt.Errorf("start hold guard: %w", err)
 	}
 	if err := g.sensor.SetGuardPID(uint32(cmd.Process.Pid)); err != nil {
@@ -97,7 +97,7 @@ func (g *holdGuard) watch(cmd *exec.Cmd, pipe *os.File, exited chan struct{}) {
 	if stopped {
 		return
 	}
-	pipe.Close()
+	_ = pipe.Close()
 	g.log.Error("the hold guard died; starting a new one", "pid", cmd.Process.Pid, "err", err)
 	for {
 		if err := g.start(); err == nil {
@@ -113,13 +113,6 @@ func (g *holdGuard) watch(cmd *exec.Cmd, pipe *os.File, exited chan struct{}) {
 			return
 		}
 	}
-}
-
-// pid returns the guard's pid.
-func (g *holdGuard) pid() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cmd.Process.Pid
 }
 
 // handOff leaves the guard to a successor image: it is not restarted, and
@@ -139,7 +132,7 @@ func (g *holdGuard) stop() {
 	g.stopped = true
 	pipe, exited := g.pipe, g.exited
 	g.mu.Unlock()
-	pipe.Close()
+	_ = pipe.Close()
 	<-exited
 }
 
@@ -197,7 +190,7 @@ func runHoldGuard(stderr io.Writer) int {
 			fmt.Fprintf(stderr, "aarsm hold-guard: open map %d: %v\n", i, err)
 			return 1
 		}
-		defer m.Close()
+		defer m.Close() //nolint:revive,errcheck // defer in a loop, its error of no use: the four maps are held until the guard exits
 		maps[i] = m
 	}
 	err := probe.RunGuard(probe.GuardOptions{
@@ -283,7 +276,7 @@ func lockAgent(pinDir, fallback string) (*os.File, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("another aarsm agent is running (it holds %s): only one may hold processes on a host", path)
 		}

@@ -51,7 +51,7 @@ func takeHandover() (*handoverState, error) {
 	if !ok {
 		return nil, nil
 	}
-	os.Unsetenv(handoverEnv)
+	_ = os.Unsetenv(handoverEnv)
 	var st handoverState
 	if err := json.Unmarshal([]byte(v), &st); err != nil {
 		return nil, fmt.Errorf("handover state in %s: %w", handoverEnv, err)
@@ -76,7 +76,7 @@ func execSuccessor(st handoverState) error {
 		return fmt.Errorf("encode handover state: %w", err)
 	}
 	env := append(os.Environ(), handoverEnv+"="+string(b))
-	if err := syscall.Exec(self, os.Args, env); err != nil {
+	if err := syscall.Exec(self, os.Args, env); err != nil { //nolint:gosec // G204: the agent's own path, now the installed binary
 		return fmt.Errorf("execute %s: %w", self, err)
 	}
 	return nil
@@ -92,7 +92,7 @@ func retireGuard(st *handoverState, log *slog.Logger) {
 	if _, err := pipe.Write([]byte{probe.GuardRetire}); err != nil {
 		log.Warn("cannot retire the previous hold guard; it resolves the holds as if the agent were gone", "pid", st.GuardPID, "err", err)
 	}
-	pipe.Close()
+	_ = pipe.Close()
 	go func() {
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(st.GuardPID, &ws, 0, nil)

@@ -245,7 +245,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	// Its state (quarantines, the last good policies) is the agent's alone.
 	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
 		log.Warn("no state directory: quarantines and the last good policies are not kept", "err", err)
-	} else if err := os.Chmod(*stateDir, 0o700); err != nil {
+	} else if err := os.Chmod(*stateDir, 0o700); err != nil { //nolint:gosec // G302: a directory: 0700 is root-only
 		log.Warn("cannot make the state directory root-only", "dir", *stateDir, "err", err)
 	}
 	var lock *os.File
@@ -398,7 +398,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		}
 		gpid, gpipe := guard.handOff()
 		if srv != nil {
-			srv.Close() // the new image listens again
+			_ = srv.Close() // the new image listens again
 		}
 		err = handOver(agent, handoverState{Lock: int(lock.Fd()), GuardPID: gpid, GuardPipe: gpipe,
 			Started: started, Handovers: src.handovers, From: version}, log)
@@ -440,7 +440,7 @@ func parseFlags(fs *flag.FlagSet, args []string) bool {
 		return false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		_, _ = fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return false
 	}
 	return true

@@ -225,7 +225,7 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, bool) {
 		return "", false
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintf(fs.Output(), "%s: missing %s\n", fs.Name(), name)
+		_, _ = fmt.Fprintf(fs.Output(), "%s: missing %s\n", fs.Name(), name)
 		return "", false
 	}
 	arg := fs.Arg(0)
@@ -233,7 +233,7 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, bool) {
 		return "", false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		_, _ = fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return "", false
 	}
 	return arg, true

@@ -97,6 +97,7 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]Done, error
 	var errs []error
 	want := make(map[policy.Effect]bool)
 	for _, a := range p.Actions {
+		//exhaustive:enforce
 		switch a {
 		case policy.EffectAlert, policy.EffectBlock, policy.EffectTerminate, policy.EffectQuarantine:
 			want[a] = true

@@ -184,7 +184,7 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("open quarantine: load programs: %+v", ve)
+			return nil, fmt.Errorf("open quarantine: load programs: %+w", ve)
 		}
 		return nil, fmt.Errorf("open quarantine: load programs: %w", err)
 	}
@@ -196,7 +196,7 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	for _, a := range attachPoints() {
 		l, err := attachOrUpdate(filepath.Join(opts.PinDir, a.pin), root, a.attach, a.prog(&objs))
 		if err != nil {
-			q.closeAll()
+			_ = q.closeAll()
 			return nil, fmt.Errorf("open quarantine: %s: %w", a.pin, err)
 		}
 		q.links = append(q.links, l)
@@ -204,7 +204,7 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 
 	state, err := q.readState()
 	if err != nil {
-		q.closeAll()
+		_ = q.closeAll()
 		return nil, fmt.Errorf("open quarantine: %w", err)
 	}
 	for _, e := range state {
@@ -214,7 +214,7 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	}
 	if fresh && len(state) > 0 {
 		if err := q.restore(state, time.Now()); err != nil {
-			q.closeAll()
+			_ = q.closeAll()
 			return nil, fmt.Errorf("open quarantine: restore: %w", err)
 		}
 		q.restored = true
@@ -228,7 +228,7 @@ func attachOrUpdate(pin, root string, attach ebpf.AttachType, prog *ebpf.Program
 	l, err := link.LoadPinnedLink(pin, nil)
 	if err == nil {
 		if err := l.Update(prog); err != nil {
-			l.Close()
+			_ = l.Close()
 			return nil, fmt.Errorf("replace program of pinned link: %w", err)
 		}
 		return l, nil
@@ -241,7 +241,7 @@ func attachOrUpdate(pin, root string, attach ebpf.AttachType, prog *ebpf.Program
 		return nil, fmt.Errorf("attach to cgroup %s: %w", root, err)
 	}
 	if err := l.Pin(pin); err != nil {
-		l.Close()
+		_ = l.Close()
 		return nil, fmt.Errorf("pin link: %w", err)
 	}
 	return l, nil
@@ -588,16 +588,16 @@ func lockState(dir string, timeout time.Duration) (func(), error) {
 			break
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", p, err)
 		}
 		if time.Now().After(deadline) {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("%w: %s held for more than %v", ErrStateLocked, p, timeout)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	return func() { f.Close() }, nil // closing the last descriptor unlocks
+	return func() { _ = f.Close() }, nil // closing the last descriptor unlocks
 }
 
 // cleanCgroupPath puts a cgroup path relative to the mount in the form of
@@ -711,7 +711,7 @@ func loadPinnedQuarantine(pinDir string) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("open pinned quarantine map %s: %w", p, err)
 	}
 	if m.KeySize() != 8 || m.ValueSize() != 8 {
-		m.Close()
+		_ = m.Close()
 		return nil, fmt.Errorf("pinned map %s is not a quarantine map (key %d, value %d bytes)", p, m.KeySize(), m.ValueSize())
 	}
 	return m, nil

@@ -211,7 +211,7 @@ func New(opts Options) (*Agent, error) {
 	a.sensor = s
 	a.pipe = pipeline.New(pipeline.Options{})
 	if err := a.applyScope(set); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return a, nil
@@ -316,7 +316,7 @@ func (a *Agent) Reload() error {
 		if set != nil {
 			_ = policy.WriteDiagnostics(a.opts.DiagOut, set.Sources, diags)
 		} else {
-			fmt.Fprintln(a.opts.DiagOut, diags.Error())
+			_, _ = fmt.Fprintln(a.opts.DiagOut, diags.Error())
 		}
 		err := fmt.Errorf("load policies from %s: %w: %s", a.opts.PolicyDir, policy.ErrInvalid, diags.Error())
 		a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})

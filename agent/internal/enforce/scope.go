@@ -189,7 +189,7 @@ func (c *compiledScope) scopeEntries(mount string, narrow []string) (map[string]
 	if needWalk {
 		err := filepath.WalkDir(mount, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
-				return nil // a cgroup removed during the walk
+				return nil //nolint:nilerr // a cgroup removed during the walk: go on with the others
 			}
 			if !d.IsDir() {
 				return nil

@@ -154,6 +154,7 @@ func (l *Logger) Log(v Verdict) error {
 	if err := v.Validate(); err != nil {
 		return fmt.Errorf("log verdict: %w", err)
 	}
+	//exhaustive:enforce
 	switch v.Decision {
 	case judge.Allow:
 		l.allowed.Add(1)

@@ -31,7 +31,7 @@ func Enabled(path string) bool {
 	if err != nil {
 		return false
 	}
-	c.Close()
+	_ = c.Close()
 	return true
 }
 

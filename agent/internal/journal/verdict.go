@@ -136,6 +136,7 @@ func (v Verdict) Sentence() string {
 		return v.Message
 	}
 	var b strings.Builder
+	//exhaustive:enforce
 	switch v.Decision {
 	case judge.Block:
 		b.WriteString("blocked mail")

@@ -22,8 +22,8 @@ const (
 	RuleUnauthorizedBcc      = "unauthorized_bcc_recipients"
 	RuleExternalForwarding   = "external_email_forwarding"
 	RuleBulkToUnknown        = "bulk_email_to_unknown_domains"
-	RuleAPIKeys              = "block_api_keys_in_emails"
-	RuleCredentials          = "block_credentials_in_emails"
+	RuleAPIKeys              = "block_api_keys_in_emails"    //nolint:gosec // G101: a rule name, not a credential
+	RuleCredentials          = "block_credentials_in_emails" //nolint:gosec // G101: a rule name, not a credential
 	RuleSensitiveAttachments = "quarantine_sensitive_attachments"
 	RuleUnreadableMail       = "unreadable_mail_requests"
 )
@@ -61,6 +61,7 @@ const (
 // String returns "allow", "alert" or "block", or "decision(N)" for a
 // value that is none of them.
 func (d Decision) String() string {
+	//exhaustive:enforce
 	switch d {
 	case Allow:
 		return "allow"

@@ -114,8 +114,7 @@ type httpParser struct {
 }
 
 var (
-	errHeadTooLarge = errors.New("header block too large")
-	crlf2           = []byte("\r\n\r\n")
+	crlf2 = []byte("\r\n\r\n")
 )
 
 // feed consumes the data of one write or read call (followed by lost bytes
@@ -192,7 +191,7 @@ func (p *httpParser) feed(data []byte, lost int, mono uint64, emit func(*Message
 				}
 				continue
 			}
-			line := append(p.buf, data[:i+1]...)
+			line := append(p.buf, data[:i+1]...) //nolint:gocritic // reuses p.buf's array: line is read (and copied by addTrailer) before p.buf grows again
 			p.buf = p.buf[:0]
 			data = data[i+1:]
 			if p.state == stTrailer {

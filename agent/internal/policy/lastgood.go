@@ -26,7 +26,7 @@ func SaveLastGood(stateDir string, set *Set) error {
 	if err != nil {
 		return fmt.Errorf("save last good policies: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // gone after the rename; a leftover of a failure
 	for i, name := range set.Files {
 		f := set.Sources[name]
 		if f == nil {

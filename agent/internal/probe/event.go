@@ -80,13 +80,13 @@ const (
 // shorter than a T. It points into raw where raw is aligned for T, as ring
 // buffer records are (at 8 bytes), and to a copy otherwise.
 func view[T any](raw []byte) *T {
-	var t *T
-	if len(raw) < int(unsafe.Sizeof(*t)) {
+	var zero T
+	if len(raw) < int(unsafe.Sizeof(zero)) {
 		return nil
 	}
-	p := unsafe.Pointer(unsafe.SliceData(raw))
-	if uintptr(p)%unsafe.Alignof(*t) != 0 {
-		t = new(T)
+	p := unsafe.Pointer(unsafe.SliceData(raw)) //nolint:gosec // G103: a record of the generated type's own layout (TestEventLayoutMatchesC)
+	if uintptr(p)%unsafe.Alignof(zero) != 0 {
+		t := new(T)
 		copy(bytesOf(t), raw)
 		return t
 	}
@@ -95,7 +95,7 @@ func view[T any](raw []byte) *T {
 
 // bytesOf is the memory of *p.
 func bytesOf[T any](p *T) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p)) //nolint:gosec // G103: the bytes of a plain struct of fixed size
 }
 
 // Event is one record of the sensor. An Event handed to a handler, and its
@@ -194,7 +194,7 @@ func (e *Event) ReadRest(mem string, max int) error {
 	}
 	full := make([]byte, n)
 	have := copy(full, e.Data)
-	f, err := os.Open(mem) //nolint:gosec // G304: mem is the held process's /proc/PID/mem (see above), read-only
+	f, err := os.Open(mem)
 	if err != nil {
 		return fmt.Errorf("read the rest of a held write: %w", err)
 	}

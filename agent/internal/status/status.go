@@ -196,7 +196,7 @@ func Listen(path string, report func() Report) (*Server, error) {
 	}
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
+			_ = c.Close()
 			return nil, fmt.Errorf("status socket %s: another agent answers on it", path)
 		}
 		if err := os.Remove(path); err != nil {
@@ -210,7 +210,7 @@ func Listen(path string, report func() Report) (*Server, error) {
 	// Connections accepted before the chmod are still checked by
 	// credentials (serve).
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
 	}
 	s := &Server{ln: ln, path: path, report: report}

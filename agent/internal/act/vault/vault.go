@@ -139,7 +139,7 @@ func Open(dir string, limits Limits) (*Vault, error) {
 		return nil, err
 	}
 	if st.Mode().Perm() != 0o700 {
-		if err := os.Chmod(dir, 0o700); err != nil {
+		if err := os.Chmod(dir, 0o700); err != nil { //nolint:gosec // G302: a directory: 0700 is root-only
 			return nil, fmt.Errorf("restrict quarantine directory: %w", err)
 		}
 	}
@@ -257,8 +257,8 @@ func (v *Vault) Write(e *Entry) error {
 	ok := false
 	defer func() {
 		if !ok {
-			f.Close()
-			os.Remove(tmp)
+			_ = f.Close()
+			_ = os.Remove(tmp)
 		}
 	}()
 	if err := f.Chmod(0o600); err != nil {
@@ -398,7 +398,10 @@ func readHeader(path string) (Info, error) {
 	info.Size = st.Size()
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 4096))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return info, fmt.Errorf("not a quarantine entry: %v", err)
+		if err == nil {
+			err = errors.New("no JSON object")
+		}
+		return info, fmt.Errorf("not a quarantine entry: %w", err)
 	}
 	head := map[string]json.RawMessage{}
 	for dec.More() {
@@ -455,7 +458,7 @@ func (v *Vault) Purge(now time.Time) ([]string, error) {
 		name := de.Name()
 		if strings.HasPrefix(name, ".tmp-") {
 			if info, err := de.Info(); err == nil && info.ModTime().Before(now.Add(-time.Hour)) {
-				os.Remove(filepath.Join(v.dir, name))
+				_ = os.Remove(filepath.Join(v.dir, name))
 			}
 			continue
 		}

@@ -435,7 +435,7 @@ func pathIs(path []string, want ...string) bool {
 		return false
 	}
 	for i := range path {
-		if !keyEqual(path[i], want[i]) {
+		if !keyEqual(path[i], want[i]) { //nolint:gosec // G602: len(path) == len(want) is checked above
 			return false
 		}
 	}

@@ -14,7 +14,7 @@ func (c *call) generic() ([]*Message, error) {
 	if b == "{" || b == "[" || strings.HasPrefix(strings.TrimSpace(string(firstNBytes(c.r.Body, 64))), "{") {
 		n, err := c.json()
 		if err != nil || n == nil {
-			return nil, nil // not JSON after all: not ours to judge
+			return nil, nil //nolint:nilerr // not JSON after all: not ours to judge
 		}
 		var out []*Message
 		genericWalk(c, n, &out, 0)
