@@ -150,10 +150,10 @@ type Message struct {
 	EventID string
 
 	// Requests and notifications AARSM follows.
-	Init     *Initialize // method "initialize"
-	Call     *ToolCall   // method "tools/call"
-	Cursor   bool        // a list request asking for a next page
-	Cancels  ID          // "notifications/cancelled": the request id cancelled
+	Init    *Initialize // method "initialize"
+	Call    *ToolCall   // method "tools/call"
+	Cursor  bool        // a list request asking for a next page
+	Cancels ID          // "notifications/cancelled": the request id cancelled
 
 	// Results: what the result's shape says. A result does not name its
 	// method; Server matches it to its request by id and uses the field

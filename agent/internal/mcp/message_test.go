@@ -66,7 +66,9 @@ func TestDecodeMessage(t *testing.T) {
 			return m.Kind == KindRequest && m.ID == `"init-1"` && m.Init.Client.Name == "mcp"
 		}},
 		{"py initialize result", pyInitResult, func(m Message) bool { return m.InitResult.Server.Version == "1.9.4" }},
-		{"ping", pyPing, func(m Message) bool { return m.Kind == KindRequest && m.Method == "ping" && m.Init == nil && m.Call == nil }},
+		{"ping", pyPing, func(m Message) bool {
+			return m.Kind == KindRequest && m.Method == "ping" && m.Init == nil && m.Call == nil
+		}},
 		{"parse error, null id", parseError, func(m Message) bool { return m.Kind == KindError && m.ID == "" && m.ErrorCode == -32700 }},
 		{"request with null id is a notification", `{"jsonrpc":"2.0","id":null,"method":"x"}`, func(m Message) bool { return m.Kind == KindNotification }},
 		{"empty result", `{"jsonrpc":"2.0","id":7,"result":{}}`, func(m Message) bool { return m.Kind == KindResult && !m.CallResult && !m.ToolsList }},

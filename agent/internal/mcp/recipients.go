@@ -27,7 +27,8 @@ const (
 // %40 and \u0040 escapes, and in JSON texts held in strings — normalised
 // as the mail parser normalises recipients (mail.NormalizeAddress), so
 // that they compare equal to the recipients of the mail the tool sends.
-// At most MaxRecipients, in order of appearance, without duplicates.
+// Every address mail.ParseAddressList reads from any string of the
+// arguments is among them. At most MaxRecipients, without duplicates.
 func Recipients(args json.RawMessage) []string {
 	out, _ := scanRecipients(args)
 	return out
@@ -92,7 +93,10 @@ func (r *recipientScan) scan(text []byte, base int) {
 	}
 }
 
-// text takes the addresses of one string.
+// text takes the addresses of one string: all that the mail parser reads
+// from it as an address list (so that no address it would read from a
+// header is missed), those of the JSON text it holds, if any, and those of
+// its mailto: URLs without their queries.
 func (r *recipientScan) text(s string, depth int) {
 	t := strings.TrimSpace(s)
 	if len(t) > 1 && (t[0] == '{' && t[len(t)-1] == '}' || t[0] == '[' && t[len(t)-1] == ']') && json.Valid([]byte(t)) {
@@ -101,14 +105,17 @@ func (r *recipientScan) text(s string, depth int) {
 		} else {
 			r.nested++
 			r.scan([]byte(t), depth+1)
-			return
 		}
 	}
 	if !strings.Contains(s, "@") && mail.IndexFold(s, "%40") < 0 && !strings.Contains(s, "=?") {
 		return
 	}
 	if mail.IndexFold(s, "mailto:") >= 0 {
-		s = dropMailtoQueries(s)
+		// The list parser keeps a mailto: URL's query with the domain
+		// ("a@b?subject=x"): read the URL without it first.
+		for _, a := range mail.ParseAddressList(dropMailtoQueries(s)) {
+			r.add(a.Addr)
+		}
 	}
 	for _, a := range mail.ParseAddressList(s) {
 		r.add(a.Addr)
