@@ -124,7 +124,7 @@ func FuzzRecipients(f *testing.F) {
 		// only one at a time).
 		wrapped, _ := json.Marshal(map[string]string{"to": args})
 		all, cut2 := scanRecipients(wrapped)
-		if !cut2 && utf8.ValidString(args) {
+		if !cut2 && utf8.ValidString(args) && len(args) <= maxListText {
 			for _, a := range mail.ParseAddressList(args) {
 				if !slices.Contains(all, a.Addr) {
 					t.Fatalf("%q: mail recipient %q not among %q", args, a.Addr, all)

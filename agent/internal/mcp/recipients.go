@@ -19,6 +19,10 @@ const (
 	MaxArgsDepth = 32
 	// maxNested bounds the JSON texts in strings that are parsed.
 	maxNested = 64
+	// A string longer than maxListText is read token by token, at most
+	// maxLongTokens distinct tokens that may hold an address.
+	maxListText   = 16 << 10
+	maxLongTokens = 4096
 )
 
 // Recipients returns every e-mail address that a tool call's arguments
@@ -28,7 +32,9 @@ const (
 // as the mail parser normalises recipients (mail.NormalizeAddress), so
 // that they compare equal to the recipients of the mail the tool sends.
 // Every address mail.ParseAddressList reads from any string of the
-// arguments is among them. At most MaxRecipients, without duplicates.
+// arguments is among them (strings over 16 KiB, message bodies rather
+// than address lists, are read token by token). At most MaxRecipients,
+// without duplicates.
 func Recipients(args json.RawMessage) []string {
 	out, _ := scanRecipients(args)
 	return out
@@ -110,6 +116,10 @@ func (r *recipientScan) text(s string, depth int) {
 	if !strings.Contains(s, "@") && mail.IndexFold(s, "%40") < 0 && !strings.Contains(s, "=?") {
 		return
 	}
+	if len(s) > maxListText {
+		r.longText(s)
+		return
+	}
 	if mail.IndexFold(s, "mailto:") >= 0 {
 		// The list parser keeps a mailto: URL's query with the domain
 		// ("a@b?subject=x"): read the URL without it first.
@@ -120,6 +130,42 @@ func (r *recipientScan) text(s string, depth int) {
 	for _, a := range mail.ParseAddressList(s) {
 		r.add(a.Addr)
 	}
+}
+
+// longText reads the addresses of a string too long to be an address
+// list (a message body): each distinct token that may hold an address,
+// split where the mail parser's lenient scan splits, is parsed alone, so
+// that an address repeated a thousand times is normalised once.
+func (r *recipientScan) longText(s string) {
+	if mail.IndexFold(s, "mailto:") >= 0 {
+		s = dropMailtoQueries(s)
+	}
+	seen := make(map[string]bool)
+	for tok := range strings.FieldsFuncSeq(s, isAddrSep) {
+		if r.full() {
+			return
+		}
+		if seen[tok] || !strings.Contains(tok, "@") && mail.IndexFold(tok, "%40") < 0 && !strings.Contains(tok, "=?") {
+			continue
+		}
+		if len(seen) == maxLongTokens {
+			r.cut = true
+			return
+		}
+		seen[tok] = true
+		for _, a := range mail.ParseAddressList(tok) {
+			r.add(a.Addr)
+		}
+	}
+}
+
+// isAddrSep splits text as the mail parser's lenient address scan does.
+func isAddrSep(c rune) bool {
+	switch c {
+	case ',', ';', '<', '>', ' ', '\t', '\r', '\n', '"', '\'', '(', ')', '[', ']', ':':
+		return true
+	}
+	return false
 }
 
 // dropMailtoQueries removes the query of each mailto: URL in s

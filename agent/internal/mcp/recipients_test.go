@@ -34,6 +34,8 @@ func TestRecipients(t *testing.T) {
 		{"duplicates", `{"to":"a@example.com","cc":"A@EXAMPLE.COM","bcc":["<a@example.com>"]}`, []string{"a@example.com"}},
 		{"not addresses", `{"handle":"@someone","n":3,"ok":true,"x":null,"at":"a@","b":"@b.c"}`, nil},
 		{"top-level string", `"g@example.com"`, []string{"g@example.com"}},
+		{"long body", `{"textBody":"` + strings.Repeat("Write to Bob <Bob@Example.org>, or mailto:c@example.net?subject=x. ", 1000) + `=?utf-8?q?d=40example.com?= %65%40example.com"}`,
+			[]string{"bob@example.org", "c@example.net", "d@example.com", "e@example.com"}},
 		{"empty", ``, nil},
 		{"null", `null`, nil},
 	} {

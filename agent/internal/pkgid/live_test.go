@@ -12,7 +12,7 @@ import (
 )
 
 // start runs cmd and stops it when the test ends.
-func start(t *testing.T, cmd *exec.Cmd) uint32 {
+func start(t testing.TB, cmd *exec.Cmd) uint32 {
 	t.Helper()
 	if _, err := os.Stat(cmd.Path); err != nil {
 		t.Skipf("%s: %v", cmd.Path, err)

@@ -18,7 +18,7 @@ func procFS() proc.FS { return proc.FS{} }
 
 // tree writes files under dir: "path": "content"; a content starting
 // with "->" makes a symbolic link to the rest.
-func tree(t *testing.T, dir string, files map[string]string) {
+func tree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, name)
