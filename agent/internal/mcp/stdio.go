@@ -159,7 +159,7 @@ func (d *Decoder) Feed(data []byte) []Message {
 				continue
 			}
 			data = data[i+1:]
-			out = d.frame(out, FramingLines)
+			out = d.line(out)
 		case stHeader:
 			i := bytes.IndexByte(data, '\n')
 			chunk := data
@@ -247,10 +247,51 @@ func (d *Decoder) headerLine() {
 	}
 }
 
+// line decodes the complete line in d.buf. A line that is not JSON-RPC
+// but holds a Content-Length header after its start is a Content-Length
+// body glued to the next frame's header (bodies end without a newline):
+// met when the decoder joins a stream mid-way, it resynchronises there.
+func (d *Decoder) line(out []Message) []Message {
+	n := len(out)
+	out, ok := decodeJSON(d.buf, out)
+	if ok {
+		return d.frameDone(out, n, true, FramingLines)
+	}
+	j := indexContentLength(d.buf)
+	if j <= 0 {
+		return d.frameDone(out, n, false, FramingLines)
+	}
+	header := string(d.buf[j:])
+	d.buf = d.buf[:j]
+	out = d.frame(out, FramingContentLength)
+	d.buf = append(d.buf, header...)
+	d.state, d.length, d.lines = stHeader, -1, 0
+	d.headerLine()
+	return out
+}
+
+// indexContentLength returns where "Content-Length:" (in any case)
+// starts in b, or -1.
+func indexContentLength(b []byte) int {
+	const h = "content-length:"
+	for i := 0; i+len(h) <= len(b); i++ {
+		if c := b[i]; (c == 'c' || c == 'C') && strings.EqualFold(string(b[i:i+len(h)]), h) {
+			return i
+		}
+	}
+	return -1
+}
+
 // frame decodes the complete frame in d.buf.
 func (d *Decoder) frame(out []Message, f Framing) []Message {
 	n := len(out)
 	out, ok := decodeJSON(d.buf, out)
+	return d.frameDone(out, n, ok, f)
+}
+
+// frameDone accounts for the frame in d.buf, decoded into out[n:] when
+// ok, and makes ready for the next.
+func (d *Decoder) frameDone(out []Message, n int, ok bool, f Framing) []Message {
 	if ok {
 		d.seen = true
 		d.stats.Messages += uint64(len(out) - n)

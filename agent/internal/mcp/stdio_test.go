@@ -230,3 +230,48 @@ func TestDecoderReleasesBuffer(t *testing.T) {
 		t.Fatalf("a %d-byte buffer kept after its frame", cap(d.buf))
 	}
 }
+
+// An agent that starts while a server runs joins its streams mid-way:
+// the decoder loses at most the frame it joined in (and, with
+// Content-Length framing, the next one) and decodes every later message.
+func TestDecoderJoinsMidStream(t *testing.T) {
+	msgs := []string{tsInitResult, tsToolsResult, tsCallResult, tsCallIsError, tsCallRPCError, pyInitResult, tsCallResult}
+	for _, tc := range []struct {
+		name   string
+		frame  func(...string) string
+		spared int // frames after the cut that may be lost
+	}{
+		{"lines", lines, 0},
+		{"content-length", contentLength, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var starts []int
+			stream := ""
+			for _, m := range msgs {
+				starts = append(starts, len(stream))
+				stream += tc.frame(m)
+			}
+			var whole Decoder
+			all := whole.Feed([]byte(stream))
+			if len(all) != len(msgs) {
+				t.Fatalf("%d messages", len(all))
+			}
+			for i := 1; i < len(stream); i++ {
+				later := 0 // frames starting at or after the cut
+				for _, s := range starts {
+					if s >= i {
+						later++
+					}
+				}
+				var d Decoder
+				got := d.Feed([]byte(stream[i:]))
+				if len(got) < later-tc.spared || len(got) > len(all) || len(got) > 0 && !reflect.DeepEqual(got, all[len(all)-len(got):]) {
+					t.Fatalf("joined at %d: %s; %d frames start later", i, summary(got), later)
+				}
+				if d.GivenUp() {
+					t.Fatalf("joined at %d: given up", i)
+				}
+			}
+		})
+	}
+}
