@@ -66,6 +66,15 @@ func TestLiveNode(t *testing.T) {
 		t.Fatalf("second lookup: %v %v, stats %+v", again, err, r.Stats())
 	}
 
+	// Another process of the same package: its hash comes from the
+	// cache.
+	cmd2 := exec.Command("/usr/bin/node", pkg+"/index.js")
+	cmd2.Dir = "/"
+	other, err := r.Lookup(start(t, cmd2))
+	if err != nil || other != id || r.Stats().Hashes != 1 {
+		t.Fatalf("second process: %v %v, stats %+v", other, err, r.Stats())
+	}
+
 	// Upgraded in place: same path, same size, npm's fixed mtime.
 	pj := filepath.Join(pkg, "package.json")
 	fi, _ := os.Stat(pj)

@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path"
@@ -165,9 +166,18 @@ func ReadProcess(fs proc.FS, pid uint32) (Process, error) {
 	return p, nil
 }
 
+// readBounded reads at most max bytes of a /proc file.
 func readBounded(p string, max int64) ([]byte, error) {
-	data, _, err := rootFS{}.readFile(p, max)
-	return data, err
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return data, nil
 }
 
 // splitNUL splits NUL-terminated strings (cmdline, environ).
@@ -232,11 +242,13 @@ type procEntry struct {
 	identity Identity
 }
 
-// contentKey names one version of a package or file.
+// contentKey names one version of a package or file, whichever process
+// runs it: paths as processes see them, and the files' keys (the device
+// tells mount namespaces apart).
 type contentKey struct {
-	kind                    Kind
-	manifest, entry, hashed string // agent paths (hashed: what is hashed)
-	manKey, entKey          statKey
+	kind                 Kind
+	manifest, entry, dir string
+	manKey, entKey       statKey
 }
 
 // New returns a resolver reading /proc through fs.
@@ -395,7 +407,7 @@ func (r *Resolver) finish(root rootFS, c candidate) (Identity, [2]string, [2]sta
 	if files[0] == "" {
 		return c.id, files, keys
 	}
-	ck := contentKey{kind: c.id.Kind, manifest: files[0], entry: files[1], hashed: c.hashDir + c.hashBase + c.hashFile, manKey: keys[0], entKey: keys[1]}
+	ck := contentKey{kind: c.id.Kind, manifest: c.id.Manifest, entry: c.id.Entry, dir: c.id.Dir, manKey: keys[0], entKey: keys[1]}
 	r.mu.Lock()
 	cached, ok := r.content[ck]
 	r.mu.Unlock()
