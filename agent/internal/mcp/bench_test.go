@@ -22,11 +22,10 @@ func BenchmarkDecoder(b *testing.B) {
 	}
 }
 
-// BenchmarkNotMCP feeds binary data until the decoder gives up: the cost
-// of looking at a pipe that carries no MCP.
+// BenchmarkNotMCP feeds binary data in 4 KiB reads until the decoder
+// gives up: the whole cost of looking at a pipe that carries no MCP.
 func BenchmarkNotMCP(b *testing.B) {
 	data := []byte(strings.Repeat("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 4096))
-	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		var d Decoder
 		for rest := data; len(rest) > 0 && !d.GivenUp(); {
