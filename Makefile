@@ -94,7 +94,10 @@ FUZZ_TARGETS := \
 	./agent/internal/parse/mail:FuzzParseJSON \
 	./agent/internal/policy:FuzzParseSource \
 	./agent/internal/judge/detect:FuzzScan \
-	./agent/internal/judge/detect:FuzzSensitiveAttachment
+	./agent/internal/judge/detect:FuzzSensitiveAttachment \
+	./agent/internal/mcp:FuzzStdio \
+	./agent/internal/mcp:FuzzSSE \
+	./agent/internal/mcp:FuzzRecipients
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
