@@ -127,12 +127,12 @@ func (d *Decoder) Feed(data []byte) []Message {
 	for len(data) > 0 && !d.stats.GivenUp {
 		switch d.state {
 		case stStart:
-			switch c := data[0]; {
-			case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			switch data[0] {
+			case ' ', '\t', '\r', '\n':
 				data = data[1:]
-			case c == '{' || c == '[':
+			case '{', '[':
 				d.state = stLine
-			case c == 'C' || c == 'c':
+			case 'C', 'c':
 				d.state, d.length, d.lines = stHeader, -1, 0
 			default:
 				// No JSON text or header starts so: skip the line

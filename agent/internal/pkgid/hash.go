@@ -75,7 +75,7 @@ func (w *walker) walk(rel string, depth int) error {
 		return nil // an unreadable subdirectory: left out
 	}
 	entries, err := f.ReadDir(w.budget + 1)
-	f.Close()
+	_ = f.Close()
 	if err != nil && !errors.Is(err, io.EOF) && rel == "" {
 		return err
 	}
