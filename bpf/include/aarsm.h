@@ -21,6 +21,8 @@ enum aarsm_event_kind {
 	EV_EXIT = 6,         /* a thread group leader exited */
 	EV_MMAP = 7,         /* a not yet examined file was mapped executable */
 	EV_CGROUP = 8,       /* a cgroup was created while new cgroups are in scope until judged */
+	EV_STDIN = 9,        /* a watched process read its stdin (fd 0): ssl is the fd, len the bytes read */
+	EV_STDOUT = 10,      /* a watched process wrote its stdout (fd 1): ssl is the fd, len the bytes written */
 };
 
 /* Event flags. Keep in sync with agent/internal/probe/event.go. */
@@ -43,7 +45,7 @@ struct event_header {
 	__u32 len;   /* EV_WRITE/EV_READ: true length of the call */
 	__u64 ts;    /* bpf_ktime_get_ns */
 	__u64 cgroup;/* cgroup v2 id */
-	__u64 ssl;   /* SSL* */
+	__u64 ssl;   /* SSL*; EV_STDIN, EV_STDOUT: the fd */
 	char comm[16];
 	__u64 buf;   /* EV_WRITE: the caller's buffer (a held write longer than
 		      * MAX_DATA is read whole from it while the process is stopped) */

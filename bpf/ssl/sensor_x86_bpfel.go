@@ -114,6 +114,13 @@ type SensorResolvingKey struct {
 	Owner uint32
 }
 
+type SensorStdioCall struct {
+	_   structs.HostLayout
+	Buf uint64
+	Fd  uint32
+	Pad uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -131,6 +138,8 @@ const (
 	SensorMapScope              = "scope"
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
+	SensorMapStdioCalls         = "stdio_calls"
+	SensorMapStdioWatch         = "stdio_watch"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
 	SensorProgProbeFloor        = "probe_floor"
@@ -146,6 +155,10 @@ const (
 	SensorProgSslWriteEx        = "ssl_write_ex"
 	SensorProgSslWriteGuard     = "ssl_write_guard"
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
+	SensorProgSysEnterRead      = "sys_enter_read"
+	SensorProgSysEnterWrite     = "sys_enter_write"
+	SensorProgSysExitRead       = "sys_exit_read"
+	SensorProgSysExitWrite      = "sys_exit_write"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
 	SensorVarPidnsDev           = "pidns_dev"
@@ -211,6 +224,10 @@ type SensorProgramSpecs struct {
 	SslWriteEx     *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
 	SslWriteGuard  *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
 	SysEnterMmap   *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	SysEnterRead   *ebpf.ProgramSpec `ebpf:"sys_enter_read"`
+	SysEnterWrite  *ebpf.ProgramSpec `ebpf:"sys_enter_write"`
+	SysExitRead    *ebpf.ProgramSpec `ebpf:"sys_exit_read"`
+	SysExitWrite   *ebpf.ProgramSpec `ebpf:"sys_exit_write"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -230,6 +247,8 @@ type SensorMapSpecs struct {
 	Scope      *ebpf.MapSpec `ebpf:"scope"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
+	StdioCalls *ebpf.MapSpec `ebpf:"stdio_calls"`
+	StdioWatch *ebpf.MapSpec `ebpf:"stdio_watch"`
 	Watch      *ebpf.MapSpec `ebpf:"watch"`
 }
 
@@ -279,6 +298,8 @@ type SensorMaps struct {
 	Scope      *ebpf.Map `ebpf:"scope"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Settings   *ebpf.Map `ebpf:"settings"`
+	StdioCalls *ebpf.Map `ebpf:"stdio_calls"`
+	StdioWatch *ebpf.Map `ebpf:"stdio_watch"`
 	Watch      *ebpf.Map `ebpf:"watch"`
 }
 
@@ -297,6 +318,8 @@ func (m *SensorMaps) Close() error {
 		m.Scope,
 		m.Scratch,
 		m.Settings,
+		m.StdioCalls,
+		m.StdioWatch,
 		m.Watch,
 	)
 }
@@ -332,6 +355,10 @@ type SensorPrograms struct {
 	SslWriteEx     *ebpf.Program `ebpf:"ssl_write_ex"`
 	SslWriteGuard  *ebpf.Program `ebpf:"ssl_write_guard"`
 	SysEnterMmap   *ebpf.Program `ebpf:"sys_enter_mmap"`
+	SysEnterRead   *ebpf.Program `ebpf:"sys_enter_read"`
+	SysEnterWrite  *ebpf.Program `ebpf:"sys_enter_write"`
+	SysExitRead    *ebpf.Program `ebpf:"sys_exit_read"`
+	SysExitWrite   *ebpf.Program `ebpf:"sys_exit_write"`
 }
 
 func (p *SensorPrograms) Close() error {
@@ -350,6 +377,10 @@ func (p *SensorPrograms) Close() error {
 		p.SslWriteEx,
 		p.SslWriteGuard,
 		p.SysEnterMmap,
+		p.SysEnterRead,
+		p.SysEnterWrite,
+		p.SysExitRead,
+		p.SysExitWrite,
 	)
 }
 

@@ -189,6 +189,7 @@ enum {
 	CNT_FAIL_KILLS,  /* processes killed in the kernel by a fail-closed policy (stale agent, full map or ring) */
 	CNT_FOREIGN_CONT, /* SIGCONTs from someone else than the agent to a held process */
 	CNT_HELD_EXITS,   /* held threads that exited (killed) while held */
+	CNT_STDIO,        /* stdin reads and stdout writes of watched processes copied (MCP) */
 	CNT_MAX,
 };
 
@@ -1005,4 +1006,112 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), path);
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
+}
+
+/* MCP servers over stdio speak JSON-RPC on their stdin and stdout: pipes,
+ * or socket pairs (libuv). User space names the processes worth reading
+ * (stdio_watch: tgid in the agent's pid namespace -> STDIO_IN|STDIO_OUT)
+ * and stops when their bytes are not JSON-RPC; of those, read(0, ...) and
+ * write(1, ...) are copied (up to MAX_DATA per call), at the syscall's
+ * exit, when the count of bytes moved is known. Nothing is held. Every
+ * other process costs one compare of the fd on read and write, and at
+ * their exits one lookup of its thread in stdio_calls. */
+enum {
+	STDIO_IN = 1,
+	STDIO_OUT = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} stdio_watch SEC(".maps");
+
+struct stdio_call {
+	__u64 buf;
+	__u32 fd;
+	__u32 _pad;
+};
+
+/* A call between its entry and exit, by thread (LRU: a thread killed in
+ * between leaves an entry that must not fill the map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct stdio_call);
+} stdio_calls SEC(".maps");
+
+/* Layout of tracepoint/syscalls/sys_enter_read and sys_enter_write. */
+struct sys_enter_rw_args {
+	__u64 _common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__u64 fd;
+	__u64 buf;
+	__u64 count;
+};
+
+/* Layout of tracepoint/syscalls/sys_exit_read and sys_exit_write. */
+struct sys_exit_rw_args {
+	__u64 _common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+static __always_inline int stdio_enter(struct sys_enter_rw_args *args, __u64 fd, __u8 bit)
+{
+	if (args->fd != fd)
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tgid = id >> 32;
+	__u8 *w = bpf_map_lookup_elem(&stdio_watch, &tgid);
+	if (!w || !(*w & bit) || retired())
+		return 0;
+	struct stdio_call c = {.buf = args->buf, .fd = (__u32)fd};
+	__u64 key = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&stdio_calls, &key, &c, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int stdio_exit(struct sys_exit_rw_args *args, __u8 kind)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct stdio_call *c = bpf_map_lookup_elem(&stdio_calls, &key);
+	if (!c)
+		return 0;
+	struct stdio_call call = *c;
+	bpf_map_delete_elem(&stdio_calls, &key);
+	if (args->ret <= 0)
+		return 0;
+	count(CNT_STDIO);
+	return submit_data(kind, call.fd, (const void *)call.buf, (__u64)args->ret, NULL, NULL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int sys_enter_read(struct sys_enter_rw_args *args)
+{
+	return stdio_enter(args, 0, STDIO_IN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int sys_exit_read(struct sys_exit_rw_args *args)
+{
+	return stdio_exit(args, EV_STDIN);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int sys_enter_write(struct sys_enter_rw_args *args)
+{
+	return stdio_enter(args, 1, STDIO_OUT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int sys_exit_write(struct sys_exit_rw_args *args)
+{
+	return stdio_exit(args, EV_STDOUT);
 }

@@ -126,11 +126,12 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "show headers, bodies and responses")
 	debug := fs.Bool("debug", false, "log every file examined")
+	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio), and for each request the tool call it was made for")
 	var pids, comms listFlag
 	fs.Var(&pids, "pid", "only these process IDs (comma-separated or repeated)")
 	fs.Var(&comms, "comm", "only these command names (comma-separated or repeated)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: aarsm trace [-v] [--pid PID,...] [--comm NAME,...]\n\n"+
+		fmt.Fprintf(stderr, "usage: aarsm trace [-v] [--mcp] [--pid PID,...] [--comm NAME,...]\n\n"+
 			"Shows, live, every HTTP request that processes write into OpenSSL, read\n"+
 			"before encryption: one line per request; with -v also headers, body and\n"+
 			"responses. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN to read /proc).\n\n")
@@ -139,7 +140,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	if !parseFlags(fs, args) {
 		return 2
 	}
-	opts := trace.Options{Comms: comms}
+	opts := trace.Options{Comms: comms, MCP: *withMCP}
 	for _, p := range pids {
 		n, err := strconv.ParseUint(p, 10, 32)
 		if err != nil {

@@ -209,7 +209,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.sensor = s
-	a.pipe = pipeline.New(pipeline.Options{})
+	a.pipe = pipeline.New(pipeline.Options{Stdio: s, Proc: a.procs})
 	if err := a.applyScope(set); err != nil {
 		_ = s.Close()
 		return nil, err

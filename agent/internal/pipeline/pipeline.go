@@ -11,10 +11,14 @@ package pipeline
 
 import (
 	"context"
+	"os"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/mcp"
 	"github.com/aarsm/aarsm/agent/internal/parse"
+	"github.com/aarsm/aarsm/agent/internal/pkgid"
 	"github.com/aarsm/aarsm/agent/internal/probe"
+	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/agent/internal/stream"
 )
 
@@ -24,6 +28,11 @@ type Options struct {
 	Limits parse.Limits
 	// EvictEvery is how often idle connections are closed; default 5 s.
 	EvictEvery time.Duration
+	// Stdio, if set, is told which processes' stdio to copy: those that
+	// may be MCP servers (mcp.go). Nil: no MCP context.
+	Stdio StdioWatcher
+	// Proc reads /proc (the agent's view).
+	Proc proc.FS
 }
 
 // Pipeline holds the state of the stages: connections and their parsers.
@@ -34,6 +43,13 @@ type Pipeline struct {
 	parser     *parse.Parser
 	evictEvery uint64 // monotonic ns
 	lastEvict  uint64
+
+	// The MCP branch (mcp.go): the processes whose stdio is watched.
+	stdio    StdioWatcher
+	procs    proc.FS
+	self     uint32
+	mcp      map[uint32]*MCPServer
+	packages *pkgid.Resolver
 }
 
 // Result is what the stages made of one event.
@@ -44,6 +60,9 @@ type Result struct {
 	// Done lists the messages the event completed, per connection: those
 	// of Conn, and those flushed from connections the event closed.
 	Done []Done
+	// MCP lists the JSON-RPC messages of a stdio event (KindStdin: from
+	// the client; KindStdout: from the server).
+	MCP []mcp.Message
 }
 
 // Done is what one connection completed.
@@ -57,16 +76,36 @@ func New(opts Options) *Pipeline {
 	if opts.EvictEvery <= 0 {
 		opts.EvictEvery = 5 * time.Second
 	}
-	return &Pipeline{
+	p := &Pipeline{
 		asm:        stream.New(opts.Stream),
 		parser:     parse.New(opts.Limits),
 		evictEvery: uint64(opts.EvictEvery),
+		stdio:      opts.Stdio,
+		procs:      opts.Proc,
+		self:       uint32(os.Getpid()),
+		mcp:        map[uint32]*MCPServer{},
+		packages:   pkgid.New(opts.Proc, pkgid.Options{}),
 	}
+	if p.stdio != nil {
+		p.watchExisting()
+	}
+	return p
 }
 
 // Feed passes one event through the stream and parse stages.
 func (p *Pipeline) Feed(ev *probe.Event) Result {
 	var r Result
+	if p.stdio != nil {
+		switch ev.Kind {
+		case probe.KindExec:
+			p.considerStdio(ev.PID)
+		case probe.KindExit:
+			p.forgetStdio(ev.PID)
+		case probe.KindStdin, probe.KindStdout:
+			r.MCP = p.stdioData(ev)
+			return r
+		}
+	}
 	if ev.Mono >= p.lastEvict+p.evictEvery {
 		if p.lastEvict != 0 {
 			r.Done = p.parse(p.asm.Evict(ev.Mono), r.Done)

@@ -23,6 +23,8 @@ const (
 	KindExit        Kind = 6 // a process exited
 	KindMmap        Kind = 7 // an unexamined file was mapped executable (handled by the sensor)
 	KindCgroup      Kind = 8 // a cgroup was created: Cgroup and Filename (its path); in scope until judged
+	KindStdin       Kind = 9  // a watched process read its stdin (WatchStdio): Data, Len; SSL is the fd (0)
+	KindStdout      Kind = 10 // a watched process wrote its stdout (WatchStdio): Data, Len; SSL is the fd (1)
 )
 
 func (k Kind) String() string {
@@ -43,6 +45,10 @@ func (k Kind) String() string {
 		return "mmap"
 	case KindCgroup:
 		return "cgroup"
+	case KindStdin:
+		return "stdin"
+	case KindStdout:
+		return "stdout"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -150,7 +156,7 @@ func (e *Event) decode(raw []byte) error {
 		Buf:    h.Buf,
 	}
 	switch e.Kind {
-	case KindWrite, KindRead:
+	case KindWrite, KindRead, KindStdin, KindStdout:
 		e.Data = raw[dataOffset:]
 		e.Truncated = h.Flags&flagTruncated != 0
 		e.Held = h.Flags&flagHeld != 0
@@ -184,8 +190,15 @@ func (e *Event) decode(raw []byte) error {
 // CAP_SYS_PTRACE and any system-call filter) as the call will send it. At
 // most max bytes are kept in all; what lies beyond stays counted by Len.
 // Data no longer aliases the ring buffer afterwards.
+//
+// A stdio event (KindStdin, KindStdout: a pipe read or write that ended
+// moments ago) is read the same way without a hold: the buffer is most
+// likely intact still, and a JSON-RPC message over 16 KiB (a tool call
+// with a mail body) is otherwise lost to its decoder.
 func (e *Event) ReadRest(mem string, max int) error {
-	if e.Kind != KindWrite || !e.Held || !e.Truncated || e.Buf == 0 {
+	held := e.Kind == KindWrite && e.Held
+	stdio := e.Kind == KindStdin || e.Kind == KindStdout
+	if !(held || stdio) || !e.Truncated || e.Buf == 0 {
 		return nil
 	}
 	n := min(int(e.Len), max)
@@ -196,14 +209,14 @@ func (e *Event) ReadRest(mem string, max int) error {
 	have := copy(full, e.Data)
 	f, err := os.Open(mem)
 	if err != nil {
-		return fmt.Errorf("read the rest of a held write: %w", err)
+		return fmt.Errorf("read the rest of a %s of pid %d: %w", e.Kind, e.PID, err)
 	}
 	defer f.Close()
 	got, err := f.ReadAt(full[have:], int64(e.Buf)+int64(have))
 	e.Data = full[:have+got]
 	e.Truncated = int(e.Len) > len(e.Data)
 	if err != nil {
-		return fmt.Errorf("read the rest of pid %d's held write (%d of %d bytes): %w", e.PID, len(e.Data), e.Len, err)
+		return fmt.Errorf("read the rest of pid %d's %s (%d of %d bytes): %w", e.PID, e.Kind, len(e.Data), e.Len, err)
 	}
 	return nil
 }

@@ -126,6 +126,7 @@ type Stats struct {
 	FailKills      uint64 // processes killed in the kernel by a fail-closed policy
 	ForeignConts   uint64 // SIGCONTs to a held process from someone else than the agent
 	HeldExits      uint64 // held threads that exited while held
+	Stdio          uint64 // stdin reads and stdout writes of watched processes copied (WatchStdio)
 	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
@@ -409,11 +410,18 @@ func (s *Sensor) attachTracepoints() error {
 		}
 		s.links = append(s.links, l)
 	}
-	l, err := link.Tracepoint("syscalls", "sys_enter_mmap", s.objs.SysEnterMmap, nil)
-	if err != nil {
-		return fmt.Errorf("attach tracepoint syscalls/sys_enter_mmap: %w", err)
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sys_enter_mmap", s.objs.SysEnterMmap},
+		{"sys_enter_read", s.objs.SysEnterRead}, {"sys_exit_read", s.objs.SysExitRead},
+		{"sys_enter_write", s.objs.SysEnterWrite}, {"sys_exit_write", s.objs.SysExitWrite}} {
+		l, err := link.Tracepoint("syscalls", p.name, p.prog, nil)
+		if err != nil {
+			return fmt.Errorf("attach tracepoint syscalls/%s: %w", p.name, err)
+		}
+		s.links = append(s.links, l)
 	}
-	s.links = append(s.links, l)
 	return nil
 }
 
@@ -542,7 +550,7 @@ func (s *Sensor) enqueue(d discovery) {
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
 	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
-		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits} {
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

@@ -145,6 +145,25 @@ func (f FS) Comm(pid uint32) (string, error) {
 // StartTime returns pid's start time in clock ticks since boot (field 22 of
 // /proc/PID/stat): together with the PID it names one process for good.
 func (f FS) StartTime(pid uint32) (uint64, error) {
+	v, err := f.statField(pid, 22)
+	if err != nil {
+		return 0, fmt.Errorf("start time: %w", err)
+	}
+	return v, nil
+}
+
+// PPID returns the pid of pid's parent (field 4 of /proc/PID/stat).
+func (f FS) PPID(pid uint32) (uint32, error) {
+	v, err := f.statField(pid, 4)
+	if err != nil {
+		return 0, fmt.Errorf("parent: %w", err)
+	}
+	return uint32(v), nil
+}
+
+// statField reads numeric field n (from 1, as proc(5) counts) of
+// /proc/PID/stat, n > 2.
+func (f FS) statField(pid uint32, n int) (uint64, error) {
 	b, err := os.ReadFile(f.Path(pid, "stat"))
 	if err != nil {
 		return 0, fmt.Errorf("read stat of pid %d: %w", pid, err)
@@ -155,13 +174,13 @@ func (f FS) StartTime(pid uint32) (uint64, error) {
 		return 0, fmt.Errorf("parse stat of pid %d: no command name", pid)
 	}
 	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); start time is field 22.
-	if len(fields) < 20 {
+	// fields[0] is field 3 (state).
+	if len(fields) < n-2 {
 		return 0, fmt.Errorf("parse stat of pid %d: %d fields", pid, len(fields))
 	}
-	v, err := strconv.ParseUint(fields[19], 10, 64)
+	v, err := strconv.ParseUint(fields[n-3], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parse stat of pid %d: start time: %w", pid, err)
+		return 0, fmt.Errorf("parse stat of pid %d: field %d: %w", pid, n, err)
 	}
 	return v, nil
 }

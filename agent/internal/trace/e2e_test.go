@@ -88,7 +88,9 @@ func (h *harness) waitFor(cg *testenv.Cgroup, marker string) Record {
 	defer h.mu.Unlock()
 	var seen []string
 	for _, r := range h.records {
-		seen = append(seen, fmt.Sprintf("%s(cg %d) %s %s", r.Comm, r.Cgroup, r.Msg.Method, r.Msg.Target))
+		if r.Msg != nil {
+			seen = append(seen, fmt.Sprintf("%s(cg %d) %s %s", r.Comm, r.Cgroup, r.Msg.Method, r.Msg.Target))
+		}
 	}
 	h.t.Fatalf("no request with marker %s from cgroup %d within %v; records: %v", marker, cg.ID(), waitRecord, seen)
 	return Record{}
@@ -99,7 +101,7 @@ func (h *harness) matching(cg *testenv.Cgroup, marker string) []Record {
 	defer h.mu.Unlock()
 	var out []Record
 	for _, r := range h.records {
-		if r.Cgroup == cg.ID() && !r.Msg.Response && strings.Contains(r.Msg.Target, marker) {
+		if r.Cgroup == cg.ID() && r.Msg != nil && !r.Msg.Response && strings.Contains(r.Msg.Target, marker) {
 			out = append(out, r)
 		}
 	}

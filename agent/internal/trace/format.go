@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/aarsm/aarsm/agent/internal/mcp"
 )
 
 // Format writes r as one line and, with verbose, its headers and body
@@ -14,6 +16,9 @@ import (
 func Format(w io.Writer, r Record, verbose bool) error {
 	if r.Mail != nil {
 		return formatMail(w, r, verbose)
+	}
+	if r.RPC != nil {
+		return formatRPC(w, r)
 	}
 	m := r.Msg
 	if m.Response && !verbose {
@@ -51,6 +56,7 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	if m.DecodeErr != nil {
 		fmt.Fprintf(&b, " decode-error=%q", m.DecodeErr.Error())
 	}
+	writeCall(&b, r)
 	b.WriteByte('\n')
 	if verbose {
 		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
@@ -149,5 +155,54 @@ func writeBody(b *strings.Builder, body string) {
 	b.WriteString("    \n")
 	for _, line := range strings.Split(printable(body), "\n") {
 		fmt.Fprintf(b, "    %s\n", line)
+	}
+}
+
+// formatRPC writes an MCP server's JSON-RPC message as one line: what the
+// client asked of it (<- stdin) or what it answered (-> stdout).
+func formatRPC(w io.Writer, r Record) error {
+	m := r.RPC
+	var b strings.Builder
+	dir := "<-"
+	if r.Conn.SSL == 1 { // the fd: stdout
+		dir = "->"
+	}
+	fmt.Fprintf(&b, "%s pid=%d comm=%s MCP", r.Time.Format("15:04:05.000000"), r.Conn.PID, quote(r.Comm))
+	if r.Server != "" {
+		fmt.Fprintf(&b, " server=%s", oneLine(r.Server))
+	}
+	fmt.Fprintf(&b, " %s %s", dir, m.Kind)
+	if m.Method != "" {
+		fmt.Fprintf(&b, " %s", oneLine(m.Method))
+	}
+	if m.ID != "" {
+		fmt.Fprintf(&b, " id=%s", oneLine(m.ID.String()))
+	}
+	switch {
+	case m.Call != nil:
+		fmt.Fprintf(&b, " tool=%s args=%s", oneLine(m.Call.Name), oneLine(mcp.RedactArgs(m.Call.Arguments)))
+	case m.InitResult != nil:
+		fmt.Fprintf(&b, " serverInfo=%s@%s", oneLine(m.InitResult.Server.Name), oneLine(m.InitResult.Server.Version))
+	case m.Init != nil:
+		fmt.Fprintf(&b, " clientInfo=%s@%s", oneLine(m.Init.Client.Name), oneLine(m.Init.Client.Version))
+	case m.IsError:
+		b.WriteString(" isError")
+	case m.Kind == mcp.KindError:
+		fmt.Fprintf(&b, " code=%d message=%s", m.ErrorCode, oneLine(m.ErrorMessage))
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeCall appends, to a request of an MCP server, the tool call it was
+// made for.
+func writeCall(b *strings.Builder, r Record) {
+	if r.Server == "" && r.Call == nil {
+		return
+	}
+	fmt.Fprintf(b, " mcp=%s", oneLine(r.Server))
+	if r.Call != nil {
+		fmt.Fprintf(b, " tool=%s call=%s", oneLine(r.Call.Tool), oneLine(r.Call.ID.String()))
 	}
 }

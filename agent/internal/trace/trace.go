@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/aarsm/aarsm/agent/internal/mcp"
 	"github.com/aarsm/aarsm/agent/internal/parse"
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 	"github.com/aarsm/aarsm/agent/internal/pipeline"
@@ -25,6 +26,10 @@ type Options struct {
 	Sensor probe.Options
 	Stream stream.Options
 	Limits parse.Limits
+	// MCP adds the MCP servers' messages (tool calls and their results)
+	// and, to each request of an MCP server or its children, the tool
+	// call in flight.
+	MCP bool
 }
 
 // Record is one parsed message with the process that sent or received it:
@@ -38,6 +43,13 @@ type Record struct {
 	Time   time.Time // wall clock of the message's last byte
 	Msg    *parse.Message
 	Mail   *mail.Message
+	// RPC is an MCP server's JSON-RPC message (Options.MCP); Server its
+	// serverInfo name.
+	RPC    *mcp.Message
+	Server string
+	// Call is, for a request or mail of an MCP server (or of a process it
+	// started), the tool call it was serving (Options.MCP).
+	Call *mcp.Call
 }
 
 // Tracer runs the pipeline.
@@ -58,7 +70,7 @@ func Start(opts Options) (*Tracer, error) {
 	return &Tracer{
 		opts:   opts,
 		sensor: s,
-		pipe:   pipeline.New(pipeline.Options{Stream: opts.Stream, Limits: opts.Limits}),
+		pipe:   pipeline.New(pipeline.Options{Stream: opts.Stream, Limits: opts.Limits, Stdio: s, Proc: opts.Sensor.Proc}),
 		exes:   map[uint32]string{},
 		boot:   bootTime(),
 	}, nil
@@ -78,7 +90,10 @@ func (t *Tracer) Stats() (probe.Stats, stream.Stats, parse.Stats, error) {
 // goroutine: it must not block for long.
 func (t *Tracer) Run(ctx context.Context, out func(Record)) error {
 	defer func() { t.records(t.pipe.Close(), out) }()
-	return t.pipe.Run(ctx, t.sensor, t.admit, func(_ *probe.Event, r pipeline.Result) {
+	return t.pipe.Run(ctx, t.sensor, t.admit, func(ev *probe.Event, r pipeline.Result) {
+		if t.opts.MCP && len(r.MCP) > 0 {
+			t.rpcRecords(ev, r.MCP, out)
+		}
 		t.records(r.Done, out)
 	})
 }
@@ -128,6 +143,14 @@ func (t *Tracer) records(done []pipeline.Done, out func(Record)) {
 			exe = t.learnExe(c.PID)
 		}
 		rec := Record{Conn: c.Key, TID: c.TID, Comm: c.Comm, Exe: exe, Cgroup: c.Cgroup}
+		if t.opts.MCP {
+			if s := t.pipe.MCP(c.PID); s != nil {
+				rec.Server = s.Server.Identity().Server.Name
+				if calls := s.Server.InFlight(time.Now()); len(calls) > 0 {
+					rec.Call = &calls[0]
+				}
+			}
+		}
 		for _, m := range d.Messages {
 			rec.Msg, rec.Time = m, t.boot.Add(time.Duration(m.End))
 			out(rec)
@@ -137,6 +160,27 @@ func (t *Tracer) records(done []pipeline.Done, out func(Record)) {
 			rec.Mail, rec.Time = m, t.boot.Add(time.Duration(c.Last))
 			out(rec)
 		}
+	}
+}
+
+// rpcRecords renders an MCP server's stdio messages: what its client
+// asked (stdin) and what it answered (stdout).
+func (t *Tracer) rpcRecords(ev *probe.Event, msgs []mcp.Message, out func(Record)) {
+	if !t.wanted(ev) {
+		return
+	}
+	exe, ok := t.exes[ev.PID]
+	if !ok {
+		exe = t.learnExe(ev.PID)
+	}
+	rec := Record{Conn: stream.Key{PID: ev.PID, SSL: ev.SSL}, TID: ev.TID, Comm: ev.Comm(), Exe: exe, Cgroup: ev.Cgroup,
+		Time: t.boot.Add(time.Duration(ev.Mono))}
+	if s := t.pipe.MCP(ev.PID); s != nil {
+		rec.Server = s.Server.Identity().Server.Name
+	}
+	for i := range msgs {
+		rec.RPC = &msgs[i]
+		out(rec)
 	}
 }
 
