@@ -15,14 +15,14 @@ import (
 type Kind uint8
 
 const (
-	KindWrite       Kind = 1 // plaintext about to be encrypted (SSL_write, SSL_write_ex)
-	KindRead        Kind = 2 // plaintext just decrypted (SSL_read, SSL_read_ex)
-	KindWriteFailed Kind = 3 // the previous write on this thread and SSL* failed; it will be retried
-	KindFree        Kind = 4 // SSL_free: the connection is gone
-	KindExec        Kind = 5 // a process replaced its image
-	KindExit        Kind = 6 // a process exited
-	KindMmap        Kind = 7 // an unexamined file was mapped executable (handled by the sensor)
-	KindCgroup      Kind = 8 // a cgroup was created: Cgroup and Filename (its path); in scope until judged
+	KindWrite       Kind = 1  // plaintext about to be encrypted (SSL_write, SSL_write_ex)
+	KindRead        Kind = 2  // plaintext just decrypted (SSL_read, SSL_read_ex)
+	KindWriteFailed Kind = 3  // the previous write on this thread and SSL* failed; it will be retried
+	KindFree        Kind = 4  // SSL_free: the connection is gone
+	KindExec        Kind = 5  // a process replaced its image
+	KindExit        Kind = 6  // a process exited
+	KindMmap        Kind = 7  // an unexamined file was mapped executable (handled by the sensor)
+	KindCgroup      Kind = 8  // a cgroup was created: Cgroup and Filename (its path); in scope until judged
 	KindStdin       Kind = 9  // a watched process read its stdin (WatchStdio): Data, Len; SSL is the fd (0)
 	KindStdout      Kind = 10 // a watched process wrote its stdout (WatchStdio): Data, Len; SSL is the fd (1)
 )
