@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // messageID is the MESSAGE_ID of verdict entries (systemd/aarsm.catalog).
@@ -63,10 +64,38 @@ func findRepoRoot() (string, error) {
 	}
 }
 
+// requireRoot fails the test when not running as root (as
+// testenv.RequireRoot does in the agent's packages, which this package
+// cannot import); under -short it skips it: -short runs the tests that
+// need no privileges.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root: installs packages into scratch roots and boots containers")
+	if testing.Short() {
+		t.Skip("skipped under -short: needs root (installs packages into scratch roots, boots containers)")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test must run as root (euid is %d): it installs packages into scratch roots and boots containers; go test -short runs the tests that need no root", os.Geteuid())
+	}
+}
+
+// eventually polls cond until it holds and returns when it first did;
+// after timeout it fails the test with what it waited for and the last
+// thing cond saw. It is testenv.Eventually (agent/internal/testenv, which
+// this package cannot import) for a func() (bool, string): polls 1 ms
+// apart, or as far apart as cond takes to run, at most 50 ms.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		start := time.Now()
+		ok, state := cond()
+		if ok {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s; last seen: %s", timeout, what, state)
+		}
+		time.Sleep(min(max(time.Since(start), time.Millisecond), 50*time.Millisecond))
 	}
 }
 
@@ -177,12 +206,8 @@ func (o *once) get(t *testing.T, build func(t *testing.T) pkgSet) pkgSet {
 // Sources of the commit, at a fixed time: the version and epoch are set so
 // every build of the test is comparable.
 var (
-	releaseOnce  once
-	fakeV1Once   once
-	fakeV2Once   once
-	fakeBinOnce  sync.Once
-	fakeBinPath  string
-	fakeBinError error
+	releaseOnce   once
+	releaseV2Once once
 )
 
 const sourceDateEpoch = "SOURCE_DATE_EPOCH=1767225600" // 2026-01-01
@@ -195,37 +220,12 @@ func releasePackages(t *testing.T) pkgSet {
 	})
 }
 
-// fakeAgent builds packaging/test/fakeagent, which speaks the service
-// protocol (READY, WATCHDOG, reload) in place of "aarsm run".
-func fakeAgent(t *testing.T) string {
-	t.Helper()
-	fakeBinOnce.Do(func() {
-		fakeBinPath = filepath.Join(workDir, "fakeagent")
-		out, err := tryRun(repoRoot, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", fakeBinPath, "./packaging/test/fakeagent")
-		if err != nil {
-			fakeBinError = fmt.Errorf("go build fakeagent: %v\n%s", err, out)
-		}
-	})
-	if fakeBinError != nil {
-		t.Fatal(fakeBinError)
-	}
-	return fakeBinPath
-}
-
-// fakePackagesV1 is version 1.0.0 with the fake agent.
-func fakePackagesV1(t *testing.T) pkgSet {
-	bin := fakeAgent(t)
-	return fakeV1Once.get(t, func(t *testing.T) pkgSet {
-		return makePackages(t, repoRoot, filepath.Join(workDir, "fake-v1"), "PKG_VERSION=1.0.0", "PKG_BINARY="+bin, sourceDateEpoch)
-	})
-}
-
-// fakePackagesV2 is version 1.1.0 with the fake agent and a changed
-// default policy (see packagesV2).
-func fakePackagesV2(t *testing.T) pkgSet {
-	bin := fakeAgent(t)
-	return fakeV2Once.get(t, func(t *testing.T) pkgSet {
-		return packagesV2(t, bin, filepath.Join(workDir, "fake-v2"))
+// releasePackagesV2 are version 1.1.0 with the same agent and a changed
+// default policy (see packagesV2): what an upgrade installs.
+func releasePackagesV2(t *testing.T) pkgSet {
+	bin := releasePackages(t).binary
+	return releaseV2Once.get(t, func(t *testing.T) pkgSet {
+		return packagesV2(t, bin, filepath.Join(workDir, "release-v2"))
 	})
 }
 

@@ -64,17 +64,10 @@ func (cg *testCgroup) remove(t *testing.T) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for i := len(dirs) - 1; i >= 0; i-- {
-		for {
+		eventually(t, time.Until(deadline), "cgroup "+dirs[i]+" removed", func() (bool, string) {
 			err := os.Remove(dirs[i])
-			if err == nil || os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("remove cgroup %s: %v", dirs[i], err)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err == nil || os.IsNotExist(err), fmt.Sprint(err)
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,36 +107,34 @@ func bootContainer(t *testing.T, pkgDir string, extraArgs ...string) *container 
 	t.Cleanup(func() { c.stop(t) })
 
 	deadline := time.Now().Add(60 * time.Second)
-	for c.leader == 0 {
+	eventually(t, 60*time.Second, "the systemd of container "+c.name, func() (bool, string) {
 		select {
 		case <-c.done:
-			t.Fatalf("systemd-nspawn exited before booting: %v\n%s", c.waitErr, c.log)
+			t.Fatalf("systemd-nspawn exited before booting: %v", c.waitErr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s: no systemd after 60 s\n%s", c.name, c.log)
+		pid := findLeader(c.cmd.Process.Pid)
+		if pid == 0 {
+			return false, "no pid 1 below systemd-nspawn yet"
 		}
-		if pid := findLeader(c.cmd.Process.Pid); pid != 0 {
-			// Until nspawn has exec'ed it, the leader is not systemd yet.
-			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "systemd" {
-				c.leader = pid
-			}
+		// Until nspawn has exec'ed it, the leader is not systemd yet.
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) != "systemd" {
+			return false, fmt.Sprintf("its pid 1 (host pid %d) runs %q", pid, strings.TrimSpace(string(comm)))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		c.leader = pid
+		return true, ""
+	})
 	// "is-system-running --wait" fails at once while systemd's private
 	// socket is not there yet.
-	for {
+	eventually(t, time.Until(deadline), "container "+c.name+" to boot", func() (bool, string) {
 		state, _ := c.try("systemctl is-system-running --wait")
 		s := strings.TrimSpace(state)
 		if s == "running" || s == "degraded" {
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s did not boot: %q\n%s", c.name, s, c.try0("systemctl --failed --no-pager"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("is-system-running: %q; failed units:\n%s", s, c.try0("systemctl --failed --no-pager"))
+	})
 	return c
 }
 
@@ -254,17 +253,10 @@ func (c *container) unitProp(t *testing.T, prop string) string {
 // waitProp waits until a property of aarsm.service has the value want.
 func (c *container) waitProp(t *testing.T, prop, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, fmt.Sprintf("%s = %q", prop, want), func() (bool, string) {
 		got := c.unitProp(t, prop)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %q, want %q", prop, got, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return got == want, fmt.Sprintf("%s = %q", prop, got)
+	})
 }
 
 func (c *container) isActive() string {
@@ -282,23 +274,10 @@ func (c *container) exists(path string) bool {
 	return err == nil
 }
 
-// TestDebLifecycle installs, reloads, upgrades over an edited configuration,
-// removes, installs again and purges the .deb under a real systemd, with
-// packaging/test/fakeagent as /usr/bin/aarsm (see TestDebLifecycleRealAgent
-// for the real one).
-func TestDebLifecycle(t *testing.T) {
-	requireRoot(t)
-	v1, v2 := fakePackagesV1(t), fakePackagesV2(t)
-	pkgs := t.TempDir()
-	copyFile(t, v1.deb, filepath.Join(pkgs, "v1.deb"))
-	copyFile(t, v2.deb, filepath.Join(pkgs, "v2.deb"))
-	c := bootContainer(t, pkgs)
-	debLifecycle(t, c, true, nil)
-}
-
-// debLifecycle installs v1, runs installed (if set) against it, upgrades to
-// v2, removes, installs again and purges.
-func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
+// debLifecycle installs v1, runs installed against it, upgrades to v2 (a
+// handover in place, under mail: mailDuringUpgrade), removes, installs
+// again and purges.
+func debLifecycle(t *testing.T, c *container, installed func()) {
 	t.Log(c.sh(t, "dpkg -i /pkgs/v1.deb 2>&1"))
 
 	// Installed, enabled per preset, started.
@@ -322,50 +301,15 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	if got := c.unitProp(t, "WatchdogUSec"); got != "30s" {
 		t.Errorf("WatchdogUSec = %q, want 30s", got)
 	}
-	// Type=notify: active only once READY=1 came (the fake waits 300 ms).
-	start, ready := c.unitProp(t, "ExecMainStartTimestampMonotonic"), c.unitProp(t, "ActiveEnterTimestampMonotonic")
-	var s, r int64
-	fmt.Sscan(start, &s)
-	fmt.Sscan(ready, &r)
-	if fake && r-s < 300000 {
-		t.Errorf("unit active %d µs after start, before the agent's READY=1 (300 ms)", r-s)
-	}
-	if installed != nil {
-		installed()
-	}
-
-	if fake {
-		// Reload: the agent reloads; a broken policy fails the reload and
-		// leaves the running agent alone.
-		c.sh(t, "systemctl reload aarsm")
-		if g := c.sh(t, "cat /var/lib/aarsm/fakeagent.state"); g != "generation 2" {
-			t.Errorf("after reload: %q, want generation 2", g)
-		}
-		c.sh(t, "echo BROKEN > /etc/aarsm/policy.d/zz-broken.hcl")
-		if out, err := c.try("systemctl reload aarsm 2>&1"); err == nil {
-			t.Errorf("systemctl reload with a broken policy succeeded:\n%s", out)
-		}
-		if a := c.isActive(); a != "active" {
-			t.Errorf("after a failed reload: is-active = %q, want active", a)
-		}
-		if g := c.sh(t, "cat /var/lib/aarsm/fakeagent.state"); g != "generation 2" {
-			t.Errorf("after a failed reload: %q, want generation 2", g)
-		}
-		c.sh(t, "rm /etc/aarsm/policy.d/zz-broken.hcl")
-	}
+	installed()
 
 	// Upgrade over an administrator's edit: the edit stays, the new file is
 	// put beside it, the agent is replaced in place (the fake one restarted).
 	c.sh(t, "echo '# edited by the administrator' >> /etc/aarsm/policy.d/default.hcl")
-	var upgraded func()
-	if !fake {
-		upgraded = mailDuringUpgrade(t, c)
-	}
+	upgraded := mailDuringUpgrade(t, c)
 	pidBefore := c.unitProp(t, "MainPID") // the scenario may have restarted it
 	t.Log(c.sh(t, "dpkg -i --force-confold /pkgs/v2.deb 2>&1"))
-	if upgraded != nil {
-		upgraded()
-	}
+	upgraded()
 	if v := c.sh(t, "dpkg-query -W -f '${Version}' aarsm"); v != "1.1.0-1" {
 		t.Errorf("after upgrade: version %q, want 1.1.0-1", v)
 	}
@@ -381,16 +325,10 @@ func debLifecycle(t *testing.T, c *container, fake bool, installed func()) {
 	if a := c.isActive(); a != "active" {
 		t.Errorf("after upgrade: is-active = %q, want active", a)
 	}
-	switch pid2 := c.unitProp(t, "MainPID"); {
-	case fake && pid2 == pidBefore:
-		// The fake agent cannot hand over: postinst restarts it.
-		t.Errorf("after upgrade: MainPID still %s: not restarted", pid2)
-	case !fake && pid2 != pidBefore:
+	if pid2 := c.unitProp(t, "MainPID"); pid2 != pidBefore {
 		t.Errorf("after upgrade: MainPID %s, was %s: restarted, not handed over in place", pid2, pidBefore)
-	case !fake:
-		if st := c.sh(t, "aarsm status --json"); !strings.Contains(st, `"handovers": 1,`) {
-			t.Errorf("after upgrade: status does not count the handover:\n%s", st)
-		}
+	} else if st := c.sh(t, "aarsm status --json"); !strings.Contains(st, `"handovers": 1,`) {
+		t.Errorf("after upgrade: status does not count the handover:\n%s", st)
 	}
 
 	// Removal: stopped, disabled, configuration and state kept.
@@ -443,8 +381,9 @@ func (c *container) noAgentLeft(t *testing.T, when string) {
 	}
 }
 
-// TestDebLifecycleRealAgent is TestDebLifecycle with the real agent. It runs
-// once "aarsm run -h" mentions sd_notify ("notify"), i.e. once "run" exists.
+// TestDebLifecycleRealAgent installs, reloads, upgrades over an edited
+// configuration (a handover in place under mail), removes, installs again
+// and purges the .deb with the real agent under a real systemd.
 //
 // The container gets what BPF needs (see systemd/README.md) and is kept
 // apart from the host: a bpffs of its own as /sys/fs/bpf (the pins go with
@@ -457,9 +396,9 @@ func TestDebLifecycleRealAgent(t *testing.T) {
 	p := releasePackages(t)
 	help, _ := tryRun(workDir, nil, p.binary, "run", "-h")
 	if !strings.Contains(strings.ToLower(help), "notify") {
-		t.Skip(`"aarsm run -h" does not mention sd_notify yet: the real agent cannot be started as Type=notify`)
+		t.Fatalf(`"aarsm run -h" does not mention sd_notify: the unit starts it as Type=notify:\n%s`, help)
 	}
-	v2 := packagesV2(t, p.binary, filepath.Join(workDir, "release-v2"))
+	v2 := releasePackagesV2(t)
 	pkgs := t.TempDir()
 	copyFile(t, p.deb, filepath.Join(pkgs, "v1.deb"))
 	copyFile(t, v2.deb, filepath.Join(pkgs, "v2.deb"))
@@ -480,7 +419,7 @@ func TestDebLifecycleRealAgent(t *testing.T) {
 ExecStart=
 ExecStart=/usr/bin/aarsm run --policy-dir /etc/aarsm/policy.d --log-format journal --hold-cgroup /sys/fs/cgroup
 EOF`)
-	debLifecycle(t, c, false, func() { realAgentScenario(t, c) })
+	debLifecycle(t, c, func() { realAgentScenario(t, c) })
 }
 
 // mailServer is a python3 HTTPS server on 127.0.0.1:8443 in the container
@@ -509,34 +448,48 @@ const postmarkMail = `{"From":"a@company.com","To":"b@company.com","Bcc":"phan@g
 // succeeded. curl runs in a scope unit: inside the container's cgroup tree,
 // where the agent holds writes (nsenter alone leaves it in the test's).
 func (c *container) sendMail(t *testing.T) (string, bool) {
-	out, err := c.try(`systemd-run --quiet --scope --property=DefaultDependencies=no curl -sS --fail --max-time 30 --cacert /root/tls/cert.pem https://127.0.0.1:8443/email ` +
-		`-H 'Content-Type: application/json' -H 'X-Postmark-Server-Token: test' -d '` + postmarkMail + `' 2>&1`)
+	out, err := c.try(`systemd-run --quiet --scope --property=DefaultDependencies=no ` + curlMail(postmarkMail) + ` 2>&1`)
 	return out, err == nil
 }
 
-// verdicts returns the agent's journal entries with AARSM_VERDICT=decision
-// that name phan@giftshop.club, waiting for the journal to have n of them.
+// journalVerdicts returns the agent's journal entries (JSON) with
+// AARSM_VERDICT=decision that contain needle.
+func (c *container) journalVerdicts(decision, needle string) []string {
+	out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=" + decision + " -o json --no-pager")
+	var hits []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, needle) {
+			hits = append(hits, l)
+		}
+	}
+	return hits
+}
+
+// verdicts waits until the agent's journal has n entries with
+// AARSM_VERDICT=decision that name phan@giftshop.club, and returns them.
 func (c *container) verdicts(t *testing.T, decision string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=" + decision + " -o json --no-pager")
-		var hits []string
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "phan@giftshop.club") {
-				hits = append(hits, l)
-			}
-		}
-		if len(hits) >= n || time.Now().After(deadline) {
-			return hits
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return c.waitVerdicts(t, decision, "phan@giftshop.club", n)
 }
+
+func (c *container) waitVerdicts(t *testing.T, decision, needle string, n int) []string {
+	t.Helper()
+	var hits []string
+	eventually(t, 30*time.Second, fmt.Sprintf("%d %s verdicts naming %s in the journal", n, decision, needle), func() (bool, string) {
+		hits = c.journalVerdicts(decision, needle)
+		return len(hits) >= n, fmt.Sprintf("%d; the agent's journal:\n%s", len(hits), c.try0("journalctl -u aarsm --no-pager | tail -30"))
+	})
+	return hits
+}
+
+// readyAfter matches the agent's "enforcing" log line, which says how long
+// after its start it sent READY=1.
+var readyAfter = regexp.MustCompile(`msg=enforcing .*ready_after=(\S+)`)
 
 // realAgentScenario runs against the freshly installed v1: the agent sees
 // a mail sent inside the container, status answers, a reload to an
-// enforcing policy blocks, a broken reload changes nothing.
+// enforcing policy blocks (a mail of another user's process too), a broken
+// reload changes nothing.
 func realAgentScenario(t *testing.T, c *container) {
 	start, ready := c.unitProp(t, "ExecMainStartTimestampMonotonic"), c.unitProp(t, "ActiveEnterTimestampMonotonic")
 	var s, r int64
@@ -551,6 +504,17 @@ func realAgentScenario(t *testing.T, c *container) {
 	if !strings.Contains(journal, "msg=enforcing") {
 		t.Errorf("no 'enforcing' in the agent's log:\n%s", journal)
 	}
+	// Type=notify: the unit became active only at READY=1, which the
+	// agent sent ready_after its own start (itself after the exec).
+	if m := readyAfter.FindStringSubmatch(journal); m == nil {
+		t.Errorf("the agent's 'enforcing' line has no ready_after:\n%s", journal)
+	} else if d, err := time.ParseDuration(m[1]); err != nil {
+		t.Errorf("ready_after=%s: %v", m[1], err)
+	} else if active := time.Duration(r-s) * time.Microsecond; active < d-time.Millisecond {
+		t.Errorf("the unit was active %v after the agent's start, before its READY=1 (sent %v after it)", active, d)
+	} else {
+		t.Logf("the agent sent READY=1 %v after it started", d)
+	}
 	if strings.Contains(journal, "pid namespace") {
 		t.Logf("the agent noticed its pid namespace")
 	}
@@ -561,6 +525,7 @@ func realAgentScenario(t *testing.T, c *container) {
 			t.Errorf("aarsm status has no %q", want)
 		}
 	}
+	// The runtime directory is writable from the unit's sandbox.
 	if mode := c.sh(t, "stat -c %a /run/aarsm/aarsm.sock"); mode != "600" {
 		t.Errorf("status socket mode %s, want 600", mode)
 	}
@@ -569,30 +534,28 @@ func realAgentScenario(t *testing.T, c *container) {
 		`-addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null`)
 	c.sh(t, "cat > /root/server.py <<'EOF'\n"+mailServer+"EOF")
 	c.sh(t, "systemd-run --unit=mailapi --property=DefaultDependencies=no python3 /root/server.py")
-	deadline := time.Now().Add(30 * time.Second)
 	// 127.0.0.1:8443 (0x20FB) listening (0A) in /proc/net/tcp.
-	for !strings.Contains(c.try0("cat /proc/net/tcp"), "0100007F:20FB 00000000:0000 0A") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the mail API server did not listen:\n%s", c.try0("journalctl -u mailapi --no-pager"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, "the mail API server to listen on 127.0.0.1:8443", func() (bool, string) {
+		return strings.Contains(c.try0("cat /proc/net/tcp"), "0100007F:20FB 00000000:0000 0A"), c.try0("journalctl -u mailapi --no-pager")
+	})
 
 	// Monitor mode (the shipped default policy): the mail leaves, the
 	// verdict is an alert naming the hidden Bcc.
 	if out, ok := c.sendMail(t); !ok {
 		t.Errorf("monitor mode: curl failed: %s", out)
 	}
-	if v := c.verdicts(t, "alert", 1); len(v) < 1 {
-		t.Errorf("no alert naming phan@giftshop.club in the journal:\n%s", c.try0("journalctl -u aarsm --no-pager | tail -30"))
-	} else {
-		t.Logf("verdict: %s", v[0])
-	}
+	t.Logf("verdict: %s", c.verdicts(t, "alert", 1)[0])
 	// One mail, one verdict: the container's root is a stack of overlays,
 	// and libssl has two identities in it (stat's device and the one of
-	// its mappings); probed under both, each write was judged twice.
-	time.Sleep(500 * time.Millisecond)
-	if v := c.verdicts(t, "alert", 1); len(v) != 1 {
+	// its mappings); probed under both, each write was judged twice. The
+	// verdict of a later mail (a hidden Bcc to another domain, posted
+	// elsewhere) in the journal: a second one of the first would be too.
+	barrier := strings.NewReplacer("phan@giftshop.club", "later@barrier.example", "/email", "/barrier").Replace(curlMail(postmarkMail))
+	if out, err := c.try("systemd-run --quiet --scope --property=DefaultDependencies=no " + barrier + " 2>&1"); err != nil {
+		t.Errorf("monitor mode: the later mail failed: %v\n%s", err, out)
+	}
+	c.waitVerdicts(t, "alert", "later@barrier.example", 1)
+	if v := c.journalVerdicts("alert", "phan@giftshop.club"); len(v) != 1 {
 		t.Errorf("one mail, %d verdicts; status:\n%s", len(v), c.try0("aarsm status"))
 	}
 	if st := c.sh(t, "aarsm status"); !strings.Contains(st, "probes:      1 files attached") {
@@ -609,14 +572,33 @@ func realAgentScenario(t *testing.T, c *container) {
 	if st := c.sh(t, "aarsm status"); !strings.Contains(st, "policies:    2") {
 		t.Errorf("right after systemctl reload, status:\n%s", st)
 	}
+	// The state directory is writable from the unit's sandbox: the agent
+	// keeps the policies that loaded there, for a restart.
+	if got := c.try0("ls /var/lib/aarsm/policy-last-good"); !strings.Contains(got, "zz-enforce.hcl") {
+		t.Errorf("no copy of the policies in force in /var/lib/aarsm/policy-last-good: %s\n%s", got, c.try0("journalctl -u aarsm --no-pager | tail -30"))
+	}
 	if out, ok := c.sendMail(t); ok {
 		t.Errorf("enforce mode: curl succeeded: %s", out)
 	}
-	if v := c.verdicts(t, "block", 1); len(v) < 1 {
-		t.Errorf("no block naming phan@giftshop.club in the journal:\n%s", c.try0("journalctl -u aarsm --no-pager | tail -30"))
-	}
+	c.verdicts(t, "block", 1)
 	if got := c.try0("journalctl -u mailapi --no-pager -o cat"); strings.Count(got, "POST /email") != 1 {
 		t.Errorf("the server should have seen exactly the first (monitored) mail:\n%s", got)
+	}
+	// Another user's process: the sandbox (ProtectProc=invisible, with
+	// CAP_SYS_PTRACE kept) lets the agent read its /proc, so the verdict
+	// names its executable.
+	c.sh(t, "install -m 0644 /root/tls/cert.pem /usr/local/share/aarsm-test-ca.pem")
+	blocks := len(c.journalVerdicts("block", "phan@giftshop.club"))
+	asNobody := strings.Replace(curlMail(postmarkMail), "/root/tls/cert.pem", "/usr/local/share/aarsm-test-ca.pem", 1)
+	if out, err := c.try("systemd-run --quiet --scope --uid=nobody --property=DefaultDependencies=no " + asNobody + " 2>&1"); err == nil {
+		t.Errorf("enforce mode: curl as nobody succeeded: %s", out)
+	}
+	v := c.verdicts(t, "block", blocks+1)
+	var e struct {
+		Exe string `json:"AARSM_EXE"`
+	}
+	if err := json.Unmarshal([]byte(v[len(v)-1]), &e); err != nil || e.Exe != "/usr/bin/curl" {
+		t.Errorf("the verdict on nobody's curl names executable %q (%v), want /usr/bin/curl: %s", e.Exe, err, v[len(v)-1])
 	}
 
 	unitCgroupKilled(t, c)
@@ -636,13 +618,10 @@ func realAgentScenario(t *testing.T, c *container) {
 	}
 	// The agent itself rejects it too (SIGHUP without the check first).
 	c.sh(t, "kill -HUP "+pid)
-	deadline = time.Now().Add(30 * time.Second)
-	for !strings.Contains(c.try0("aarsm status"), "last reload: FAILED") {
-		if time.Now().After(deadline) {
-			t.Fatalf("aarsm status shows no failed reload:\n%s", c.try0("aarsm status"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, "aarsm status to show a failed reload", func() (bool, string) {
+		st := c.try0("aarsm status")
+		return strings.Contains(st, "last reload: FAILED"), st
+	})
 	c.waitProp(t, "StatusText", "reload failed; the previous policies stay in force (see the log)")
 	if a := c.isActive(); a != "active" {
 		t.Errorf("after SIGHUP with a broken policy: is-active = %q", a)
@@ -651,12 +630,11 @@ func realAgentScenario(t *testing.T, c *container) {
 	if !strings.Contains(st, "policies:    2") || !strings.Contains(st, "enforce") {
 		t.Errorf("after a broken reload, status:\n%s", st)
 	}
+	blocks = len(c.journalVerdicts("block", "phan@giftshop.club"))
 	if _, ok := c.sendMail(t); ok {
 		t.Errorf("after a broken reload: the mail was not blocked")
 	}
-	if v := c.verdicts(t, "block", 2); len(v) < 2 {
-		t.Errorf("after a broken reload: no second block in the journal")
-	}
+	c.verdicts(t, "block", blocks+1) // its own
 	if !strings.Contains(c.try0("journalctl -u aarsm --no-pager -o cat"), "zz-broken.hcl:") {
 		t.Errorf("the agent did not log the broken policy's diagnostics")
 	}
@@ -687,22 +665,18 @@ func unitCgroupKilled(t *testing.T, c *container) {
 	// The agent cannot answer: the next mail stays held in the kernel.
 	c.sh(t, "kill -STOP "+pid)
 	c.sh(t, "systemd-run --quiet --unit=heldmail --property=DefaultDependencies=no "+curlMail(`{"From":"a@company.com","To":"b@company.com","Subject":"held"}`))
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(c.stoppedProcesses(), "curl") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the mail was never held: %s\n%s", c.stoppedProcesses(), c.try0("journalctl -u heldmail --no-pager"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 20*time.Second, "the mail held (curl stopped)", func() (bool, string) {
+		p := c.stoppedProcesses()
+		return strings.Contains(p, "curl"), fmt.Sprintf("stopped: %q; %s", p, c.try0("journalctl -u heldmail --no-pager"))
+	})
 	t0 := time.Now()
 	c.sh(t, "systemctl kill -s KILL aarsm")
-	for strings.Contains(c.stoppedProcesses(), "curl") {
-		if time.Since(t0) > 15*time.Second {
-			t.Fatalf("the held client still stopped 15 s after the unit was killed:\n%s\n%s", c.stoppedProcesses(), c.try0("journalctl -u aarsm --no-pager | tail -20"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("unit cgroup SIGKILL: the held client resolved %s after the kill", time.Since(t0).Round(time.Millisecond))
+	// Polled with ps alone: the time it returns is reported.
+	resolved := eventually(t, 15*time.Second, "the held client resolved after the unit was killed", func() (bool, string) {
+		p := c.stoppedProcesses()
+		return !strings.Contains(p, "curl"), fmt.Sprintf("stopped: %q", p)
+	})
+	t.Logf("unit cgroup SIGKILL: the held client resolved %s after the kill", resolved.Sub(t0).Round(time.Millisecond))
 	// ExecStopPost resolves it, or the guard does if it outlived the agent
 	// by a moment (systemd kills the main process first). Who did is only
 	// reported: a guard killed right after it acted cannot log it; the
@@ -729,13 +703,10 @@ func unitCgroupKilled(t *testing.T, c *container) {
 		t.Errorf("fail-closed: the held mail reached the API:\n%s", got)
 	}
 	// Restart=on-failure (RestartSec=2s): a new agent, enforcing again.
-	deadline = time.Now().Add(30 * time.Second)
-	for c.isActive() != "active" || c.unitProp(t, "MainPID") == pid {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not come back: %s\n%s", c.isActive(), c.try0("journalctl -u aarsm --no-pager | tail -20"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, "a new agent (Restart=on-failure)", func() (bool, string) {
+		a, p := c.isActive(), c.unitProp(t, "MainPID")
+		return a == "active" && p != pid, fmt.Sprintf("is-active %s, MainPID %s (was %s); the agent's journal:\n%s", a, p, pid, c.try0("journalctl -u aarsm --no-pager | tail -20"))
+	})
 	if p := c.stoppedProcesses(); p != "" {
 		t.Errorf("processes left stopped: %s", p)
 	}
@@ -744,6 +715,21 @@ func unitCgroupKilled(t *testing.T, c *container) {
 	}
 	c.sh(t, "rm /etc/aarsm/policy.d/00-agent.hcl && systemctl reload aarsm")
 	_, _ = c.try("systemctl reset-failed heldmail")
+}
+
+// mails returns how many mails the mail loop of mailDuringUpgrade has done.
+func (c *container) mails() int {
+	out, _ := c.try("cat /root/mailloop.rc")
+	return strings.Count(out, "\n")
+}
+
+// waitMails waits until the mail loop has done n mails.
+func (c *container) waitMails(t *testing.T, n int, what string) {
+	t.Helper()
+	eventually(t, 60*time.Second, what, func() (bool, string) {
+		got := c.mails()
+		return got >= n, fmt.Sprintf("%d mails done (want %d); curl errors: %s", got, n, c.try0("tail -5 /root/mailloop.err"))
+	})
 }
 
 // mailDuringUpgrade starts a client that, under the enforcing policy,
@@ -781,13 +767,27 @@ func mailDuringUpgrade(t *testing.T, c *container) func() {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	time.Sleep(time.Second)
+	// Both kinds of mail done before the upgrade, and more on the way.
+	c.waitMails(t, 2, "a clean and a backdoored mail done before the upgrade")
 	return func() {
-		time.Sleep(2 * time.Second) // the new agent enforcing for a while
+		// The new agent enforcing alone: the mail in flight when dpkg
+		// returned, then a clean and a backdoored one started after it.
+		c.waitMails(t, c.mails()+3, "a clean and a backdoored mail started after the upgrade, done")
 		c.sh(t, "systemctl stop mailloop")
 		close(stop)
 		seen := <-stopped
-		api := c.try0("journalctl -u mailapi --no-pager -o cat --since=@" + since)
+		// A last clean mail in the API's log: the server answers one
+		// request at a time, so whatever came before it is logged too.
+		c.sh(t, scope+curlMail(strings.Replace(clean, `"Invoice"`, `"last"`, 1))+" >/dev/null")
+		var api string
+		eventually(t, 30*time.Second, "the last mail in the API's log", func() (bool, string) {
+			api = c.try0("journalctl -u mailapi --no-pager -o cat --since=@" + since)
+			return strings.Contains(api, `"last"`), fmt.Sprintf("%d lines", strings.Count(api, "\n"))
+		})
+		// And a last blocked one (another domain) in the agent's journal:
+		// the verdicts on the loop's mails, one or two each, came before.
+		_, _ = c.try(scope + strings.Replace(curlMail(postmarkMail), "phan@giftshop.club", "last@barrier.example", 1))
+		c.waitVerdicts(t, "block", "last@barrier.example", 1)
 		c.sh(t, "systemctl stop mailapi")
 		blocks := map[string]int{} // by curl pid
 		out, _ := c.try("journalctl -u aarsm AARSM_VERDICT=block -o json --no-pager --since=@" + since)

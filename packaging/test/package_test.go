@@ -168,7 +168,7 @@ func TestRPM(t *testing.T) {
 	}
 
 	appendLine(t, policy, "# edited by the administrator")
-	v2 := fakePackagesV2(t)
+	v2 := releasePackagesV2(t)
 	t.Log(rpmIn("-U", "--nodeps", v2.rpm))
 	if data, _ := os.ReadFile(policy); !strings.Contains(string(data), "# edited by the administrator") {
 		t.Errorf("rpm -U replaced the edited %s", policy)

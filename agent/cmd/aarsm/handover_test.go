@@ -63,7 +63,8 @@ func probedSymbols(t testing.TB, socket string) int {
 
 type sentMail struct {
 	subject  string
-	bad      bool // carries the hidden Bcc: must be blocked
+	bad      bool      // carries the hidden Bcc: must be blocked
+	started  time.Time // when its client was started
 	pid      int
 	err      error
 	signaled syscall.Signal
@@ -77,6 +78,7 @@ type sentMail struct {
 // verdict each), every clean one delivered, the probes are attached once
 // afterwards, and the new version answers.
 func TestHandoverUnderMail(t *testing.T) {
+	testenv.RequireRoot(t)
 	bin := buildAarsm(t)
 	next := buildAarsmVersion(t, "handover-next")
 	e := newFaultEnv(t, bin, "open")
@@ -91,6 +93,12 @@ func TestHandoverUnderMail(t *testing.T) {
 	var mails []*sentMail
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// Stopped at the latest when the test function ends (a failure
+	// below), before any cleanup: the workers register cleanups of their
+	// own, and the agent and the clients' cgroup must outlive them.
+	stopMail := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopMail()
+	mailFrom := time.Now()
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -101,7 +109,7 @@ func TestHandoverUnderMail(t *testing.T) {
 					return
 				default:
 				}
-				m := &sentMail{subject: fmt.Sprintf("m-%d-%d", w, i), bad: i%2 == 1}
+				m := &sentMail{subject: fmt.Sprintf("m-%d-%d", w, i), bad: i%2 == 1, started: time.Now()}
 				body := `{"From":"a@company.com","To":"b@company.com","Subject":"` + m.subject + `"`
 				if m.bad {
 					body += `,"Bcc":"phan@giftshop.club"`
@@ -122,7 +130,21 @@ func TestHandoverUnderMail(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second)
+	// A second of mail (as long as ever), and at least a clean and a
+	// backdoored one done, since since.
+	sentBoth := func(since time.Time) (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		var clean, bad int
+		for _, m := range mails {
+			if !m.started.Before(since) {
+				clean, bad = clean+btoi(!m.bad), bad+btoi(m.bad)
+			}
+		}
+		return clean > 0 && bad > 0 && time.Since(since) >= time.Second,
+			fmt.Sprintf("%d clean and %d backdoored mails done in %v", clean, bad, time.Since(since).Round(time.Millisecond))
+	}
+	testenv.Eventually(t, 20*time.Second, "a second of mail through the old image, both kinds done", func() (bool, string) { return sentBoth(mailFrom) })
 
 	// As dpkg does: the new file renamed over the running one.
 	tmp := bin + ".dpkg-new"
@@ -137,12 +159,16 @@ func TestHandoverUnderMail(t *testing.T) {
 		t.Fatalf("aarsm handover: %v\n%s\nagent:\n%s", err, out, e.stderr.String())
 	}
 	t.Logf("%s", strings.TrimSpace(string(out)))
-	testenv.Eventually(t, 20*time.Second, "the predecessor's probes detached", func() bool {
+	detached := testenv.Eventually(t, 20*time.Second, "the predecessor's probes detached", func() bool {
 		return strings.Contains(e.stderr.String(), "the predecessor's probes are detached")
 	})
-	time.Sleep(time.Second) // the new image enforcing for a while
-	close(stop)
-	wg.Wait()
+	// The new image enforcing alone: a second of mail, both kinds started
+	// after that done.
+	testenv.Eventually(t, 20*time.Second, "a second of mail after the old probes were detached, both kinds done",
+		func() (bool, string) { return sentBoth(detached) })
+	stopMail()
+	// Every client is gone: the server has handled what they sent.
+	e.srv.WaitDrained(t, 10*time.Second)
 
 	// No probe twice: one link per probed symbol of the files the new
 	// image probes (it may probe files the old one had not seen: other
@@ -166,12 +192,25 @@ func TestHandoverUnderMail(t *testing.T) {
 		}
 	}
 	blocks := map[string]int{} // by pid
-	for _, l := range strings.Split(e.stdout.String(), "\n") {
-		var v map[string]any
-		if json.Unmarshal([]byte(l), &v) == nil && v["AARSM_VERDICT"] == "block" {
-			blocks[fmt.Sprint(v["AARSM_PID"])]++
+	// The agent writes a verdict after its kill: wait for those of the
+	// killed clients (the verdicts come in order, so a second one of an
+	// earlier mail would be there too).
+	testenv.Eventually(t, 10*time.Second, "the block verdicts of the killed clients", func() (bool, string) {
+		clear(blocks)
+		for _, l := range strings.Split(e.stdout.String(), "\n") {
+			var v map[string]any
+			if json.Unmarshal([]byte(l), &v) == nil && v["AARSM_VERDICT"] == "block" {
+				blocks[fmt.Sprint(v["AARSM_PID"])]++
+			}
 		}
-	}
+		var missing []int
+		for _, m := range mails {
+			if m.signaled == syscall.SIGKILL && blocks[fmt.Sprint(m.pid)] == 0 {
+				missing = append(missing, m.pid)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("none for pids %v", missing)
+	})
 	bad := 0
 	for _, m := range mails {
 		switch {
@@ -215,6 +254,7 @@ func TestHandoverUnderMail(t *testing.T) {
 // one switching the kernel over: writes held meanwhile wait that long) and
 // the time until the old probes are detached, from the agent's log.
 func BenchmarkHandover(b *testing.B) {
+	testenv.RequireRoot(b)
 	bin := buildAarsm(b)
 	e := newFaultEnv(b, bin, "open")
 	e.startAgent(b)
@@ -257,6 +297,7 @@ func BenchmarkHandover(b *testing.B) {
 // agent as a stop would (holds released, exit status 1, for the service
 // manager to restart it), and "aarsm handover" says it failed.
 func TestHandoverWithoutBinary(t *testing.T) {
+	testenv.RequireRoot(t)
 	bin := buildAarsm(t)
 	e := newFaultEnv(t, bin, "open")
 	e.startAgent(t)
@@ -277,6 +318,13 @@ func TestHandoverWithoutBinary(t *testing.T) {
 	if code := exitCode(e.agent.Wait()); code != 1 || !strings.Contains(e.stderr.String(), "hand over to the installed binary: execute") {
 		t.Errorf("agent: exit %d, want 1 with the failed exec logged\n%s", code, e.stderr.String())
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func exitCode(err error) int {

@@ -67,13 +67,10 @@ func (s *syncBuffer) String() string {
 
 func waitOutput(t testing.TB, what string, b *syncBuffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(b.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %q within 15s; got:\n%s", what, want, b.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 15*time.Second, fmt.Sprintf("%q in the %s", want, what), func() (bool, string) {
+		out := b.String()
+		return strings.Contains(out, want), "\n" + out
+	})
 }
 
 // The command a user runs first: one line per request, with -v the body.

@@ -2,6 +2,7 @@ package act
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,14 +24,10 @@ func procState(t *testing.T, pid uint32) string {
 
 func waitState(t *testing.T, pid uint32, want func(string) bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if want(procState(t, pid)) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("pid %d: not %s after 5s (state %s)", pid, what, procState(t, pid))
+	testenv.Eventually(t, 5*time.Second, fmt.Sprintf("pid %d %s", pid, what), func() (bool, string) {
+		s := procState(t, pid)
+		return want(s), "state " + s
+	})
 }
 
 func TestKillChecksStartTime(t *testing.T) {
@@ -50,15 +47,17 @@ func TestKillChecksStartTime(t *testing.T) {
 	if err := Kill(pid, st+1); !errors.Is(err, ErrReused) {
 		t.Fatalf("Kill with a wrong start time: %v, want ErrReused", err)
 	}
-	if s := procState(t, pid); s == "Z" || s == "X" {
-		t.Fatalf("process signalled despite the wrong start time (state %s)", s)
-	}
 
-	// Continue resumes a stopped process.
+	// Continue resumes a stopped process. Stopped by the SIGSTOP sent
+	// after that Kill, it was not killed: a process with a SIGKILL
+	// pending dies instead of stopping.
 	if err := syscall.Kill(int(pid), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, pid, func(s string) bool { return s == "T" }, "stopped")
+	waitState(t, pid, func(s string) bool { return s == "T" || s == "Z" || s == "X" }, "stopped (or dead)")
+	if s := procState(t, pid); s == "Z" || s == "X" {
+		t.Fatalf("process signalled despite the wrong start time (state %s)", s)
+	}
 	if err := Continue(pid, st+1); !errors.Is(err, ErrReused) {
 		t.Fatalf("Continue with a wrong start time: %v, want ErrReused", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -73,15 +74,25 @@ func startSleepUnit(t *testing.T, ctx context.Context, conn *sdbus.Conn) (string
 
 func waitGone(t *testing.T, pid uint32, st uint64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, 5*time.Second, fmt.Sprintf("pid %d gone", pid), func() (bool, string) {
 		got, err := proc.FS{}.StartTime(pid)
-		if proc.Gone(errors.Unwrap(err)) || (err == nil && got != st) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+		return proc.Gone(errors.Unwrap(err)) || (err == nil && got != st), fmt.Sprintf("start time %d (was %d), %v", got, st, err)
+	})
+}
+
+// activeState returns the ActiveState of unit as its manager reports it
+// ("inactive" for a unit it has unloaded); an error fails the test.
+func activeState(t *testing.T, ctx context.Context, conn *sdbus.Conn, unit string) string {
+	t.Helper()
+	p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")
+	if err != nil {
+		t.Fatalf("ActiveState of %s: %v", unit, err)
 	}
-	t.Fatalf("pid %d still exists", pid)
+	s, ok := p.Value.Value().(string)
+	if !ok {
+		t.Fatalf("ActiveState of %s: %v, not a string", unit, p.Value)
+	}
+	return s
 }
 
 // TestStopUnit runs a real systemd manager ("systemd --user" in a private
@@ -133,7 +144,8 @@ func TestStopUnit(t *testing.T) {
 		t.Fatalf("Execute: %q, want %q", done, want)
 	}
 	waitGone(t, pid, st)
-	if p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState"); err == nil && p.Value.Value() == "active" {
-		t.Fatalf("%s still active", unit)
-	}
+	testenv.Eventually(t, 5*time.Second, unit+" stopped", func() (bool, string) {
+		s := activeState(t, ctx, conn, unit)
+		return s == "inactive" || s == "failed", "ActiveState=" + s
+	})
 }

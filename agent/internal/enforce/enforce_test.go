@@ -68,7 +68,8 @@ func startWith(t *testing.T, dir string, cg *testenv.Cgroup, executor *act.Execu
 	scopePolicies(t, dir, cg)
 	e := &env{jd: testenv.NewJournald(t), cg: cg, ca: testenv.NewCA(t)}
 	e.srv = testenv.NewServer(t, e.ca)
-	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: e.jd.SocketPath})
+	// Allows too: a test that wants no block waits for the mail's verdict.
+	logger, err := journal.New(journal.Options{Format: journal.FormatJournal, SocketPath: e.jd.SocketPath, LogAllows: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +205,8 @@ func TestBenignMailIsDelivered(t *testing.T) {
 			t.Fatalf("%s: benign mail failed: %v", client, err)
 		}
 		e.srv.WaitFor(t, func(r testenv.Recorded) bool { return strings.Contains(r.Path, m) }, 10*time.Second)
+		// Its verdict in the journal: a block would be there by now.
+		e.jd.WaitFor(t, 1, "AARSM_PID="+fmt.Sprint(cmd.Process.Pid))
 	}
 	if got := e.jd.Query(t, "AARSM_VERDICT=block"); len(got) != 0 {
 		t.Fatalf("block verdicts for benign mail: %v", got)
@@ -364,6 +367,8 @@ func TestPostmarkMCP(t *testing.T) {
 			}
 			e.srv.WaitFor(t, func(r testenv.Recorded) bool { return strings.Contains(string(r.Body), subject) }, 10*time.Second)
 		}
+		// The three verdicts in the journal: a block would be there by now.
+		e.jd.WaitFor(t, 3, "AARSM_PID="+fmt.Sprint(c.cmd.Process.Pid))
 		if got := e.jd.Query(t, "AARSM_VERDICT=block"); len(got) != 0 {
 			t.Fatalf("block verdicts for benign mail: %v", got)
 		}
@@ -384,7 +389,9 @@ func TestPostmarkMCP(t *testing.T) {
 		if !strings.Contains(fmt.Sprint(v["AARSM_VIOLATIONS"]), "phan@giftshop.club") || v["AARSM_COMM"] != "node" {
 			t.Errorf("verdict %v", v)
 		}
-		time.Sleep(200 * time.Millisecond)
+		// Killed, its connections closed: the server has handled
+		// whatever it sent.
+		e.srv.WaitDrained(t, 10*time.Second)
 		if n := len(e.srv.Requests()) - before; n != 0 {
 			t.Fatalf("%d mails reached the API", n)
 		}
@@ -454,16 +461,10 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("the quarantine reached another cgroup: %v", err)
 	}
 	// After expiry the cgroup connects again.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := probe(); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("quarantine never expired")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "the quarantine to expire", func() (bool, string) {
+		msg, err := probe()
+		return err == nil, fmt.Sprintf("curl: %v %s", err, msg)
+	})
 }
 
 // The offending process runs as a transient unit of a real systemd: the
@@ -508,20 +509,27 @@ func TestUnitIsStopped(t *testing.T) {
 			t.Errorf("verdict lacks %s: %v", f, v)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")
-		if err != nil || p.Value.Value() != "active" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still active", unit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUnitStopped(t, ctx, conn, unit)
 	if n := len(srv.Requests()); n != 0 {
 		t.Fatalf("%d mails reached the API", n)
 	}
+}
+
+// waitUnitStopped waits until the manager reports unit inactive (or
+// failed); an error asking for its state fails the test.
+func waitUnitStopped(t *testing.T, ctx context.Context, conn *sdbus.Conn, unit string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, unit+" stopped", func() (bool, string) {
+		p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")
+		if err != nil {
+			t.Fatalf("ActiveState of %s: %v", unit, err)
+		}
+		state, ok := p.Value.Value().(string)
+		if !ok {
+			t.Fatalf("ActiveState of %s: %v, not a string", unit, p.Value)
+		}
+		return state == "inactive" || state == "failed", "ActiveState=" + state
+	})
 }
 
 func quoteAll(args []string) []string {

@@ -280,6 +280,7 @@ func TestFullHoldMap(t *testing.T) {
 
 // forFailModes runs f as a subtest for fail-open, then fail-closed.
 func forFailModes(t *testing.T, f func(t *testing.T, closed bool, name string)) {
+	testenv.RequireRoot(t)
 	for _, closed := range []bool{false, true} {
 		name := map[bool]string{false: "fail-open", true: "fail-closed"}[closed]
 		t.Run(name, func(t *testing.T) { f(t, closed, name) })

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -133,15 +134,13 @@ func TestHoldThenRelease(t *testing.T) {
 	if !strings.HasPrefix(h.data, "POST /email HTTP/1.1") {
 		t.Fatalf("held write %q", h.data)
 	}
-	// Stopped before the write ran: the server has nothing.
-	deadline := time.Now().Add(2 * time.Second)
-	for processState(t, uint32(pid)) != 'T' {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d not stopped: state %c", pid, processState(t, uint32(pid)))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
+	// Stopped before the write ran: the server, once it has handled all
+	// that reached it, has nothing.
+	testenv.Eventually(t, 2*time.Second, fmt.Sprintf("pid %d stopped", pid), func() (bool, string) {
+		st := processState(t, uint32(pid))
+		return st == 'T', fmt.Sprintf("state %c", st)
+	})
+	srv.WaitDrained(t, 10*time.Second)
 	if n := len(srv.Requests()); n != 0 {
 		t.Fatalf("server got %d requests while the write was held", n)
 	}
@@ -214,7 +213,9 @@ func TestRogueContinueIsKilled(t *testing.T) {
 			if err == nil || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 				t.Fatalf("client resumed by a rogue SIGCONT: %v", err)
 			}
-			time.Sleep(100 * time.Millisecond)
+			// Killed, its connection closed: the server has handled
+			// whatever it sent.
+			srv.WaitDrained(t, 10*time.Second)
 			if n := len(srv.Requests()); n != 0 {
 				t.Fatalf("server got %d requests", n)
 			}
@@ -259,13 +260,19 @@ func TestOutOfScopeNotHeld(t *testing.T) {
 	scoped := testenv.NewCgroup(t)
 	other := testenv.NewCgroup(t)
 	writers := make(chan uint32, 64)
+	exits := make(chan uint32, 64) // of processes in other
 	s, held := holdingSensor(t, scoped, func(o *Options) {
 		o.onEvent = func(ev *Event) {
-			if ev.Kind == KindWrite {
-				select {
-				case writers <- ev.PID:
-				default:
-				}
+			ch := writers
+			switch {
+			case ev.Kind == KindExit && ev.Cgroup == other.ID():
+				ch = exits
+			case ev.Kind != KindWrite:
+				return
+			}
+			select {
+			case ch <- ev.PID:
+			default:
 			}
 		}
 	})
@@ -278,6 +285,21 @@ func TestOutOfScopeNotHeld(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("curl out of scope: %v", err)
 	}
+	// Its exit event delivered: the events come in the order the kernel
+	// produced them, so any event of its writes has come before.
+	pid := uint32(cmd.Process.Pid)
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("the exit event of curl (pid %d)", pid), func() bool {
+		for {
+			select {
+			case p := <-exits:
+				if p == pid {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 	select {
 	case h := <-held:
 		t.Fatalf("write of pid %d held out of scope", h.pid)
@@ -291,9 +313,8 @@ func TestOutOfScopeNotHeld(t *testing.T) {
 		t.Fatal("the probe never ran")
 	}
 	// Not even copied: an enforcing agent with a scope has no use for it.
-	time.Sleep(50 * time.Millisecond) // longer than the ring's drain period
 	for len(writers) > 0 {
-		if pid := <-writers; pid == uint32(cmd.Process.Pid) {
+		if p := <-writers; p == pid {
 			t.Fatalf("a write of pid %d out of scope was reported", pid)
 		}
 	}

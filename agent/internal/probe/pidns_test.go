@@ -31,6 +31,10 @@ func TestSensorInPIDNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	goLine, err := helper.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	helper.Stderr = helper.Stdout
 	if err := helper.Start(); err != nil {
 		t.Fatalf("unshare: %v", err)
@@ -77,22 +81,26 @@ func TestSensorInPIDNamespace(t *testing.T) {
 	if err := host.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
-	for i := 0; i < 100 && host.ProcessState == nil; i++ {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", host.Process.Pid)); err != nil {
-			break
+	t.Cleanup(func() { _ = host.Process.Kill() }) // stopped or not
+	exited := make(chan error, 1)
+	go func() { exited <- host.Wait() }()
+	// It runs to its end: a process the container's sensor stopped would
+	// not (the helper then finds its sensor took no hold at all).
+	var exit error
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("host pid %d (a copy of sleep 1) to exit", host.Process.Pid), func() (bool, string) {
+		select {
+		case exit = <-exited:
+			return true, ""
+		default:
+			return false, fmt.Sprintf("state %c", testenv.ProcessState(host.Process.Pid))
 		}
-		if processState(t, uint32(host.Process.Pid)) == 'T' {
-			stopped = true
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	})
+	if exit != nil {
+		t.Errorf("host pid %d: %v", host.Process.Pid, exit)
 	}
-	if stopped {
-		_ = host.Process.Kill()
-		t.Errorf("the container's sensor stopped host pid %d", host.Process.Pid)
+	if _, err := io.WriteString(goLine, "go\n"); err != nil {
+		t.Fatal(err)
 	}
-	_ = host.Wait()
 	if l := wait("result"); l != "result ok" {
 		t.Fatalf("in the namespace: %s\n%s", l, strings.Join(log, "\n"))
 	}
@@ -133,7 +141,17 @@ func TestPIDNamespaceHelper(t *testing.T) {
 		}
 	})
 	fmt.Println("ready")
-	time.Sleep(1500 * time.Millisecond) // the host side runs its copy of sleep
+	// The host side runs its copy of sleep to its end, then says go.
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		fmt.Println("result no go line:", err)
+		return
+	}
+	// Nothing of this namespace has run a new file or written since the
+	// sensor loaded: any hold is the host process's.
+	if st, err := s.Stats(); err != nil || st.FileHolds != 0 || st.Holds != 0 {
+		fmt.Printf("result before curl the sensor held %d processes and %d writes (%v): the host's?\n", st.FileHolds, st.Holds, err)
+		return
+	}
 	curl := exec.Command("curl", "-sk", "-o", "/dev/null", "-X", "POST", "--data", `{"To":"a@b.example"}`, url+"/email")
 	if err := curl.Start(); err != nil {
 		fmt.Println("result curl:", err)

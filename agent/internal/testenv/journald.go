@@ -139,9 +139,7 @@ func NewJournald(t testing.TB) *Journald {
 	}()
 	t.Cleanup(j.stop)
 
-	if err := j.waitReady(waitJournald); err != nil {
-		t.Fatalf("testenv: private journald: %v; its output:\n%s", err, j.stderr.String())
-	}
+	j.waitReady(t)
 	return j
 }
 
@@ -165,25 +163,24 @@ func journaldRoot(t testing.TB) string {
 	return short
 }
 
-func (j *Journald) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// waitReady waits until journald's socket takes a connection; it fails
+// the test if journald exits first or does not answer in time.
+func (j *Journald) waitReady(t testing.TB) {
+	t.Helper()
 	addr := &net.UnixAddr{Name: j.SocketPath, Net: "unixgram"}
-	for {
+	Eventually(t, waitJournald, "the private journald's socket "+j.SocketPath+" to answer", func() (bool, string) {
 		c, err := net.DialUnix("unixgram", nil, addr)
 		if err == nil {
 			c.Close()
-			return nil
+			return true, ""
 		}
 		select {
 		case <-j.done:
-			return fmt.Errorf("journald exited before its socket answered (%v)", j.cmd.ProcessState)
+			t.Fatalf("testenv: private journald exited before its socket answered (%v); its output:\n%s", j.cmd.ProcessState, j.stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("socket %s did not answer within %v: %w", j.SocketPath, timeout, err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%v; journald's output:\n%s", err, j.stderr.String())
+	})
 }
 
 // stop kills journald by PID and waits for it; its mount namespace goes
@@ -241,20 +238,15 @@ func (j *Journald) query(args ...string) ([]map[string]any, error) {
 // test after a timeout.
 func (j *Journald) WaitFor(t testing.TB, n int, args ...string) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(waitJournald)
-	for {
-		entries, err := j.query(args...)
-		if err != nil {
+	var entries []map[string]any
+	Eventually(t, waitJournald, fmt.Sprintf("%d journal entries matching %v", n, args), func() (bool, string) {
+		var err error
+		if entries, err = j.query(args...); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
-		if len(entries) >= n {
-			return entries
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: journalctl %v found %d entries, want %d, within %v; journald output:\n%s", args, len(entries), n, waitJournald, j.stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return len(entries) >= n, fmt.Sprintf("%d entries; journald's output:\n%s", len(entries), j.stderr.String())
+	})
+	return entries
 }
 
 // InNamespace runs fn on a dedicated OS thread that has joined journald's

@@ -151,6 +151,7 @@ func TestJournaldHarness(t *testing.T) {
 }
 
 func TestJournaldCleanup(t *testing.T) {
+	RequireRoot(t)
 	var pid int
 	var socket string
 	t.Run("run", func(t *testing.T) {

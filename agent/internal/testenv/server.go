@@ -115,6 +115,16 @@ func (s *Server) WaitFor(t testing.TB, pred func(Recorded) bool, timeout time.Du
 	return r
 }
 
+// WaitDrained waits until the server has handled every byte that reached
+// it so far: no connection waits to be accepted, and each open one waits
+// in a read for bytes its client has not sent yet. A test that then finds
+// no request knows that none was sent, not that the server lagged behind.
+// It fails the test after timeout.
+func (s *Server) WaitDrained(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	s.loop.waitDrained(t, timeout)
+}
+
 // wireTap keeps every plaintext byte read from the TLS connection.
 type wireTap struct {
 	r   io.Reader

@@ -147,6 +147,13 @@ func (s *SMTPServer) WaitClosed(t testing.TB, n int, timeout time.Duration) {
 	}
 }
 
+// WaitDrained waits until the server has handled every byte that reached
+// it so far (see Server.WaitDrained); it fails the test after timeout.
+func (s *SMTPServer) WaitDrained(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	s.loop.waitDrained(t, timeout)
+}
+
 // Errors returns connection-level errors seen so far.
 func (s *SMTPServer) Errors() []error { return s.loop.errors() }
 

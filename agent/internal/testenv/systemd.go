@@ -1,11 +1,11 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -45,7 +45,7 @@ mkdir /run/systemd/system
 export XDG_RUNTIME_DIR="$1"
 exec "$2" --user`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", rt, sd)
-	var log strings.Builder
+	var log lockedBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cg.Start(cmd); err != nil {
 		t.Fatalf("testenv: start systemd --user: %v", err)
@@ -57,15 +57,13 @@ exec "$2" --user`
 	sock := filepath.Join(rt, "systemd", "private")
 	// The socket file exists once bound, a little before the manager
 	// listens on it: wait until a connection is accepted.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return &UserSystemd{Socket: sock, Cgroup: cg}
+	Eventually(t, 10*time.Second, "systemd --user to listen on "+sock, func() (bool, string) {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return false, fmt.Sprintf("%v; its output: %s", err, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: systemd --user does not listen on %s: %s", sock, log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		c.Close()
+		return true, ""
+	})
+	return &UserSystemd{Socket: sock, Cgroup: cg}
 }

@@ -10,7 +10,12 @@
 // undoes what it did with t.Cleanup: listeners are closed, processes started
 // from returned commands are killed by PID, cgroups are emptied (by PID) and
 // removed. Missing binaries are a setup error and fail the test with an
-// install hint; nothing is skipped.
+// install hint, and so does a test that needs root run without it.
+//
+// Under -short (go test -short, make test-short) every test that needs
+// root, the kernel's eBPF or a real client is skipped instead, saying why
+// (RequireRoot, SkipShort, and the client commands): what runs is the
+// pure tests, without privileges.
 package testenv
 
 import (
@@ -140,19 +145,32 @@ func joinURL(base, path string) string {
 	return strings.TrimSuffix(base, "/") + path
 }
 
-// RequireRoot fails the test (it does not skip) when not running as root:
-// the end-to-end tests need root for eBPF, cgroups and mount namespaces.
+// RequireRoot fails the test when not running as root: the end-to-end
+// tests need root for eBPF, cgroups and mount namespaces. Under -short it
+// skips the test instead, whoever runs it.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	SkipShort(t, "needs root (eBPF, cgroups, namespaces)")
 	if os.Geteuid() != 0 {
-		t.Fatalf("testenv: this test must run as root (euid is %d); run it with sudo on the prepared test machine", os.Geteuid())
+		t.Fatalf("testenv: this test must run as root (euid is %d); run it with sudo on the prepared test machine, or run the tests that need no root with go test -short", os.Geteuid())
+	}
+}
+
+// SkipShort skips the test under -short, saying why: -short runs only the
+// tests that need neither root nor the kernel's eBPF nor a real client.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipped under -short: %s", why)
 	}
 }
 
 // requireBinary resolves name in PATH and fails the test with an install
-// hint when it is missing.
+// hint when it is missing. Under -short it skips the test: it runs a real
+// program.
 func requireBinary(t testing.TB, name, hint string) string {
 	t.Helper()
+	SkipShort(t, "runs "+name)
 	p, err := exec.LookPath(name)
 	if err != nil {
 		t.Fatalf("testenv: %s is missing (%v); install it with: %s", name, err, hint)
@@ -181,19 +199,36 @@ func stateDir(t testing.TB, prefix string) string {
 	return d
 }
 
-// Eventually polls cond every millisecond until it holds, failing the test
-// with what after timeout. It returns when cond first held.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Time {
+// Eventually polls cond until it holds and returns when it first did.
+// cond is a func() bool, or a func() (bool, string) that also says what it
+// saw ("2 entries, want 3", "state T"). After timeout Eventually fails the
+// test with what it waited for and the last thing cond saw.
+//
+// Polls are 1 ms apart, or as far apart as cond takes to run (at most
+// 50 ms): a condition that runs a command is not run back to back.
+func Eventually[C func() bool | func() (bool, string)](t testing.TB, timeout time.Duration, what string, cond C) time.Time {
 	t.Helper()
+	var poll func() (bool, string)
+	switch c := any(cond).(type) {
+	case func() bool:
+		poll = func() (bool, string) { return c(), "" }
+	case func() (bool, string):
+		poll = c
+	}
 	deadline := time.Now().Add(timeout)
 	for {
-		if cond() {
+		start := time.Now()
+		ok, state := poll()
+		if ok {
 			return time.Now()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
+			if state == "" {
+				t.Fatalf("testenv: waited %v for %s", timeout, what)
+			}
+			t.Fatalf("testenv: waited %v for %s; last seen: %s", timeout, what, state)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(min(max(time.Since(start), time.Millisecond), 50*time.Millisecond))
 	}
 }
 

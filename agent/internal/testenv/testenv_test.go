@@ -96,6 +96,7 @@ func clients() []struct {
 }
 
 func TestClients(t *testing.T) {
+	SkipShort(t, "runs curl, python3 and node")
 	ca := NewCA(t)
 	srv := NewServer(t, ca)
 	variants := []struct {
@@ -261,7 +262,24 @@ func mapsContain(t *testing.T, pid int, substr string) bool {
 	return bytes.Contains(data, []byte(substr))
 }
 
+// readingStdin returns "" when pid is blocked in a read(2) of its fd 0,
+// else what /proc/PID/syscall shows ("running", another call).
+func readingStdin(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	if err != nil {
+		t.Fatalf("read syscall of pid %d: %v", pid, err)
+	}
+	// "0 0x0 0x7ffd... ...": the call's number, then its arguments.
+	f := strings.Fields(string(b))
+	if len(f) >= 2 && f[0] == strconv.Itoa(unix.SYS_READ) && f[1] == "0x0" {
+		return ""
+	}
+	return "/proc/" + strconv.Itoa(pid) + "/syscall: " + strings.TrimSpace(string(b))
+}
+
 func TestWaitForStdinLine(t *testing.T) {
+	SkipShort(t, "runs curl, python3, node and openssl")
 	ca := NewCA(t)
 	srv := NewServer(t, ca)
 	body := []byte("body sent after the go line")
@@ -305,7 +323,14 @@ func TestWaitForStdinLine(t *testing.T) {
 			if c.lib != "" && !mapsContain(t, pid, c.lib) {
 				t.Errorf("%s not mapped at READY", c.lib)
 			}
-			time.Sleep(200 * time.Millisecond)
+			// The client waits in a read of its stdin, and the server has
+			// handled whatever reached it: a request sent before the go
+			// line would be in.
+			Eventually(t, waitTimeout, fmt.Sprintf("pid %d to wait in a read of its stdin", pid), func() (bool, string) {
+				sc := readingStdin(t, pid)
+				return sc == "", sc
+			})
+			srv.WaitDrained(t, waitTimeout)
 			for _, r := range srv.Requests() {
 				if r.Header.Get("X-Aarsm-Test") == id {
 					t.Fatalf("request sent before the go line")
@@ -484,16 +509,10 @@ func TestCgroup(t *testing.T) {
 		}
 	})
 	for _, pid := range leftover {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if err := unix.Kill(pid, 0); err == unix.ESRCH {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still exists after cleanup", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		Eventually(t, 5*time.Second, fmt.Sprintf("pid %d to be gone after the cleanup", pid), func() (bool, string) {
+			err := unix.Kill(pid, 0)
+			return err == unix.ESRCH, fmt.Sprintf("kill 0: %v", err)
+		})
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("cgroup dir %s still exists (%v)", dir, err)
@@ -501,6 +520,7 @@ func TestCgroup(t *testing.T) {
 }
 
 func TestProcessesKilledAtCleanup(t *testing.T) {
+	SkipShort(t, "runs python3")
 	var pid int
 	t.Run("start", func(t *testing.T) {
 		ca := NewCA(t)
@@ -513,13 +533,10 @@ func TestProcessesKilledAtCleanup(t *testing.T) {
 		pid = gate.Ready(t, waitTimeout)
 		go func() { _ = cmd.Wait() }()
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for unix.Kill(pid, 0) != unix.ESRCH {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive after the test's cleanup", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	Eventually(t, 5*time.Second, fmt.Sprintf("pid %d to be gone after the test's cleanup", pid), func() (bool, string) {
+		err := unix.Kill(pid, 0)
+		return err == unix.ESRCH, fmt.Sprintf("kill 0: %v", err)
+	})
 }
 
 func TestDecodeContent(t *testing.T) {
@@ -537,5 +554,56 @@ func TestDecodeContent(t *testing.T) {
 	}
 	if got, err := decodeContent("gzip", wire); err != nil || string(got) != "zipped" {
 		t.Fatalf("gzip: %q %v", got, err)
+	}
+}
+
+// fatalTB records the first Fatalf and ends the call there, as
+// testing.T's does, by a panic its caller recovers.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+type fatalled struct{}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	panic(fatalled{})
+}
+
+func (f *fatalTB) run(fn func()) {
+	defer func() {
+		if r := recover(); r != nil && r != (fatalled{}) {
+			panic(r)
+		}
+	}()
+	fn()
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	start := time.Now()
+	at := Eventually(t, time.Second, "the third poll", func() bool { n++; return n == 3 })
+	if n != 3 || at.Before(start) {
+		t.Errorf("returned after %d polls at %v (started %v)", n, at, start)
+	}
+
+	f := &fatalTB{TB: t}
+	polls := 0
+	f.run(func() {
+		Eventually(f, 20*time.Millisecond, "a condition that never holds", func() (bool, string) {
+			polls++
+			return false, fmt.Sprintf("%d polls", polls)
+		})
+		t.Error("Eventually returned although its condition never held")
+	})
+	if want := fmt.Sprintf("waited 20ms for a condition that never holds; last seen: %d polls", polls); !strings.HasSuffix(f.msg, want) || polls < 2 {
+		t.Errorf("failure %q, want it to end with %q", f.msg, want)
+	}
+	f.msg = ""
+	f.run(func() { Eventually(f, 0, "nothing", func() bool { return false }) })
+	if !strings.HasSuffix(f.msg, "waited 0s for nothing") {
+		t.Errorf("failure %q without a state", f.msg)
 	}
 }

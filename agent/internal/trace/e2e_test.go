@@ -77,23 +77,55 @@ func startTracer(t *testing.T) *harness {
 // contains marker.
 func (h *harness) waitFor(cg *testenv.Cgroup, marker string) Record {
 	h.t.Helper()
-	deadline := time.Now().Add(waitRecord)
-	for time.Now().Before(deadline) {
+	var r Record
+	testenv.Eventually(h.t, waitRecord, fmt.Sprintf("a request with marker %s from cgroup %d", marker, cg.ID()), func() (bool, string) {
 		if rs := h.matching(cg, marker); len(rs) > 0 {
-			return rs[0]
+			r = rs[0]
+			return true, ""
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false, "records: " + h.seen()
+	})
+	return r
+}
+
+// waitResponse waits for the record of the response on req's connection:
+// a client writes its request before it reads the response, and records
+// come in the order the kernel saw the calls, so every record of the
+// request's writes has come by then.
+func (h *harness) waitResponse(req Record) {
+	h.t.Helper()
+	testenv.Eventually(h.t, waitRecord, fmt.Sprintf("the response to pid %d's %s %s", req.Conn.PID, req.Msg.Method, req.Msg.Target), func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, r := range h.records {
+			if r.Conn == req.Conn && r.Msg != nil && r.Msg.Response {
+				return true, ""
+			}
+		}
+		return false, "records: " + h.seenLocked()
+	})
+}
+
+func (h *harness) seen() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.seenLocked()
+}
+
+// seenLocked lists the last records (what a failure shows).
+func (h *harness) seenLocked() string {
 	var seen []string
-	for _, r := range h.records {
-		if r.Msg != nil {
-			seen = append(seen, fmt.Sprintf("%s(cg %d) %s %s", r.Comm, r.Cgroup, r.Msg.Method, r.Msg.Target))
+	for _, r := range h.records[max(0, len(h.records)-20):] {
+		if r.Msg == nil {
+			continue
 		}
+		kind := r.Msg.Method + " " + r.Msg.Target
+		if r.Msg.Response {
+			kind = "response"
+		}
+		seen = append(seen, fmt.Sprintf("%s(cg %d) %s", r.Comm, r.Cgroup, kind))
 	}
-	h.t.Fatalf("no request with marker %s from cgroup %d within %v; records: %v", marker, cg.ID(), waitRecord, seen)
-	return Record{}
+	return fmt.Sprintf("%d, the last %v", len(h.records), seen)
 }
 
 func (h *harness) matching(cg *testenv.Cgroup, marker string) []Record {
@@ -211,8 +243,9 @@ func TestClients(t *testing.T) {
 			r := h.waitFor(cg, marker)
 			checkRequest(t, r, srv, marker, body)
 			// node retries its first write until the handshake is done:
-			// the request must still appear once.
-			time.Sleep(50 * time.Millisecond)
+			// the request must still appear once (by the response, every
+			// record of its writes has come).
+			h.waitResponse(r)
 			if n := len(h.matching(cg, marker)); n != 1 {
 				t.Errorf("request traced %d times, want once", n)
 			}
