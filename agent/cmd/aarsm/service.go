@@ -143,6 +143,7 @@ func (s *statusSource) report() status.Report {
 		Policies:            []status.Policy{},
 		Quarantines:         []status.Quarantine{},
 		QuarantinedMessages: []status.QuarantinedMessage{},
+		MCPServers:          []status.MCPServer{},
 		Reloads:             s.reloads.Load(),
 		CanHandOver:         true,
 		Handovers:           s.handovers,
@@ -174,6 +175,10 @@ func (s *statusSource) report() status.Report {
 	}
 	if res, err := sensor.Resolved(); err == nil {
 		r.Events.DeadlineResumed, r.Events.DeadlineKilled, r.Events.DeadlineGone = res.Resumed, res.Killed, res.Gone
+	}
+	for _, m := range s.agent.MCPServers() {
+		r.MCPServers = append(r.MCPServers, status.MCPServer{PID: int(m.PID), Name: m.Name, Version: m.Version,
+			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall})
 	}
 	hs := s.agent.HoldScope()
 	r.HoldScope = status.HoldScope{

@@ -117,6 +117,9 @@ type Agent struct {
 	// Written by Reload, read by anyone (Policies).
 	loaded     atomic.Pointer[PolicyState]
 	reloadFail atomic.Pointer[ReloadFailure]
+	// Written by the Run goroutine after a stdio event, read by anyone
+	// (MCPServers).
+	mcpSeen atomic.Pointer[[]MCPServer]
 
 	shutdownOnce sync.Once
 	// keep: Run leaves holding on and the holds in place when it returns
@@ -423,6 +426,9 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // handle judges what a write completed and acts on the verdicts. Reads
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
+	if len(r.MCP) > 0 || (ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
+		a.publishMCP() // a server gone leaves the list
+	}
 	if ev.Kind != probe.KindWrite {
 		return
 	}

@@ -71,6 +71,27 @@ type Report struct {
 	// VaultError says why the vault is not available or could not be
 	// (wholly) listed.
 	VaultError string `json:"vault_error,omitempty"`
+	// MCPServers are the processes seen speaking MCP on their stdio.
+	MCPServers []MCPServer `json:"mcp_servers"`
+}
+
+// MCPServer is a process seen speaking MCP on its stdio.
+type MCPServer struct {
+	PID int `json:"pid"`
+	// Name and Version are its serverInfo ("" until its initialize
+	// result was seen: a server started before the agent).
+	Name    string `json:"name,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Package is the package it runs, e.g. "npm:postmark-mcp@1.0.16", and
+	// Hash its content hash.
+	Package string `json:"package,omitempty"`
+	Hash    string `json:"hash,omitempty"`
+	// Client is the executable of the process that started it.
+	Client string `json:"client,omitempty"`
+	// Calls counts the tool calls seen; LastTool names the last one.
+	Calls    uint64    `json:"calls"`
+	LastTool string    `json:"last_tool,omitempty"`
+	LastCall time.Time `json:"last_call,omitzero"`
 }
 
 // QuarantinedMessage is one message kept in the vault.
@@ -412,6 +433,31 @@ func Format(w io.Writer, r Report) error {
 		FormatMessages(&b, r.QuarantinedMessages, "  ")
 		if r.VaultError != "" {
 			fmt.Fprintf(&b, "  (not all read: %s)\n", r.VaultError)
+		}
+	}
+	if len(r.MCPServers) == 0 {
+		b.WriteString("mcp servers: none seen\n")
+	} else {
+		fmt.Fprintf(&b, "mcp servers: %d\n", len(r.MCPServers))
+		for _, s := range r.MCPServers {
+			name := s.Name
+			if name == "" {
+				name = "(no initialize seen)"
+			} else if s.Version != "" {
+				name += "@" + s.Version
+			}
+			fmt.Fprintf(&b, "  pid %d %s", s.PID, name)
+			if s.Package != "" {
+				fmt.Fprintf(&b, " package %s", s.Package)
+			}
+			if s.Client != "" {
+				fmt.Fprintf(&b, " started by %s", s.Client)
+			}
+			fmt.Fprintf(&b, ", %d tool calls", s.Calls)
+			if s.LastTool != "" {
+				fmt.Fprintf(&b, " (last %s at %s)", s.LastTool, s.LastCall.UTC().Format(time.TimeOnly+" MST"))
+			}
+			b.WriteString("\n")
 		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
