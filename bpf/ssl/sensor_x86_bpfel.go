@@ -114,13 +114,6 @@ type SensorResolvingKey struct {
 	Owner uint32
 }
 
-type SensorStdioCall struct {
-	_   structs.HostLayout
-	Buf uint64
-	Fd  uint32
-	Pad uint32
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -138,7 +131,6 @@ const (
 	SensorMapScope              = "scope"
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
-	SensorMapStdioCalls         = "stdio_calls"
 	SensorMapStdioWatch         = "stdio_watch"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
@@ -154,11 +146,8 @@ const (
 	SensorProgSslWrite          = "ssl_write"
 	SensorProgSslWriteEx        = "ssl_write_ex"
 	SensorProgSslWriteGuard     = "ssl_write_guard"
+	SensorProgStdioExit         = "stdio_exit"
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
-	SensorProgSysEnterRead      = "sys_enter_read"
-	SensorProgSysEnterWrite     = "sys_enter_write"
-	SensorProgSysExitRead       = "sys_exit_read"
-	SensorProgSysExitWrite      = "sys_exit_write"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
 	SensorVarPidnsDev           = "pidns_dev"
@@ -223,11 +212,8 @@ type SensorProgramSpecs struct {
 	SslWrite       *ebpf.ProgramSpec `ebpf:"ssl_write"`
 	SslWriteEx     *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
 	SslWriteGuard  *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
+	StdioExit      *ebpf.ProgramSpec `ebpf:"stdio_exit"`
 	SysEnterMmap   *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
-	SysEnterRead   *ebpf.ProgramSpec `ebpf:"sys_enter_read"`
-	SysEnterWrite  *ebpf.ProgramSpec `ebpf:"sys_enter_write"`
-	SysExitRead    *ebpf.ProgramSpec `ebpf:"sys_exit_read"`
-	SysExitWrite   *ebpf.ProgramSpec `ebpf:"sys_exit_write"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -247,7 +233,6 @@ type SensorMapSpecs struct {
 	Scope      *ebpf.MapSpec `ebpf:"scope"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
-	StdioCalls *ebpf.MapSpec `ebpf:"stdio_calls"`
 	StdioWatch *ebpf.MapSpec `ebpf:"stdio_watch"`
 	Watch      *ebpf.MapSpec `ebpf:"watch"`
 }
@@ -298,7 +283,6 @@ type SensorMaps struct {
 	Scope      *ebpf.Map `ebpf:"scope"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Settings   *ebpf.Map `ebpf:"settings"`
-	StdioCalls *ebpf.Map `ebpf:"stdio_calls"`
 	StdioWatch *ebpf.Map `ebpf:"stdio_watch"`
 	Watch      *ebpf.Map `ebpf:"watch"`
 }
@@ -318,7 +302,6 @@ func (m *SensorMaps) Close() error {
 		m.Scope,
 		m.Scratch,
 		m.Settings,
-		m.StdioCalls,
 		m.StdioWatch,
 		m.Watch,
 	)
@@ -354,11 +337,8 @@ type SensorPrograms struct {
 	SslWrite       *ebpf.Program `ebpf:"ssl_write"`
 	SslWriteEx     *ebpf.Program `ebpf:"ssl_write_ex"`
 	SslWriteGuard  *ebpf.Program `ebpf:"ssl_write_guard"`
+	StdioExit      *ebpf.Program `ebpf:"stdio_exit"`
 	SysEnterMmap   *ebpf.Program `ebpf:"sys_enter_mmap"`
-	SysEnterRead   *ebpf.Program `ebpf:"sys_enter_read"`
-	SysEnterWrite  *ebpf.Program `ebpf:"sys_enter_write"`
-	SysExitRead    *ebpf.Program `ebpf:"sys_exit_read"`
-	SysExitWrite   *ebpf.Program `ebpf:"sys_exit_write"`
 }
 
 func (p *SensorPrograms) Close() error {
@@ -376,11 +356,8 @@ func (p *SensorPrograms) Close() error {
 		p.SslWrite,
 		p.SslWriteEx,
 		p.SslWriteGuard,
+		p.StdioExit,
 		p.SysEnterMmap,
-		p.SysEnterRead,
-		p.SysEnterWrite,
-		p.SysExitRead,
-		p.SysExitWrite,
 	)
 }
 

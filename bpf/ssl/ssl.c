@@ -1012,10 +1012,12 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
  * or socket pairs (libuv). User space names the processes worth reading
  * (stdio_watch: tgid in the agent's pid namespace -> STDIO_IN|STDIO_OUT)
  * and stops when their bytes are not JSON-RPC; of those, read(0, ...) and
- * write(1, ...) are copied (up to MAX_DATA per call), at the syscall's
- * exit, when the count of bytes moved is known. Nothing is held. Every
- * other process costs one compare of the fd on read and write, and at
- * their exits one lookup of its thread in stdio_calls. */
+ * write(1, ...) are copied (up to MAX_DATA per call) at the syscall's exit,
+ * when the count of bytes moved is known: x86-64 keeps the arguments in
+ * pt_regs, so the exit alone has the fd, the buffer and the count. Nothing
+ * is held. Every other system call of the host costs the program's
+ * invocation and a compare of the syscall number; a read or write, a
+ * compare of the fd; a read of fd 0 or write of fd 1, one lookup. */
 enum {
 	STDIO_IN = 1,
 	STDIO_OUT = 2,
@@ -1028,43 +1030,33 @@ struct {
 	__type(value, __u8);
 } stdio_watch SEC(".maps");
 
-struct stdio_call {
-	__u64 buf;
-	__u32 fd;
-	__u32 _pad;
-};
+/* The kernel's pt_regs (x86-64), the fields read. */
+struct pt_regs___kernel {
+	unsigned long di;
+	unsigned long si;
+	unsigned long orig_ax;
+} __attribute__((preserve_access_index));
 
-/* A call between its entry and exit, by thread (LRU: a thread killed in
- * between leaves an entry that must not fill the map). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct stdio_call);
-} stdio_calls SEC(".maps");
+#define NR_read 0
+#define NR_write 1
 
-/* Layout of tracepoint/syscalls/sys_enter_read and sys_enter_write. */
-struct sys_enter_rw_args {
-	__u64 _common;
-	__s32 syscall_nr;
-	__u32 _pad;
-	__u64 fd;
-	__u64 buf;
-	__u64 count;
-};
-
-/* Layout of tracepoint/syscalls/sys_exit_read and sys_exit_write. */
-struct sys_exit_rw_args {
-	__u64 _common;
-	__s32 syscall_nr;
-	__u32 _pad;
-	__s64 ret;
-};
-
-static __always_inline int stdio_enter(struct sys_enter_rw_args *args, __u64 fd, __u8 bit)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 {
-	if (args->fd != fd)
+	if (ret <= 0)
 		return 0;
+	unsigned long nr = regs->orig_ax;
+	unsigned long fd = regs->di;
+	__u8 kind, bit;
+	if (nr == NR_read && fd == 0) {
+		kind = EV_STDIN;
+		bit = STDIO_IN;
+	} else if (nr == NR_write && fd == 1) {
+		kind = EV_STDOUT;
+		bit = STDIO_OUT;
+	} else {
+		return 0;
+	}
 	__u64 id;
 	if (current_id(&id) < 0)
 		return 0;
@@ -1072,46 +1064,6 @@ static __always_inline int stdio_enter(struct sys_enter_rw_args *args, __u64 fd,
 	__u8 *w = bpf_map_lookup_elem(&stdio_watch, &tgid);
 	if (!w || !(*w & bit) || retired())
 		return 0;
-	struct stdio_call c = {.buf = args->buf, .fd = (__u32)fd};
-	__u64 key = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&stdio_calls, &key, &c, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int stdio_exit(struct sys_exit_rw_args *args, __u8 kind)
-{
-	__u64 key = bpf_get_current_pid_tgid();
-	struct stdio_call *c = bpf_map_lookup_elem(&stdio_calls, &key);
-	if (!c)
-		return 0;
-	struct stdio_call call = *c;
-	bpf_map_delete_elem(&stdio_calls, &key);
-	if (args->ret <= 0)
-		return 0;
 	count(CNT_STDIO);
-	return submit_data(kind, call.fd, (const void *)call.buf, (__u64)args->ret, NULL, NULL);
-}
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int sys_enter_read(struct sys_enter_rw_args *args)
-{
-	return stdio_enter(args, 0, STDIO_IN);
-}
-
-SEC("tracepoint/syscalls/sys_exit_read")
-int sys_exit_read(struct sys_exit_rw_args *args)
-{
-	return stdio_exit(args, EV_STDIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int sys_enter_write(struct sys_enter_rw_args *args)
-{
-	return stdio_enter(args, 1, STDIO_OUT);
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int sys_exit_write(struct sys_exit_rw_args *args)
-{
-	return stdio_exit(args, EV_STDOUT);
+	return submit_data(kind, fd, (const void *)regs->si, (__u64)ret, NULL, NULL);
 }

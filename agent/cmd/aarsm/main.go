@@ -201,6 +201,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	debugLog := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine and the hold map are pinned (survive restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (network quarantine list, quarantined messages in quarantine/, kept across reboots)")
+	withMCP := fs.Bool("mcp", true, "observe the stdio of processes that may be MCP servers (pipes or sockets on stdin and stdout): tool calls give the judge its MCP context; -mcp=false removes the program that runs at every system call's exit")
 	purgeInterval := fs.Duration("purge-interval", time.Minute, "how often expired quarantined messages and network quarantines are purged (also at start, and at the soonest expiry)")
 	vaultMax := fs.Int("quarantine-max-messages", vault.DefaultMaxEntries, "at most this many quarantined messages are kept; further ones are refused (logged)")
 	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")
@@ -324,6 +325,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		DiagOut:     stderr,
 		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted},
 		Fault:       os.Getenv("AARSM_TEST_FAULT"),
+		NoMCP:       !*withMCP,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)

@@ -71,6 +71,9 @@ type Options struct {
 	Fault string
 	// DiagOut receives policy diagnostics (file:line:column).
 	DiagOut io.Writer
+	// NoMCP turns off the observation of MCP servers' stdio (the judge
+	// then has no MCP context).
+	NoMCP bool
 }
 
 // Stats count the agent's work.
@@ -203,6 +206,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	opts.Sensor.Logger = opts.Logger
 	opts.Sensor.Holds = true
+	opts.Sensor.Stdio = !opts.NoMCP
 	set := a.loaded.Load().Set
 	// The write guard only for a fail-closed policy: it costs a second
 	// probe hit per write.
@@ -212,7 +216,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.sensor = s
-	a.pipe = pipeline.New(pipeline.Options{Stdio: s, Proc: a.procs})
+	popts := pipeline.Options{Proc: a.procs}
+	if !opts.NoMCP {
+		popts.Stdio = s
+	}
+	a.pipe = pipeline.New(popts)
 	if err := a.applyScope(set); err != nil {
 		_ = s.Close()
 		return nil, err

@@ -139,7 +139,7 @@ type benchSensorHandle struct {
 
 // traceSensor loads the sensor as "aarsm trace" does: every write
 // copied, nothing held.
-func traceSensor(b *testing.B) *benchSensorHandle {
+func traceSensor(b testing.TB) *benchSensorHandle {
 	s, err := Load(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatalf("load sensor: %v", err)
@@ -150,7 +150,7 @@ func traceSensor(b *testing.B) *benchSensorHandle {
 // benchSensor loads the enforcing agent's sensor: holding on, scoped to
 // cg (fail-closed: with the write guard), every event drained by a reader
 // that hands it to handle (if set).
-func benchSensor(b *testing.B, cg *testenv.Cgroup, failClosed bool, handle ...func(*Event)) *benchSensorHandle {
+func benchSensor(b testing.TB, cg *testenv.Cgroup, failClosed bool, handle ...func(*Event)) *benchSensorHandle {
 	s, err := Load(Options{Holds: true, WriteGuard: failClosed, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatalf("load sensor: %v", err)

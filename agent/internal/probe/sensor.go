@@ -44,6 +44,10 @@ type Options struct {
 	// holds outlive an agent killed with its guard, for "aarsm
 	// release-holds" or the next agent to resolve.
 	PinDir string
+	// Stdio attaches the program that copies the stdin reads and stdout
+	// writes of the processes named by WatchStdio (MCP servers): it runs
+	// at the exit of every system call of the host (BenchmarkStdioCost).
+	Stdio bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
@@ -399,29 +403,29 @@ func ensureTracefs() error {
 }
 
 func (s *Sensor) attachTracepoints() error {
-	for _, p := range []struct {
+	tps := []struct {
 		name string
 		prog *ebpf.Program
 	}{{"sched_process_exec", s.objs.SchedExec}, {"sched_process_exit", s.objs.SchedExit},
-		{"signal_generate", s.objs.SignalGenerate}, {"cgroup_mkdir", s.objs.CgroupMkdir}} {
+		{"signal_generate", s.objs.SignalGenerate}, {"cgroup_mkdir", s.objs.CgroupMkdir}}
+	if s.opts.Stdio {
+		tps = append(tps, struct {
+			name string
+			prog *ebpf.Program
+		}{"sys_exit", s.objs.StdioExit})
+	}
+	for _, p := range tps {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
 		}
 		s.links = append(s.links, l)
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{"sys_enter_mmap", s.objs.SysEnterMmap},
-		{"sys_enter_read", s.objs.SysEnterRead}, {"sys_exit_read", s.objs.SysExitRead},
-		{"sys_enter_write", s.objs.SysEnterWrite}, {"sys_exit_write", s.objs.SysExitWrite}} {
-		l, err := link.Tracepoint("syscalls", p.name, p.prog, nil)
-		if err != nil {
-			return fmt.Errorf("attach tracepoint syscalls/%s: %w", p.name, err)
-		}
-		s.links = append(s.links, l)
+	l, err := link.Tracepoint("syscalls", "sys_enter_mmap", s.objs.SysEnterMmap, nil)
+	if err != nil {
+		return fmt.Errorf("attach tracepoint syscalls/sys_enter_mmap: %w", err)
 	}
+	s.links = append(s.links, l)
 	return nil
 }
 

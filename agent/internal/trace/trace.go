@@ -63,6 +63,7 @@ type Tracer struct {
 
 // Start loads the sensor. Close must be called.
 func Start(opts Options) (*Tracer, error) {
+	opts.Sensor.Stdio = opts.MCP
 	s, err := probe.Load(opts.Sensor)
 	if err != nil {
 		return nil, err
@@ -70,10 +71,18 @@ func Start(opts Options) (*Tracer, error) {
 	return &Tracer{
 		opts:   opts,
 		sensor: s,
-		pipe:   pipeline.New(pipeline.Options{Stream: opts.Stream, Limits: opts.Limits, Stdio: s, Proc: opts.Sensor.Proc}),
+		pipe:   pipeline.New(pipelineOptions(opts, s)),
 		exes:   map[uint32]string{},
 		boot:   bootTime(),
 	}, nil
+}
+
+func pipelineOptions(opts Options, s *probe.Sensor) pipeline.Options {
+	po := pipeline.Options{Stream: opts.Stream, Limits: opts.Limits, Proc: opts.Sensor.Proc}
+	if opts.MCP {
+		po.Stdio = s
+	}
+	return po
 }
 
 // Sensor returns the loaded sensor (for its targets and counters).
