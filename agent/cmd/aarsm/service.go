@@ -172,6 +172,7 @@ func (s *statusSource) report() status.Report {
 			StaleSkips: st.Stale, HoldMapFull: st.HoldMapFull, FailKills: st.FailKills,
 			ForeignConts: st.ForeignConts, HeldExits: st.HeldExits, Predecessor: st.Predecessor,
 		}
+		r.Stdio.Copied = st.Stdio
 	}
 	if res, err := sensor.Resolved(); err == nil {
 		r.Events.DeadlineResumed, r.Events.DeadlineKilled, r.Events.DeadlineGone = res.Resumed, res.Killed, res.Gone
@@ -180,6 +181,9 @@ func (s *statusSource) report() status.Report {
 		r.MCPServers = append(r.MCPServers, status.MCPServer{PID: int(m.PID), Name: m.Name, Version: m.Version,
 			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall})
 	}
+	sd := s.agent.StdioStats()
+	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
+	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize
 	hs := s.agent.HoldScope()
 	r.HoldScope = status.HoldScope{
 		EveryProcess: hs.All, Cgroups: hs.Cgroups, Widened: hs.Widened, Narrowed: hs.Narrowed,

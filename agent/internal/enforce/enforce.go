@@ -122,7 +122,8 @@ type Agent struct {
 	reloadFail atomic.Pointer[ReloadFailure]
 	// Written by the Run goroutine after a stdio event, read by anyone
 	// (MCPServers).
-	mcpSeen atomic.Pointer[[]MCPServer]
+	mcpSeen  atomic.Pointer[[]MCPServer]
+	mcpStats atomic.Pointer[pipeline.StdioStats]
 
 	shutdownOnce sync.Once
 	// keep: Run leaves holding on and the holds in place when it returns
@@ -434,7 +435,7 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // handle judges what a write completed and acts on the verdicts. Reads
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
-	if len(r.MCP) > 0 || (ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
+	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || (ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
 		a.publishMCP() // a server gone leaves the list
 	}
 	if ev.Kind != probe.KindWrite {

@@ -3,6 +3,8 @@ package enforce
 import (
 	"slices"
 	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/pipeline"
 )
 
 // MCPServer is what the agent knows of an MCP server process, for
@@ -49,4 +51,15 @@ func (a *Agent) publishMCP() {
 	}
 	slices.SortFunc(out, func(x, y MCPServer) int { return int(x.PID) - int(y.PID) })
 	a.mcpSeen.Store(&out)
+	st := a.pipe.StdioStats()
+	a.mcpStats.Store(&st)
+}
+
+// StdioStats returns the counters of the MCP observation. Safe to call
+// from any goroutine.
+func (a *Agent) StdioStats() pipeline.StdioStats {
+	if p := a.mcpStats.Load(); p != nil {
+		return *p
+	}
+	return pipeline.StdioStats{}
 }

@@ -43,6 +43,37 @@ type MCPServer struct {
 	known   bool // a JSON-RPC message was seen
 }
 
+// StdioStats count what the MCP branch saw.
+type StdioStats struct {
+	Watched  int    // processes whose stdio is copied now
+	Servers  int    // of those, recognised as MCP servers
+	GivenUp  uint64 // processes dropped: their stdin carried no JSON-RPC
+	Messages uint64 // JSON-RPC messages decoded
+	// Malformed and Oversize count the frames skipped: not JSON-RPC, or
+	// over the decoder's bound.
+	Malformed, Oversize uint64
+}
+
+// StdioStats returns the counters of the MCP branch.
+func (p *Pipeline) StdioStats() StdioStats {
+	st := p.stdioDone
+	st.Watched = len(p.mcp)
+	for _, s := range p.mcp {
+		if s.known {
+			st.Servers++
+		}
+		addDecoderStats(&st, s.in.Stats())
+		addDecoderStats(&st, s.out.Stats())
+	}
+	return st
+}
+
+func addDecoderStats(st *StdioStats, d mcp.Stats) {
+	st.Messages += d.Messages
+	st.Malformed += d.Malformed
+	st.Oversize += d.Oversize
+}
+
 // maxMCPAncestors bounds the walk from a process to the MCP server that
 // started it (a server's helper, its shell, ...).
 const maxMCPAncestors = 8
@@ -95,8 +126,14 @@ func (p *Pipeline) considerStdio(pid uint32) {
 const maxWatched = 4096
 
 func (p *Pipeline) forgetStdio(pid uint32) {
-	if _, ok := p.mcp[pid]; !ok {
+	s, ok := p.mcp[pid]
+	if !ok {
 		return
+	}
+	addDecoderStats(&p.stdioDone, s.in.Stats())
+	addDecoderStats(&p.stdioDone, s.out.Stats())
+	if s.in.GivenUp() {
+		p.stdioDone.GivenUp++
 	}
 	delete(p.mcp, pid)
 	_ = p.stdio.UnwatchStdio(pid) // gone already, or never watched

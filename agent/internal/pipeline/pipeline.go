@@ -48,8 +48,9 @@ type Pipeline struct {
 	stdio    StdioWatcher
 	procs    proc.FS
 	self     uint32
-	mcp      map[uint32]*MCPServer
-	packages *pkgid.Resolver
+	mcp       map[uint32]*MCPServer
+	packages  *pkgid.Resolver
+	stdioDone StdioStats // of the processes no longer watched
 }
 
 // Result is what the stages made of one event.

@@ -73,6 +73,18 @@ type Report struct {
 	VaultError string `json:"vault_error,omitempty"`
 	// MCPServers are the processes seen speaking MCP on their stdio.
 	MCPServers []MCPServer `json:"mcp_servers"`
+	// Stdio counts the observation of processes' stdio for MCP.
+	Stdio Stdio `json:"stdio"`
+}
+
+// Stdio counts the observation of processes' stdio for MCP.
+type Stdio struct {
+	Watched   int    `json:"watched"`   // processes whose stdio is copied now
+	Copied    uint64 `json:"copied"`    // stdin reads and stdout writes copied
+	GivenUp   uint64 `json:"given_up"`  // processes dropped: no JSON-RPC on their stdin
+	Messages  uint64 `json:"messages"`  // JSON-RPC messages decoded
+	Malformed uint64 `json:"malformed"` // frames skipped: not JSON-RPC
+	Oversize  uint64 `json:"oversize"`  // frames skipped: over the size bound
 }
 
 // MCPServer is a process seen speaking MCP on its stdio.
@@ -435,6 +447,9 @@ func Format(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  (not all read: %s)\n", r.VaultError)
 		}
 	}
+	sd := r.Stdio
+	fmt.Fprintf(&b, "stdio:       %d processes watched, %d calls copied, %d given up (no JSON-RPC), %d JSON-RPC messages, %d frames skipped (%d malformed, %d oversize)\n",
+		sd.Watched, sd.Copied, sd.GivenUp, sd.Messages, sd.Malformed+sd.Oversize, sd.Malformed, sd.Oversize)
 	if len(r.MCPServers) == 0 {
 		b.WriteString("mcp servers: none seen\n")
 	} else {
