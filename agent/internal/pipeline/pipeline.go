@@ -45,9 +45,9 @@ type Pipeline struct {
 	lastEvict  uint64
 
 	// The MCP branch (mcp.go): the processes whose stdio is watched.
-	stdio    StdioWatcher
-	procs    proc.FS
-	self     uint32
+	stdio     StdioWatcher
+	procs     proc.FS
+	self      uint32
 	mcp       map[uint32]*MCPServer
 	packages  *pkgid.Resolver
 	stdioDone StdioStats // of the processes no longer watched
