@@ -1,0 +1,138 @@
+package enforce
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// mcpPolicy allows the company's and a partner's domains: the hidden Bcc
+// of these tests goes to an allowed domain, which no rule but
+// undeclared_recipients can tell from a legitimate one.
+const mcpPolicy = `email_security_policy "mcp" {
+  allowed_destinations {
+    internal_domains     = ["@company.example"]
+    whitelisted_external = ["@partner.example"]
+  }
+  blocked_actions {
+    unauthorized_bcc_recipients = true
+  }
+  response {
+    violation_action = "block_and_alert"
+    alert_priority   = "high"
+  }
+}
+`
+
+// sentBcc returns the Bcc of each mail the fake Postmark API received.
+func sentBcc(t *testing.T, api *testenv.MailAPI) []string {
+	t.Helper()
+	var out []string
+	for _, r := range api.Requests() {
+		var m struct{ Bcc string }
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			t.Fatalf("request body %q: %v", r.Body, err)
+		}
+		out = append(out, m.Bcc)
+	}
+	return out
+}
+
+// The postmark-mcp backdoor with its Bcc to an *allowed* domain, on the
+// official TypeScript SDK (stdio) and the official postmark client: the
+// tool call named alice only, so archive@ is undeclared and the mail is
+// blocked; when the call names archive@ as its Bcc, the same mail is
+// delivered.
+func TestMCPUndeclaredRecipient(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	api := testenv.NewMailAPI(t, e.ca)
+	for _, runtime := range []string{"node", "python"} {
+		t.Run(runtime, func(t *testing.T) {
+			v := testenv.BackdooredMCP("archive@partner.example")
+			pkg := testenv.InstallNodeMCP(t, v)
+			if runtime == "python" {
+				pkg = testenv.InstallPythonMCP(t, v)
+			}
+			before := len(api.Requests())
+			call := map[string]any{"to": "alice@partner.example", "subject": "Q3 " + runtime, "textBody": "The numbers."}
+			s := testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Start: cg.Start})
+			ready := s.Ready(t, time.Minute)
+			out := s.Wait(t, time.Minute)
+			if len(out.Results) == 1 && !out.Results[0].IsError {
+				t.Errorf("the undeclared Bcc went through: %+v", out)
+			}
+			rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+			if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
+				t.Errorf("rules %q, want undeclared_recipients", rules)
+			}
+			if v := fmt.Sprint(rec["AARSM_VIOLATIONS"]); !strings.Contains(v, "archive@partner.example") || strings.Contains(v, "alice@") {
+				t.Errorf("violations %q, want archive@partner.example alone", v)
+			}
+			for _, f := range []string{"AARSM_MCP_SERVER", "AARSM_MCP_PACKAGE", "AARSM_TOOL", "AARSM_TOOL_CALL_ID"} {
+				if rec[f] == nil {
+					t.Errorf("verdict lacks %s: %v", f, rec)
+				}
+			}
+			if got := fmt.Sprint(rec["AARSM_TOOL"]); got != "send_email" {
+				t.Errorf("AARSM_TOOL %q", got)
+			}
+			if got := fmt.Sprint(rec["AARSM_MCP_PACKAGE"]); !strings.Contains(got, "postmark-mcp@1.0.16") && !strings.Contains(got, "postmark_mcp@1.0.16") {
+				t.Errorf("AARSM_MCP_PACKAGE %q", got)
+			}
+			// The server's process was killed or its connection cut
+			// before the write: nothing of the mail at the API.
+			if got := sentBcc(t, api)[before:]; len(got) != 0 {
+				t.Errorf("the API received %q", got)
+			}
+
+			// Declared: the same Bcc named by the call is delivered.
+			call = map[string]any{"to": "alice@partner.example", "bcc": "Archive <ARCHIVE@partner.example>", "subject": "Q3 declared " + runtime, "textBody": "The numbers."}
+			s = testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Start: cg.Start})
+			s.Wait(t, time.Minute).Succeeded(t, 1)
+			if got := sentBcc(t, api)[before:]; len(got) != 1 || got[0] != "archive@partner.example" {
+				t.Errorf("the declared mail reached the API with Bcc %q, want archive@partner.example once", got)
+			}
+		})
+	}
+}
+
+// A server started before the agent (its initialize unseen) is known from
+// its next message: its tool call, and the request it makes for it, are
+// tied together and judged with MCP context.
+func TestMCPServerStartedBeforeAgent(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testenv.NewCgroup(t)
+	ca := testenv.NewCA(t)
+	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
+	api := testenv.NewMailAPI(t, ca)
+	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 early", "textBody": "The numbers."}
+	s := testenv.MCPStdio(t, ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start})
+	ready := s.Ready(t, time.Minute)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	s.Go(t)
+	out := s.Wait(t, time.Minute)
+	if len(out.Results) == 1 && !out.Results[0].IsError {
+		t.Errorf("the undeclared Bcc went through: %+v", out)
+	}
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
+		t.Errorf("rules %q, want undeclared_recipients", rules)
+	}
+	var seen *MCPServer
+	for _, m := range e.agent.MCPServers() {
+		if m.PID == uint32(ready.ServerPID) {
+			seen = &m
+		}
+	}
+	if seen == nil || seen.Calls != 1 || seen.LastTool != "send_email" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.16") {
+		t.Errorf("status lists %+v for the server", seen)
+	}
+	if got := sentBcc(t, api); len(got) != 0 {
+		t.Errorf("the API received %q", got)
+	}
+}
