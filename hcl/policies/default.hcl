@@ -34,6 +34,10 @@ email_security_policy "default" {
     # A Bcc recipient outside internal_domains: the postmark-mcp backdoor.
     # With no internal domain listed, every Bcc recipient is reported.
     unauthorized_bcc_recipients = true
+    # A recipient that an MCP server's mail adds to what the AI asked its
+    # tool call for (named in none of the call's arguments), whatever the
+    # domain. Applies only to MCP servers serving a tool call.
+    undeclared_recipients = true
     # A forwarded message (Fwd:, forwarded-message markers, attached
     # message/rfc822) to a recipient outside internal_domains.
     external_email_forwarding = true

@@ -136,6 +136,9 @@ func TestVerdictMatchesCatalog(t *testing.T) {
 				// test itself runs in a unit: then the field is there).
 				"AARSM_UNIT": "the client runs in no systemd unit",
 			}
+			for _, f := range []string{"AARSM_MCP_SERVER", "AARSM_MCP_PACKAGE", "AARSM_MCP_CLIENT", "AARSM_TOOL", "AARSM_TOOL_CALL_ID", "AARSM_TOOL_ARGS"} {
+				absentHere[f] = "the client is no MCP server"
+			}
 			listed := map[string]bool{}
 			for _, f := range catalog {
 				listed[f.name] = true

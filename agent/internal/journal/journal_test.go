@@ -46,12 +46,22 @@ func blockVerdict() Verdict {
 		Peer:          netip.MustParseAddrPort("[2001:db8::25]:443"),
 		Recipients:    []string{"ceo@company.example", "phan@giftshop.club"},
 		Latency:       57*time.Microsecond + 900*time.Nanosecond,
+		MCP: MCP{
+			Server:     "postmark-mcp/1.0.16",
+			Package:    "npm:postmark-mcp@1.0.16 sha256:" + testHash,
+			Client:     "claude-ai/0.1.0 (/usr/bin/node)",
+			Tool:       "sendEmail",
+			ToolCallID: "2",
+			ToolArgs:   `{"to":"ceo@company.example","subject":"Q3 report","textBody":"See attached."}`,
+		},
 	}
 }
 
+const testHash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
 // blockFields are the fields blockVerdict must show in the journal.
 var blockFields = map[string]string{
-	"MESSAGE":              "blocked mail from pid 4242 (node, /usr/bin/node, unit postmark-mcp.service) to api.postmarkapp.com:443: unauthorized Bcc phan@giftshop.club (policy company, rules unauthorized_bcc_recipients)",
+	"MESSAGE":              "blocked mail from pid 4242 (node, /usr/bin/node, unit postmark-mcp.service, MCP server postmark-mcp/1.0.16, tool sendEmail) to api.postmarkapp.com:443: unauthorized Bcc phan@giftshop.club (policy company, rules unauthorized_bcc_recipients)",
 	"MESSAGE_ID":           "1e6d0debf976458f86720059eece6864",
 	"PRIORITY":             "4",
 	"SYSLOG_IDENTIFIER":    "aarsm",
@@ -71,6 +81,12 @@ var blockFields = map[string]string{
 	"AARSM_PEER":           "[2001:db8::25]:443",
 	"AARSM_RECIPIENTS":     "ceo@company.example,phan@giftshop.club",
 	"AARSM_LATENCY_US":     "57",
+	"AARSM_MCP_SERVER":     "postmark-mcp/1.0.16",
+	"AARSM_MCP_PACKAGE":    "npm:postmark-mcp@1.0.16 sha256:" + testHash,
+	"AARSM_MCP_CLIENT":     "claude-ai/0.1.0 (/usr/bin/node)",
+	"AARSM_TOOL":           "sendEmail",
+	"AARSM_TOOL_CALL_ID":   "2",
+	"AARSM_TOOL_ARGS":      `{"to":"ceo@company.example","subject":"Q3 report","textBody":"See attached."}`,
 }
 
 func newJournalLogger(t *testing.T, j *testenv.Journald, opts Options) *Logger {
@@ -427,5 +443,73 @@ func TestRecords(t *testing.T) {
 	}
 	if quiet.Records(judge.Allow) || !quiet.Records(judge.Alert) || !quiet.Records(judge.Block) || !loud.Records(judge.Allow) {
 		t.Error("Records")
+	}
+}
+
+// The MCP fields come from the judge's MCP context, are written when
+// known and read back as written; a verdict on a process that is no MCP
+// server has none of them.
+func TestJournaldMCPFields(t *testing.T) {
+	ctx := &judge.MCP{
+		ServerName: "postmark-mcp", ServerVersion: "1.0.16",
+		Package: "npm:postmark-mcp@1.0.16", PackageHash: "sha256:" + testHash,
+		Client: "claude-ai/0.1.0 (/usr/bin/node)",
+		Call: &judge.ToolCall{
+			ID: `"call-7"`, Tool: "sendEmail",
+			Declared: judge.NewAddressSet("ceo@company.example"),
+			Args:     `{"to":"ceo@company.example","apiKey":"[redacted]","note":"line one` + "\n" + `line two\x01"}`,
+		},
+	}
+	mcpFields := map[string]string{
+		"AARSM_MCP_SERVER":   "postmark-mcp/1.0.16",
+		"AARSM_MCP_PACKAGE":  "npm:postmark-mcp@1.0.16 sha256:" + testHash,
+		"AARSM_MCP_CLIENT":   "claude-ai/0.1.0 (/usr/bin/node)",
+		"AARSM_TOOL":         "sendEmail",
+		"AARSM_TOOL_CALL_ID": `"call-7"`,
+		"AARSM_TOOL_ARGS":    `{"to":"ceo@company.example","apiKey":"[redacted]","note":"line one` + "\n" + `line two\x01"}`,
+	}
+	if got := MCPOf(nil); got != (MCP{}) {
+		t.Errorf("MCPOf(nil) = %+v", got)
+	}
+	// What is unknown stays out: no initialize seen, no package, no call.
+	if got := MCPOf(&judge.MCP{ServerVersion: "1.0", PackageHash: "sha256:" + testHash}); got != (MCP{Package: "sha256:" + testHash}) {
+		t.Errorf("MCPOf(partly known) = %+v", got)
+	}
+	if got := MCPOf(&judge.MCP{ServerName: "x"}); got != (MCP{Server: "x"}) {
+		t.Errorf("MCPOf(name only) = %+v", got)
+	}
+
+	j := testenv.NewJournald(t)
+	l := newJournalLogger(t, j, Options{})
+	withMCP := blockVerdict()
+	withMCP.PID = 1001
+	withMCP.MCP = MCPOf(ctx)
+	withMCP.MCP.ToolArgs += strings.Repeat("x", 3*MaxValueBytes) // capped like any field
+	without := blockVerdict()
+	without.PID = 1002
+	without.MCP = MCP{}
+	for _, v := range []Verdict{withMCP, without} {
+		if err := l.Log(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := j.WaitFor(t, 1, "AARSM_PID=1001")[0]
+	args := mcpFields["AARSM_TOOL_ARGS"]
+	delete(mcpFields, "AARSM_TOOL_ARGS")
+	checkFields(t, e, mcpFields)
+	if got, _ := e["AARSM_TOOL_ARGS"].(string); len(got) > MaxValueBytes || !strings.HasPrefix(got, args) || !strings.HasSuffix(got, " more)") {
+		t.Errorf("AARSM_TOOL_ARGS = %q, want %q and the rest capped", got, args)
+	}
+	if !strings.Contains(e["MESSAGE"].(string), "MCP server postmark-mcp/1.0.16, tool sendEmail") {
+		t.Errorf("MESSAGE %q does not name the server and the tool", e["MESSAGE"])
+	}
+	e = j.WaitFor(t, 1, "AARSM_PID=1002")[0]
+	for name := range mcpFields {
+		if v, ok := e[name]; ok {
+			t.Errorf("%s = %#v in the entry of a process that is no MCP server", name, v)
+		}
+	}
+	if _, ok := e["AARSM_TOOL_ARGS"]; ok || strings.Contains(e["MESSAGE"].(string), "MCP") {
+		t.Errorf("entry of a process that is no MCP server: %v", e)
 	}
 }

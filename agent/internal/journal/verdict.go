@@ -69,6 +69,12 @@ const (
 	FieldPeer             = "AARSM_PEER"
 	FieldRecipients       = "AARSM_RECIPIENTS"
 	FieldLatencyUS        = "AARSM_LATENCY_US"
+	FieldMCPServer        = "AARSM_MCP_SERVER"
+	FieldMCPPackage       = "AARSM_MCP_PACKAGE"
+	FieldMCPClient        = "AARSM_MCP_CLIENT"
+	FieldTool             = "AARSM_TOOL"
+	FieldToolCallID       = "AARSM_TOOL_CALL_ID"
+	FieldToolArgs         = "AARSM_TOOL_ARGS"
 	// FieldTimestamp is added by the JSON sink only (journald stamps its
 	// entries itself): RFC 3339 in UTC with microseconds.
 	FieldTimestamp = "TIMESTAMP"
@@ -114,6 +120,48 @@ type Verdict struct {
 	// Latency is AARSM_LATENCY_US: the time from the TLS write to the
 	// verdict, in whole microseconds.
 	Latency time.Duration
+	// MCP is what the agent knows of the sender as an MCP server (the
+	// AARSM_MCP_* and AARSM_TOOL* fields): zero for a process that is
+	// none.
+	MCP MCP
+}
+
+// MCP are the fields of a verdict on mail sent by an MCP server; each is
+// left out of the entry when empty.
+type MCP struct {
+	// Server is AARSM_MCP_SERVER: "name/version" of its serverInfo.
+	Server string
+	// Package is AARSM_MCP_PACKAGE: the package identity and content
+	// hash, "npm:postmark-mcp@1.0.16 sha256:…".
+	Package string
+	// Client is AARSM_MCP_CLIENT: the AI application that started it.
+	Client string
+	// Tool, ToolCallID and ToolArgs are AARSM_TOOL, AARSM_TOOL_CALL_ID
+	// and AARSM_TOOL_ARGS: the tool call the message is attributed to,
+	// its JSON-RPC id as JSON text, and its arguments redacted and cut
+	// (mcp.RedactArgs: secrets replaced, at most 1 KiB).
+	Tool       string
+	ToolCallID string
+	ToolArgs   string
+}
+
+// MCPOf returns the journal fields of an MCP context (nil: none).
+func MCPOf(m *judge.MCP) MCP {
+	if m == nil {
+		return MCP{}
+	}
+	out := MCP{Client: m.Client}
+	if m.ServerName != "" {
+		out.Server = m.ServerName
+		if m.ServerVersion != "" {
+			out.Server += "/" + m.ServerVersion
+		}
+	}
+	out.Package = strings.TrimSpace(m.Package + " " + m.PackageHash)
+	if c := m.Call; c != nil {
+		out.Tool, out.ToolCallID, out.ToolArgs = c.Tool, c.ID, c.Args
+	}
+	return out
 }
 
 // Validate reports whether v can be recorded.
@@ -155,6 +203,12 @@ func (v Verdict) Sentence() string {
 	if v.Unit != "" {
 		who = append(who, "unit "+v.Unit)
 	}
+	if v.MCP.Server != "" {
+		who = append(who, "MCP server "+v.MCP.Server)
+	}
+	if v.MCP.Tool != "" {
+		who = append(who, "tool "+v.MCP.Tool)
+	}
 	if len(who) > 0 {
 		fmt.Fprintf(&b, " (%s)", strings.Join(who, ", "))
 	}
@@ -188,7 +242,7 @@ type Field struct {
 // Fields returns the entry for v in a fixed order, every value sanitised
 // (see Sanitize). It does not validate v.
 func (v Verdict) Fields() []Field {
-	fs := make([]Field, 0, 21)
+	fs := make([]Field, 0, 27)
 	add := func(name, value string) {
 		fs = append(fs, Field{name, Sanitize(value)})
 	}
@@ -221,6 +275,12 @@ func (v Verdict) Fields() []Field {
 	}
 	addOpt(FieldRecipients, joinList(v.Recipients))
 	add(FieldLatencyUS, strconv.FormatInt(v.Latency.Microseconds(), 10))
+	addOpt(FieldMCPServer, v.MCP.Server)
+	addOpt(FieldMCPPackage, v.MCP.Package)
+	addOpt(FieldMCPClient, v.MCP.Client)
+	addOpt(FieldTool, v.MCP.Tool)
+	addOpt(FieldToolCallID, v.MCP.ToolCallID)
+	addOpt(FieldToolArgs, v.MCP.ToolArgs)
 	return fs
 }
 

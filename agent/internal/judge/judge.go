@@ -20,6 +20,7 @@ import (
 const (
 	RuleUnknownRecipient     = "unknown_recipient_domain"
 	RuleUnauthorizedBcc      = "unauthorized_bcc_recipients"
+	RuleUndeclaredRecipients = "undeclared_recipients"
 	RuleExternalForwarding   = "external_email_forwarding"
 	RuleBulkToUnknown        = "bulk_email_to_unknown_domains"
 	RuleAPIKeys              = "block_api_keys_in_emails"    //nolint:gosec // G101: a rule name, not a credential
@@ -30,20 +31,27 @@ const (
 
 // ruleOrder is the order rules are reported in.
 var ruleOrder = []string{
-	RuleUnauthorizedBcc, RuleUnknownRecipient, RuleExternalForwarding, RuleBulkToUnknown,
+	RuleUnauthorizedBcc, RuleUndeclaredRecipients, RuleUnknownRecipient, RuleExternalForwarding, RuleBulkToUnknown,
 	RuleUnreadableMail, RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments,
 }
 
 // Context describes the process that sends the message. Scope blocks match
-// on its Target; PID and StartTime key the bulk counters.
+// on its Target (ScopeTarget); PID and StartTime key the bulk counters.
 type Context struct {
 	// Target is what scope blocks match: Exe, Comm, Unit, CgroupPath
-	// (the cgroup v2 path) and MCPServer (when the caller knows it).
+	// (the cgroup v2 path) and MCPServer (leave it empty: Judge takes
+	// MCP.ServerName).
 	policy.Target
 	PID       uint32
 	StartTime uint64 // process start time (boot ticks); tells a reused PID apart
 	CgroupID  uint64 // the id (inode) of the cgroup v2 directory CgroupPath
 	Dest      string // host:port the message is addressed to, or "" when unknown
+	// MCP is the MCP context of the sender: nil when the process is no
+	// MCP server the agent has seen. With a tool call in flight
+	// (MCP.Call), undeclared_recipients applies, and
+	// unauthorized_bcc_recipients authorizes a Bcc when the call declared
+	// it and its domain is allowed.
+	MCP *MCP
 }
 
 // Decision is the outcome for the message, in increasing severity. It is
@@ -132,8 +140,9 @@ func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, no
 	}
 	ev := evaluation{msg: msg}
 	monitorOnly := true
+	target := ctx.ScopeTarget()
 	for _, p := range set.Policies {
-		if !p.Applies(ctx.Target) {
+		if !p.Applies(target) {
 			continue
 		}
 		fs := ev.policyFindings(p, ctx, state, now)
@@ -198,16 +207,18 @@ func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, no
 
 // evaluation caches what several policies need from one message.
 type evaluation struct {
-	msg       *mail.Message
-	rcpts     []mail.Address
-	blind     []mail.Address
-	haveRcpt  bool
-	markers   []string
-	haveMark  bool
-	secrets   []located
-	scanned   detect.Kinds
-	sensitive []located
-	haveSens  bool
+	msg        *mail.Message
+	rcpts      []mail.Address
+	blind      []mail.Address
+	haveRcpt   bool
+	markers    []string
+	haveMark   bool
+	secrets    []located
+	scanned    detect.Kinds
+	sensitive  []located
+	haveSens   bool
+	undecl     []undeclared
+	haveUndecl bool
 }
 
 type located struct {
@@ -306,14 +317,29 @@ func (e *evaluation) policyFindings(p *policy.Policy, ctx Context, state *BulkSt
 		}
 	}
 	r := p.Rules
+	call := ctx.call()
 	if r.UnreadableMail && e.msg.Unreadable != "" && !e.msg.Partial {
 		add(RuleUnreadableMail, e.msg.Unreadable, e.msg.Endpoint)
+	}
+	if r.UndeclaredRecipients && call != nil {
+		for _, u := range e.undeclaredRecipients(call) {
+			add(RuleUndeclaredRecipients, u.addr, u.where)
+		}
 	}
 	if r.UnknownRecipients || r.UnauthorizedBcc || r.ExternalForwarding || r.BulkToUnknown {
 		rcpts := e.recipients()
 		if r.UnauthorizedBcc {
 			for _, a := range e.blind {
-				if !p.IsInternal(a.Domain()) {
+				switch {
+				case call == nil && p.IsInternal(a.Domain()):
+					// Without a tool call, a Bcc is authorized by
+					// its domain alone: an internal one.
+				case call != nil && call.Declared.Has(a.Addr) && p.IsAllowed(a.Domain()):
+					// An MCP server's Bcc that the tool call asked
+					// for, to an internal or whitelisted domain.
+				case call != nil && !call.Declared.Has(a.Addr):
+					add(RuleUnauthorizedBcc, a.Addr, "bcc, not in the tool call's arguments")
+				default:
 					add(RuleUnauthorizedBcc, a.Addr, "bcc")
 				}
 			}

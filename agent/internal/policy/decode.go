@@ -130,7 +130,7 @@ func newPolicy(b *hcl.Block) *Policy {
 		DeclRange: b.DefRange,
 		Mode:      ModeEnforce,
 		Rules: Rules{
-			UnauthorizedBcc: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
+			UnauthorizedBcc: true, UndeclaredRecipients: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
 			UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true,
 		},
 		Bulk:          Bulk{MaxMessages: DefaultBulkMaxMessages, MaxRecipients: DefaultBulkMaxRecipients, Window: DefaultBulkWindow},

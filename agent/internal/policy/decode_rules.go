@@ -31,6 +31,7 @@ type ruleAttribute struct {
 
 var blockedActions = []ruleAttribute{
 	{"unauthorized_bcc_recipients", func(r *Rules) *bool { return &r.UnauthorizedBcc }},
+	{"undeclared_recipients", func(r *Rules) *bool { return &r.UndeclaredRecipients }},
 	{"external_email_forwarding", func(r *Rules) *bool { return &r.ExternalForwarding }},
 	{"bulk_email_to_unknown_domains", func(r *Rules) *bool { return &r.BulkToUnknown }},
 	{"unknown_recipient_domains", func(r *Rules) *bool { return &r.UnknownRecipients }},

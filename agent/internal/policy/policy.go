@@ -187,6 +187,7 @@ type Policy struct {
 // Rules are the detections a policy enables.
 type Rules struct {
 	UnauthorizedBcc      bool // blocked_actions.unauthorized_bcc_recipients
+	UndeclaredRecipients bool // blocked_actions.undeclared_recipients (senders with MCP context only)
 	ExternalForwarding   bool // blocked_actions.external_email_forwarding
 	BulkToUnknown        bool // blocked_actions.bulk_email_to_unknown_domains
 	UnknownRecipients    bool // blocked_actions.unknown_recipient_domains
@@ -276,7 +277,7 @@ type Target struct {
 	Comm       string // task name (15 bytes at most)
 	Unit       string // systemd unit, e.g. "postmark-mcp.service"
 	CgroupPath string // cgroup v2 path, e.g. "/system.slice/postmark-mcp.service"
-	MCPServer  string // MCP server name, when known
+	MCPServer  string // MCP server name (serverInfo of initialize), when known
 }
 
 // Scope selects processes. Every list given must match (AND); within a

@@ -36,7 +36,7 @@ func TestCaseStudyPolicy(t *testing.T) {
 	if got := p.Whitelisted.List(); !slices.Equal(got, []string{"stripe.com", "github.com", "postmarkapp.com"}) {
 		t.Errorf("whitelisted %v", got)
 	}
-	want := Rules{UnauthorizedBcc: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
+	want := Rules{UnauthorizedBcc: true, UndeclaredRecipients: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
 		UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true}
 	if p.Rules != want {
 		t.Errorf("rules %+v", p.Rules)
