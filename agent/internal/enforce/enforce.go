@@ -98,6 +98,9 @@ type Agent struct {
 	bulk   *judge.BulkState
 	procs  proc.FS
 	facts  factCache
+	// toolCalls are the tool calls of MCP servers as the judge sees them,
+	// built once per call (mcp.go).
+	toolCalls map[callKey]*judge.ToolCall
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
@@ -166,7 +169,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.DiagOut == nil {
 		opts.DiagOut = io.Discard
 	}
-	a := &Agent{opts: opts, log: opts.Logger, facts: factCache{}, bulk: judge.NewBulkState(4096)}
+	a := &Agent{opts: opts, log: opts.Logger, facts: factCache{}, toolCalls: map[callKey]*judge.ToolCall{}, bulk: judge.NewBulkState(4096)}
 	if err := a.Reload(); err != nil {
 		last, lerr := policy.LoadLastGood(opts.StateDir)
 		if opts.StateDir == "" || last == nil || lerr != nil {
@@ -452,7 +455,7 @@ func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 	if len(msgs) == 0 {
 		return
 	}
-	for _, j := range a.judge(msgs, a.facts.of(a.procs, ev), false) {
+	for _, j := range a.judge(msgs, a.factsOf(ev), false) {
 		a.respond(ev, j, false)
 	}
 }
@@ -476,7 +479,7 @@ func (a *Agent) handleHeld(ev *probe.Event, r pipeline.Result) {
 	}
 	var verdicts []judged
 	if len(msgs) > 0 {
-		verdicts = a.judge(msgs, a.facts.of(a.procs, ev), early)
+		verdicts = a.judge(msgs, a.factsOf(ev), early)
 	}
 
 	held := a.take(ev)
@@ -645,6 +648,14 @@ func (a *Agent) pending(k stream.Key) []found {
 	return out
 }
 
+// factsOf returns the facts of the process that wrote ev, with its MCP
+// context as of now.
+func (a *Agent) factsOf(ev *probe.Event) procFacts {
+	f := a.facts.of(a.procs, ev)
+	f.mcp = a.mcpOf(ev.PID, time.Now())
+	return f
+}
+
 // judge judges messages of a process. Messages not complete yet (early)
 // may only block: anything less waits for the complete message, which is
 // judged (and logged) once.
@@ -674,6 +685,7 @@ func (a *Agent) context(f procFacts, host string) judge.Context {
 		StartTime: f.start,
 		CgroupID:  f.cgroup,
 		Dest:      addressedDest(host),
+		MCP:       f.mcp,
 	}
 }
 
@@ -785,6 +797,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		Recipients: addresses(j.msg.Recipients()),
 		Latency:    sinceMono(ev.Mono),
 	}
+	rec.MCP = journal.MCPOf(j.ctx.MCP)
 	if rec.Dest == "" && peer.IsValid() {
 		rec.Dest = peer.String() // SMTP names no server: its peer is where it goes
 	}

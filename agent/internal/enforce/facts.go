@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/judge"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/proc"
 )
@@ -16,6 +17,9 @@ type procFacts struct {
 	start      uint64 // start time (boot ticks): tells a reused pid apart
 	cgroupPath string // below the cgroup v2 mount, e.g. /system.slice/x.service
 	unit       string // systemd unit, "" for none
+	// mcp is the MCP context at the event (not cached: it changes with
+	// every tool call).
+	mcp *judge.MCP
 }
 
 // factCache keeps the facts of each process, by pid, until it execs,

@@ -123,16 +123,44 @@ func TestMCPServerStartedBeforeAgent(t *testing.T) {
 	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
 		t.Errorf("rules %q, want undeclared_recipients", rules)
 	}
-	var seen *MCPServer
-	for _, m := range e.agent.MCPServers() {
-		if m.PID == uint32(ready.ServerPID) {
-			seen = &m
-		}
+	if got := fmt.Sprint(rec["AARSM_MCP_PACKAGE"]); !strings.HasPrefix(got, "npm:postmark-mcp@1.0.16 sha256:") {
+		t.Errorf("AARSM_MCP_PACKAGE %q", got)
 	}
-	if seen == nil || seen.Calls != 1 || seen.LastTool != "send_email" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.16") {
-		t.Errorf("status lists %+v for the server", seen)
+	if rec["AARSM_MCP_SERVER"] != nil {
+		t.Errorf("AARSM_MCP_SERVER %v: its initialize came before the agent", rec["AARSM_MCP_SERVER"])
 	}
 	if got := sentBcc(t, api); len(got) != 0 {
 		t.Errorf("the API received %q", got)
 	}
+}
+
+// Status lists an MCP server once its initialize was seen: its
+// serverInfo, its package and the client that started it.
+func TestMCPServersInStatus(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	api := testenv.NewMailAPI(t, e.ca)
+	pkg := testenv.InstallNodeMCP(t, testenv.CleanMCP())
+	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 status", "textBody": "The numbers."}
+	s := testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start})
+	ready := s.Ready(t, time.Minute)
+	var seen MCPServer
+	testenv.Eventually(t, 10*time.Second, "the server in the agent's list", func() (bool, string) {
+		for _, m := range e.agent.MCPServers() {
+			if m.PID == uint32(ready.ServerPID) {
+				seen = m
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", e.agent.MCPServers())
+	})
+	if seen.Name != "postmark-mcp" || seen.Version != "1.0.15" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.15") ||
+		!strings.HasPrefix(seen.Hash, "sha256:") || !strings.Contains(seen.Client, "node") || seen.Calls != 0 {
+		t.Errorf("listed %+v", seen)
+	}
+	if st := e.agent.StdioStats(); st.Servers == 0 || st.Messages == 0 {
+		t.Errorf("stdio stats %+v", st)
+	}
+	s.Go(t)
+	s.Wait(t, time.Minute).Succeeded(t, 1)
 }

@@ -332,6 +332,14 @@ func (r *Resolver) pythonScript(root rootFS, p Process, script, named string, sy
 			return c
 		}
 	}
+	// A package's script run by path from a site directory the
+	// interpreter was not told of (a copied or vendored installation):
+	// the distribution there that installed the script's directory.
+	if site := path.Dir(path.Dir(script)); !slices.Contains(sysPath, site) && site != "/" {
+		if c, ok := r.distribution(root, p, site, []string{path.Base(path.Dir(script))}, script); ok {
+			return c
+		}
+	}
 	if path.Base(path.Dir(named)) != "bin" && path.Base(path.Dir(script)) != "bin" {
 		return r.script(root, p, script, "", "")
 	}
