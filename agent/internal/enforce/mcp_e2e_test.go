@@ -144,8 +144,9 @@ func TestMCPServersInStatus(t *testing.T) {
 	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 status", "textBody": "The numbers."}
 	s := testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start})
 	ready := s.Ready(t, time.Minute)
+	readyAt := time.Now()
 	var seen MCPServer
-	testenv.Eventually(t, 10*time.Second, "the server in the agent's list", func() (bool, string) {
+	listedAt := testenv.Eventually(t, 10*time.Second, "the server in the agent's list", func() (bool, string) {
 		for _, m := range e.agent.MCPServers() {
 			if m.PID == uint32(ready.ServerPID) {
 				seen = m
@@ -158,6 +159,7 @@ func TestMCPServersInStatus(t *testing.T) {
 		!strings.HasPrefix(seen.Hash, "sha256:") || !strings.Contains(seen.Client, "node") || seen.Calls != 0 {
 		t.Errorf("listed %+v", seen)
 	}
+	t.Logf("listed %v after the client had the initialize result (upper bound of the time to know a server)", listedAt.Sub(readyAt).Round(time.Microsecond))
 	if st := e.agent.StdioStats(); st.Servers == 0 || st.Messages == 0 {
 		t.Errorf("stdio stats %+v", st)
 	}

@@ -114,12 +114,29 @@ func (p *Pipeline) considerStdio(pid uint32) {
 	if err := p.stdio.WatchStdio(pid, probe.StdioAll); err != nil {
 		return
 	}
-	p.mcp[pid] = &MCPServer{
+	p.mcp[pid] = newMCPServer(pid)
+}
+
+func newMCPServer(pid uint32) *MCPServer {
+	return &MCPServer{
 		PID:    pid,
 		Server: mcp.NewServer(mcp.ServerOptions{}),
 		in:     mcp.NewDecoder(mcp.DecoderOptions{}),
 		out:    mcp.NewDecoder(mcp.DecoderOptions{}),
 	}
+}
+
+// feed decodes one stdio call of the server and tracks what it carried.
+func (s *MCPServer) feed(side mcp.Side, data []byte, now time.Time) []mcp.Message {
+	dec := s.in
+	if side == mcp.FromServer {
+		dec = s.out
+	}
+	msgs := dec.Feed(data)
+	for _, m := range msgs {
+		s.Server.Observe(side, m, now)
+	}
+	return msgs
 }
 
 // maxWatched is the size of the sensor's stdio_watch map.
@@ -159,18 +176,14 @@ func (p *Pipeline) stdioData(ev *probe.Event) []mcp.Message {
 		return nil
 	}
 	_ = ev.ReadRest(p.procs.Path(ev.PID, "mem"), maxStdioRead) // what could not be read is lost to the decoder
-	dec, side := s.in, mcp.FromClient
+	side := mcp.FromClient
 	if ev.Kind == probe.KindStdout {
-		dec, side = s.out, mcp.FromServer
+		side = mcp.FromServer
 	}
-	msgs := dec.Feed(ev.Data)
+	msgs := s.feed(side, ev.Data, time.Now())
 	if s.in.GivenUp() || (s.out.GivenUp() && !s.known) {
 		p.forgetStdio(ev.PID)
 		return nil
-	}
-	now := time.Now()
-	for _, m := range msgs {
-		s.Server.Observe(side, m, now)
 	}
 	if len(msgs) > 0 && !s.known {
 		s.known = true

@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/mcp"
 	"github.com/aarsm/aarsm/agent/internal/parse"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/stream"
@@ -97,5 +99,49 @@ func BenchmarkFeed(b *testing.B) {
 		}
 		p.Feed(&probe.Event{Kind: probe.KindRead, PID: 7, SSL: 0xa, Len: uint32(len(resp)), Data: []byte(resp), Mono: mono + 2})
 		mono += 3
+	}
+}
+
+// BenchmarkMCPServerMemory prints the heap an MCP server costs the agent:
+// its two stdio decoders and its tracker after a session of an initialize,
+// a tools/list and 64 tool calls with their results (the tracker keeps the
+// last 32), beside the heap of nothing tracked in the same run.
+func BenchmarkMCPServerMemory(b *testing.B) {
+	const servers = 200
+	lines := []string{
+		`{"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"claude-ai","version":"0.1.0"}},"jsonrpc":"2.0","id":0}`,
+		`{"method":"tools/list","jsonrpc":"2.0","id":1}`,
+	}
+	out := []string{
+		`{"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"postmark-mcp","version":"1.0.16"}},"jsonrpc":"2.0","id":0}`,
+		`{"result":{"tools":[{"name":"send_email","inputSchema":{"type":"object"}}]},"jsonrpc":"2.0","id":1}`,
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for b.Loop() {
+		base := heap()
+		kept := make([]*MCPServer, 0, servers)
+		for range servers {
+			s := newMCPServer(1)
+			for _, l := range lines {
+				s.feed(mcp.FromClient, []byte(l+"\n"), time.Now())
+			}
+			for _, l := range out {
+				s.feed(mcp.FromServer, []byte(l+"\n"), time.Now())
+			}
+			for i := 2; i < 66; i++ {
+				call := fmt.Sprintf(`{"method":"tools/call","params":{"name":"send_email","arguments":{"to":"alice@partner.example","subject":"Q3","textBody":"%s"}},"jsonrpc":"2.0","id":%d}`, strings.Repeat("x", 400), i)
+				s.feed(mcp.FromClient, []byte(call+"\n"), time.Now())
+				s.feed(mcp.FromServer, []byte(fmt.Sprintf(`{"result":{"content":[{"type":"text","text":"sent"}]},"jsonrpc":"2.0","id":%d}`, i)+"\n"), time.Now())
+			}
+			kept = append(kept, s)
+		}
+		per := float64(heap()-base) / servers
+		runtime.KeepAlive(kept)
+		b.ReportMetric(per, "B/server")
 	}
 }
