@@ -234,7 +234,7 @@ func releasePackagesV2(t *testing.T) pkgSet {
 // administrator's edit of the same configuration file.
 func packagesV2(t *testing.T, binary, dist string) pkgSet {
 	t.Helper()
-	tree := filepath.Join(dist + ".tree")
+	tree := dist + ".tree"
 	for _, p := range []string{"nfpm.yaml", "packaging", "systemd", "hcl"} {
 		run(t, repoRoot, nil, "mkdir", "-p", filepath.Dir(filepath.Join(tree, p)))
 		run(t, repoRoot, nil, "cp", "-a", filepath.Join(repoRoot, p), filepath.Join(tree, p))

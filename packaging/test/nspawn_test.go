@@ -53,7 +53,7 @@ func debianRoot(t *testing.T) string {
 		out, err := tryRun(base, nil, "mmdebstrap", "--mode=root", "--variant=minbase", "--include="+rootfsPackages, "bookworm", tmp)
 		if err != nil {
 			os.RemoveAll(tmp)
-			rootfsErr = fmt.Errorf("mmdebstrap: %v\n%s", err, out)
+			rootfsErr = fmt.Errorf("mmdebstrap: %w\n%s", err, out)
 			return
 		}
 		rootfsErr = os.Rename(tmp, rootfsDir)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -239,8 +240,8 @@ func TestHandoverUnderMail(t *testing.T) {
 	}
 	judgedForOld := ""
 	for _, l := range strings.Split(e.stderr.String(), "\n") {
-		if strings.Contains(l, "events_judged_for_it") {
-			judgedForOld = l[strings.Index(l, "events_judged_for_it"):]
+		if i := strings.Index(l, "events_judged_for_it"); i >= 0 {
+			judgedForOld = l[i:]
 		}
 	}
 	t.Logf("%d mails (%d backdoored) around the handover; the new image judged for the old one: %s", len(mails), bad, judgedForOld)
@@ -328,7 +329,8 @@ func btoi(b bool) int {
 }
 
 func exitCode(err error) int {
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		return ee.ExitCode()
 	}
 	if err != nil {

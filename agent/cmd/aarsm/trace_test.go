@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -139,7 +140,8 @@ func TestTraceFailsClearlyWithoutPrivileges(t *testing.T) {
 	cmd.Stderr = &stderr
 	cmd.Stdout = io.Discard
 	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("unprivileged trace: %v, want exit 1; stderr:\n%s", err, stderr.String())
 	}
 	if !strings.HasPrefix(stderr.String(), "aarsm trace: ") || strings.Contains(stderr.String(), "panic") {

@@ -101,7 +101,7 @@ func TestDumpBoth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
+		t.Cleanup(func() { _ = ln.Close() }) // open until the dumps below
 		want[netip.MustParseAddrPort(ln.Addr().String())] = true
 	}
 	s, err := newDiagSocket()

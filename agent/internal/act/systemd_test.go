@@ -44,7 +44,7 @@ func TestParseUnit(t *testing.T) {
 	}
 }
 
-func startSleepUnit(t *testing.T, ctx context.Context, conn *sdbus.Conn) (string, uint32) {
+func startSleepUnit(ctx context.Context, t *testing.T, conn *sdbus.Conn) (string, uint32) {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -82,7 +82,7 @@ func waitGone(t *testing.T, pid uint32, st uint64) {
 
 // activeState returns the ActiveState of unit as its manager reports it
 // ("inactive" for a unit it has unloaded); an error fails the test.
-func activeState(t *testing.T, ctx context.Context, conn *sdbus.Conn, unit string) string {
+func activeState(ctx context.Context, t *testing.T, conn *sdbus.Conn, unit string) string {
 	t.Helper()
 	p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")
 	if err != nil {
@@ -109,7 +109,7 @@ func TestStopUnit(t *testing.T) {
 	}
 	defer conn.Close()
 
-	unit, pid := startSleepUnit(t, ctx, conn)
+	unit, pid := startSleepUnit(ctx, t, conn)
 	st, err := proc.FS{}.StartTime(pid)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestStopUnit(t *testing.T) {
 	}
 
 	// The executor: terminate + stop the unit + alert.
-	unit, pid = startSleepUnit(t, ctx, conn)
+	unit, pid = startSleepUnit(ctx, t, conn)
 	st, err = proc.FS{}.StartTime(pid)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestStopUnit(t *testing.T) {
 	}
 	waitGone(t, pid, st)
 	testenv.Eventually(t, 5*time.Second, unit+" stopped", func() (bool, string) {
-		s := activeState(t, ctx, conn, unit)
+		s := activeState(ctx, t, conn, unit)
 		return s == "inactive" || s == "failed", "ActiveState=" + s
 	})
 }

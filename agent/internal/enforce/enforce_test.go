@@ -509,7 +509,7 @@ func TestUnitIsStopped(t *testing.T) {
 			t.Errorf("verdict lacks %s: %v", f, v)
 		}
 	}
-	waitUnitStopped(t, ctx, conn, unit)
+	waitUnitStopped(ctx, t, conn, unit)
 	if n := len(srv.Requests()); n != 0 {
 		t.Fatalf("%d mails reached the API", n)
 	}
@@ -517,7 +517,7 @@ func TestUnitIsStopped(t *testing.T) {
 
 // waitUnitStopped waits until the manager reports unit inactive (or
 // failed); an error asking for its state fails the test.
-func waitUnitStopped(t *testing.T, ctx context.Context, conn *sdbus.Conn, unit string) {
+func waitUnitStopped(ctx context.Context, t *testing.T, conn *sdbus.Conn, unit string) {
 	t.Helper()
 	testenv.Eventually(t, 10*time.Second, unit+" stopped", func() (bool, string) {
 		p, err := conn.GetUnitPropertyContext(ctx, unit, "ActiveState")

@@ -216,17 +216,17 @@ func evasions() []evasion {
 
 // sendMail runs the client that client makes, in the test's cgroup,
 // against a fresh fake mail API; it returns the API, whether the client
-// was killed (blocked), its error and output.
-func sendMail(t *testing.T, e *env, client func(*testenv.MailAPI) *exec.Cmd) (api *testenv.MailAPI, killed bool, err error, out string) {
+// was killed (blocked), its output and error.
+func sendMail(t *testing.T, e *env, client func(*testenv.MailAPI) *exec.Cmd) (api *testenv.MailAPI, killed bool, out string, err error) {
 	t.Helper()
 	api = testenv.NewMailAPI(t, e.ca)
-	killed, err, out = runClient(t, e, client(api))
-	return api, killed, err, out
+	killed, out, err = runClient(t, e, client(api))
+	return api, killed, out, err
 }
 
 // runClient runs cmd in the test's cgroup to its end; it returns whether
-// it was killed (blocked), its error and its output.
-func runClient(t *testing.T, e *env, cmd *exec.Cmd) (killed bool, err error, out string) {
+// it was killed (blocked), its output and its error.
+func runClient(t *testing.T, e *env, cmd *exec.Cmd) (killed bool, out string, err error) {
 	t.Helper()
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
@@ -236,7 +236,7 @@ func runClient(t *testing.T, e *env, cmd *exec.Cmd) (killed bool, err error, out
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	killed = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
-	return killed, err, b.String()
+	return killed, b.String(), err
 }
 
 // bytesReached is how long a prefix of msg the server received; msg
@@ -295,7 +295,7 @@ func TestEvasions(t *testing.T) {
 					split = ev.writes
 				}
 				req := build(v.body)
-				api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+				api, killed, out, err := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
 					if ev.readEach {
 						return testenv.RawWritesReadEach(t, e.ca, api.Addr(), []string{"http/1.1"}, split(req), ev.pauseMS)
 					}
@@ -366,7 +366,7 @@ func TestSMTPPipelinedEnvelope(t *testing.T) {
 			[]byte("MAIL FROM:<ops@company.com>\r\nRCPT TO:<ceo@company.com>\r\nRCPT TO:<" + v.rcpt + ">\r\nDATA\r\n"),
 			[]byte("From: ops@company.com\r\nTo: ceo@company.com\r\nSubject: Q3\r\n\r\nnumbers\r\n.\r\nQUIT\r\n"),
 		}
-		killed, err, out := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
+		killed, out, err := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if !v.bad {
 			if err != nil || len(smtp.Mails()) != 1 {
@@ -390,7 +390,7 @@ func TestSMTPPipelinedEnvelope(t *testing.T) {
 func TestUnreadableMailRequestBlocked(t *testing.T) {
 	e := start(t)
 	body := `{"From":"ops@company.com","To":"ceo@company.com",,"Subject":"` + marker(t) + `","Bcc":"phan@giftshop.club"}`
-	api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+	api, killed, out, err := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
 		return testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, [][]byte{postmarkRequest(body)}, 0, 1)
 	})
 	if !killed {
@@ -437,7 +437,7 @@ func TestBadInputIsResolved(t *testing.T) {
 		{name: "a body expanding 1000-fold past the limit", writes: [][]byte{bomb}, responses: 1, killed: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+			api, killed, out, err := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
 				return testenv.RawWrites(t, e.ca, api.Addr(), []string{"http/1.1"}, c.writes, c.pauseMS, c.responses)
 			})
 			if killed != c.killed {
@@ -468,7 +468,7 @@ func TestSMTPStartTLS(t *testing.T) {
 		bad  bool
 	}{{"phan@giftshop.club", true}, {"cfo@company.com", false}} {
 		smtp := testenv.NewSMTPStartTLSServer(t, e.ca)
-		_, err, out := runClient(t, e, testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", v.rcpt}, data))
+		_, out, err := runClient(t, e, testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.com", []string{"ceo@company.com", v.rcpt}, data))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if !v.bad {
 			if err != nil || len(smtp.Mails()) != 1 {
@@ -501,7 +501,7 @@ func TestSMTPBDAT(t *testing.T) {
 			[]byte(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg)),
 			[]byte("QUIT\r\n"),
 		}
-		killed, err, out := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
+		killed, out, err := runClient(t, e, testenv.RawWrites(t, e.ca, smtp.Addr(), nil, writes, 50, 0))
 		smtp.WaitClosed(t, 1, 10*time.Second)
 		if v.bad != killed {
 			t.Errorf("BDAT with Cc %s: client killed %v (%v)\n%s", v.cc, killed, err, out)

@@ -82,7 +82,7 @@ func TestHTTP2Clients(t *testing.T) {
 				if err := os.WriteFile(file, []byte(v.body), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				api, killed, err, out := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+				api, killed, out, err := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
 					return h2Client(t, client, api.URL(), e.ca.CAFile, file)
 				})
 				if v.bad {

@@ -3,7 +3,6 @@ package parse
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -683,24 +682,62 @@ func (c *recConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// pipeListener hands http.Server one connection, then nothing until it
+// is closed.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	addr  net.Addr
+}
+
+func newPipeListener(c net.Conn) *pipeListener {
+	l := &pipeListener{conns: make(chan net.Conn, 1), done: make(chan struct{}), addr: c.LocalAddr()}
+	l.conns <- c
+	return l
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return l.addr }
+
 // TestH2NetHTTPCapture replays what Go's own HTTP/2 client and server
 // write to each other, one call per write, as the sensor would see it
 // at SSL_write and SSL_read.
 func TestH2NetHTTPCapture(t *testing.T) {
 	rec := &recording{}
 	cli, srv := net.Pipe()
-	server := &http2.Server{}
-	go server.ServeConn(&recConn{Conn: srv, dir: stream.Ingress, rec: rec}, &http2.ServeConnOpts{
+	// HTTP/2 with prior knowledge on both ends, no TLS: the bytes written
+	// are those SSL_write and SSL_read would see.
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	server := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusAccepted)
 			fmt.Fprintf(w, "echo %s %s %d", r.Method, r.URL.Path, len(body))
 		}),
-	})
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         &h2,
+	}
+	go server.Serve(newPipeListener(&recConn{Conn: srv, dir: stream.Ingress, rec: rec}))
+	defer server.Close()
+	tr := &http.Transport{
+		Protocols: &h2,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
 			return &recConn{Conn: cli, dir: stream.Egress, rec: rec}, nil
 		},
 	}

@@ -19,7 +19,7 @@ func TestPlaceWriteProbes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		t.Cleanup(func() { _ = f.Close() })
 		info, err := examineELF(f)
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)

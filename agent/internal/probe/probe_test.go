@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -70,7 +71,7 @@ func TestExamineELF(t *testing.T) {
 			t.Errorf("%s: writes=%v embeds=%v symbols=%v", tc.path, info.writes(), info.embedsOpenSSL, info.symbols)
 		}
 	}
-	if _, err := examineELF(strings.NewReader("#!/bin/sh\necho not elf\n")); err != errNotELF {
+	if _, err := examineELF(strings.NewReader("#!/bin/sh\necho not elf\n")); !errors.Is(err, errNotELF) {
 		t.Errorf("a script: err %v, want errNotELF", err)
 	}
 	if _, err := examineELF(strings.NewReader("\x7fELF\x02\x01\x01garbage")); err == nil {

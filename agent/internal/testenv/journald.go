@@ -171,7 +171,7 @@ func (j *Journald) waitReady(t testing.TB) {
 	Eventually(t, waitJournald, "the private journald's socket "+j.SocketPath+" to answer", func() (bool, string) {
 		c, err := net.DialUnix("unixgram", nil, addr)
 		if err == nil {
-			c.Close()
+			_ = c.Close() // only the connection mattered
 			return true, ""
 		}
 		select {

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // maxTapped bounds the plaintext a MailAPI keeps of what its clients sent.
@@ -34,10 +32,11 @@ type APIRequest struct {
 // clients sent, so that a test can tell how much of a blocked message
 // reached it, complete or not.
 type MailAPI struct {
-	ln      net.Listener
-	h1      *http.Server
-	h2      *http2.Server
-	handler http.Handler
+	ln net.Listener
+	// h1 serves the connections that chose http/1.1, h2 those that chose
+	// h2: net/http's own HTTP/2 server, handed the tapped plaintext
+	// connection (not the *tls.Conn, hence its "unencrypted" HTTP/2).
+	h1, h2 *http.Server
 
 	mu    sync.Mutex
 	reqs  []APIRequest
@@ -55,9 +54,12 @@ func NewMailAPI(t testing.TB, ca *CA) *MailAPI {
 	if err != nil {
 		t.Fatalf("testenv: listen on loopback: %v", err)
 	}
-	m := &MailAPI{ln: ln, h2: &http2.Server{}, open: map[net.Conn]bool{}}
-	m.handler = http.HandlerFunc(m.serve)
-	m.h1 = &http.Server{Handler: m.handler, ReadHeaderTimeout: 10 * time.Second}
+	m := &MailAPI{ln: ln, open: map[net.Conn]bool{}}
+	var h1, h2 http.Protocols
+	h1.SetHTTP1(true)
+	h2.SetUnencryptedHTTP2(true)
+	m.h1 = &http.Server{Handler: http.HandlerFunc(m.serve), ReadHeaderTimeout: 10 * time.Second, Protocols: &h1}
+	m.h2 = &http.Server{Handler: http.HandlerFunc(m.serve), ReadHeaderTimeout: 10 * time.Second, Protocols: &h2}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -76,11 +78,11 @@ func NewMailAPI(t testing.TB, ca *CA) *MailAPI {
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close() // cleanup: ends the accept loop
 		<-done
 		m.mu.Lock()
 		for c := range m.open {
-			c.Close()
+			_ = c.Close() // cleanup: ends its serveConn
 		}
 		m.mu.Unlock()
 		m.conns.Wait()
@@ -95,7 +97,7 @@ func (m *MailAPI) track(c net.Conn, open bool) {
 		m.open[c] = true
 	} else {
 		delete(m.open, c)
-		c.Close()
+		_ = c.Close() // served: its server may have closed it already
 	}
 }
 
@@ -127,7 +129,9 @@ func (m *MailAPI) serveConn(c *tls.Conn) {
 	}
 	tapped := &tappedConn{Conn: c, m: m}
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
-		m.h2.ServeConn(tapped, &http2.ServeConnOpts{Handler: m.handler, BaseConfig: m.h1})
+		// HTTP/2 on this one connection, from the client preface on; the
+		// minute above stays its deadline.
+		_ = m.h2.Serve(&oneConnListener{c: keptDeadline{tapped}, done: make(chan struct{})})
 		return
 	}
 	// HTTP/1.1 with keep-alive, one connection at a time.
@@ -164,6 +168,18 @@ func (c *tappedConn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// keptDeadline keeps the deadline serveConn set on an h2 connection, as
+// x/net's http2.Server.ServeConn did: net/http would replace it with
+// ReadHeaderTimeout while it waits for the client preface, then clear it
+// when it hands the connection to its HTTP/2 server, which sets none of
+// its own here (no ReadTimeout, WriteTimeout, IdleTimeout or
+// WriteByteTimeout).
+type keptDeadline struct{ net.Conn }
+
+func (keptDeadline) SetDeadline(time.Time) error      { return nil }
+func (keptDeadline) SetReadDeadline(time.Time) error  { return nil }
+func (keptDeadline) SetWriteDeadline(time.Time) error { return nil }
 
 // oneConnListener hands http.Server one connection, then waits until it
 // is closed.

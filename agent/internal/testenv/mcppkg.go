@@ -213,7 +213,7 @@ func (p *MCPPackage) install(v MCPVariant) error {
 	if err != nil {
 		return fmt.Errorf("stage package: %w", err)
 	}
-	defer os.RemoveAll(staged)
+	defer func() { _ = os.RemoveAll(staged) }() // a no-op once renamed
 	if err := os.Chmod(staged, 0o755); err != nil {
 		return fmt.Errorf("stage package: %w", err)
 	}
@@ -233,7 +233,7 @@ func (p *MCPPackage) install(v MCPVariant) error {
 		if err != nil {
 			return fmt.Errorf("make room for the old version: %w", err)
 		}
-		defer os.RemoveAll(old)
+		defer func() { _ = os.RemoveAll(old) }() // cleanup of the version replaced
 		if err := os.Rename(p.Dir, filepath.Join(old, "pkg")); err != nil {
 			return fmt.Errorf("move the old version aside: %w", err)
 		}

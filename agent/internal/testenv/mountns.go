@@ -145,7 +145,7 @@ func copyLib(src, dst string) (LibCopy, error) {
 		return LibCopy{}, fmt.Errorf("create library copy: %w", err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
+		_ = out.Close() // the copy failed already
 		return LibCopy{}, fmt.Errorf("copy library: %w", err)
 	}
 	if err := out.Close(); err != nil {

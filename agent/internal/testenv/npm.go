@@ -148,7 +148,7 @@ func installNPMDeps(root string, pkg, lock []byte) (nm string, took time.Duratio
 	if err != nil {
 		return "", 0, fmt.Errorf("create install directory: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
+	defer func() { _ = os.RemoveAll(tmp) }() // a no-op once renamed
 	if err := writeFile(filepath.Join(tmp, "package.json"), pkg); err != nil {
 		return "", 0, err
 	}

@@ -8,6 +8,7 @@ import (
 	"compress/zlib"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,7 +155,7 @@ func (s *Server) serveConn(conn *tls.Conn, connID int) error {
 	start := consumed()
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		if start == tap.buf.Len() && err == io.EOF {
+		if start == tap.buf.Len() && errors.Is(err, io.EOF) {
 			return nil // client closed without sending anything
 		}
 		return fmt.Errorf("read request: %w", err)

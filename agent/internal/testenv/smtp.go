@@ -174,8 +174,9 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 	bw := bufio.NewWriter(conn)
 	reply := func(lines ...string) error {
 		for _, l := range lines {
-			bw.WriteString(l)
-			bw.WriteString("\r\n")
+			// A bufio.Writer keeps its first error, and Flush returns it.
+			_, _ = bw.WriteString(l)
+			_, _ = bw.WriteString("\r\n")
 		}
 		if err := bw.Flush(); err != nil {
 			return fmt.Errorf("write reply: %w", err)
@@ -184,7 +185,7 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 	}
 	readLine := func() ([]byte, error) {
 		line, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			return nil, fmt.Errorf("line longer than %d bytes", maxSMTPLine)
 		}
 		if err != nil {
@@ -204,7 +205,7 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 	for {
 		line, err := readLine()
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("read command: %w", err)
@@ -264,7 +265,7 @@ func (s *SMTPServer) serveConn(conn *tls.Conn, connID int) error {
 				err = reply("503 need RCPT first")
 				break
 			}
-			if err = reply("354 end data with <CR><LF>.<CR><LF>"); err != nil {
+			if err := reply("354 end data with <CR><LF>.<CR><LF>"); err != nil {
 				return err
 			}
 			var raw, data bytes.Buffer

@@ -62,7 +62,7 @@ exec "$2" --user`
 		if err != nil {
 			return false, fmt.Sprintf("%v; its output: %s", err, log.String())
 		}
-		c.Close()
+		_ = c.Close() // only the connection mattered
 		return true, ""
 	})
 	return &UserSystemd{Socket: sock, Cgroup: cg}

@@ -65,10 +65,10 @@ func NewDiscardServer(t testing.TB, ca *CA) string {
 				defer wg.Done()
 				_ = c.SetDeadline(time.Now().Add(connTimeout * 5))
 				_, _ = io.Copy(io.Discard, c)
-				c.Close()
+				_ = c.Close() // everything read was dropped anyway
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
