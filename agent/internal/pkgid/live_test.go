@@ -1,6 +1,7 @@
 package pkgid
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
 // start runs cmd and stops it when the test ends.
@@ -24,6 +26,14 @@ func start(t testing.TB, cmd *exec.Cmd) uint32 {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+	})
+	// The exec is done when the kernel shows the new argv: until then
+	// /proc/PID/cmdline is the parent's, or empty while execve replaces
+	// the image (exe already the new one).
+	want := strings.Join(cmd.Args, "\x00") + "\x00"
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("pid %d's new argv", cmd.Process.Pid), func() (bool, string) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		return string(b) == want, fmt.Sprintf("cmdline %q", b)
 	})
 	return uint32(cmd.Process.Pid)
 }
