@@ -103,7 +103,8 @@ FUZZ_TARGETS := \
 	./agent/internal/judge/detect:FuzzSensitiveAttachment \
 	./agent/internal/mcp:FuzzStdio \
 	./agent/internal/mcp:FuzzSSE \
-	./agent/internal/mcp:FuzzRecipients
+	./agent/internal/mcp:FuzzRecipients \
+	./agent/internal/baseline:FuzzBaselineFile
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s

@@ -9,6 +9,7 @@
 //	aarsm reload [--pid PID]
 //	aarsm handover [--pid PID]
 //	aarsm quarantine list|show ID|delete ID|lift CGROUP
+//	aarsm baseline show [--json] [PACKAGE]|forget PACKAGE|learn [--for D] [PACKAGE]
 //	aarsm policy check PATH...
 package main
 
@@ -53,6 +54,7 @@ Commands:
   status                  ask the running agent what it does (probes, policies, counters)
   reload                  make the running agent reload its policies, and wait for the outcome
   quarantine              list, show and delete quarantined messages; lift a network quarantine
+  baseline                show what each package was seen to do; forget a package; let it learn
   policy check PATH...    validate policy files or directories
   release-holds           resolve the holds a dead agent left (the unit's ExecStopPost)
   handover                replace the running agent by the installed binary, in place (postinst)
@@ -85,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runPolicy(args[1:], stdout, stderr)
 	case "quarantine":
 		return runQuarantine(args[1:], stdout, stderr)
+	case "baseline":
+		return runBaseline(args[1:], stdout, stderr)
 	case "hold-guard": // started by "aarsm run"; not for people
 		return runHoldGuard(stderr)
 	case "release-holds":
