@@ -444,6 +444,13 @@ func (s *Store) learning(p *pkg, now time.Time) bool {
 	return s.mode == ModeLearn || now.Before(s.st.learnUntil) || (p != nil && now.Before(p.learnUntil))
 }
 
+// inFirstLearnOnly reports whether p learns now only by the window of
+// its first sight (not the global mode, not a window "aarsm baseline
+// learn" opened).
+func (s *Store) inFirstLearnOnly(p *pkg, now time.Time) bool {
+	return s.mode != ModeLearn && !now.Before(s.st.learnUntil) && p.firstOnly && now.Before(p.learnUntil)
+}
+
 func (s *Store) see(k Key, dest string, domains []string, now time.Time, record bool) Result {
 	k = k.canonical()
 	r := Result{Key: k}
@@ -463,6 +470,13 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record 
 		b = p.build(k.Version, k.Hash)
 	}
 	r.NoBaseline = p == nil || len(p.builds) == 0
+	if !r.NoBaseline && b == nil && learning && s.inFirstLearnOnly(p, now) {
+		// The window a package gets at its first sight trusts the build
+		// first seen, not a new one that comes during it (an upgrade in
+		// the first hour is checked like any other).
+		learning = false
+		r.Learning = false
+	}
 	if !r.NoBaseline && b == nil {
 		r.Changed = true
 		l := p.latest()
@@ -539,7 +553,7 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record 
 		}
 		p = &pkg{name: k.Package, first: now, lastUsed: now}
 		if firstLearn {
-			p.learnUntil = now.Add(s.opts.FirstLearn)
+			p.learnUntil, p.firstOnly = now.Add(s.opts.FirstLearn), true
 		}
 		s.st.pkgs[p.name] = p
 		s.dirtyNew = true

@@ -791,3 +791,30 @@ func TestPlainAgrees(t *testing.T) {
 		}
 	}
 }
+
+// The window a package gets at its first sight by an enforcing store
+// trusts the build first seen: an upgrade within it is checked (a rug
+// pull), and the window survives a restart; "aarsm baseline learn" opens
+// a window that trusts every build.
+func TestFirstLearnTrustsTheFirstBuildOnly(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	s := openStore(t, dir, Options{Mode: ModeEnforce, RefreshInterval: -1})
+	want(t, s.Observe(postmark("1.0.15", hashA), api, []string{"company.com"}, t0), UnseenDestination, true)
+	want(t, s.Observe(postmark("1.0.17", hashB), "copy.example:443", nil, t0.Add(time.Minute)), RugPull, false)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{Mode: ModeEnforce, RefreshInterval: -1})
+	want(t, s.Observe(postmark("1.0.17", hashB), "copy.example:443", nil, t0.Add(2*time.Minute)), RugPull, false)
+	want(t, s.Observe(postmark("1.0.15", hashA), "second.example:443", nil, t0.Add(2*time.Minute)), UnseenDestination, true)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	learn(t, dir, "npm:postmark-mcp", t0.Add(time.Hour))
+	s = openStore(t, dir, Options{Mode: ModeEnforce, RefreshInterval: -1})
+	want(t, s.Observe(postmark("1.0.17", hashB), "copy.example:443", nil, t0.Add(3*time.Minute)), RugPull, true)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -76,7 +76,10 @@ type Package struct {
 	// learn", or at its first sight by an enforcing store:
 	// Options.FirstLearn).
 	LearnUntil time.Time `json:"learn_until,omitzero"`
-	Builds     []Build   `json:"builds"`
+	// FirstLearnOnly: LearnUntil is the window of its first sight, which
+	// trusts the build first seen and no other.
+	FirstLearnOnly bool    `json:"first_learn_only,omitempty"`
+	Builds         []Build `json:"builds"`
 }
 
 // Build is one version and content hash of a package and what it was

@@ -35,7 +35,7 @@ func merge(mem *state, base, f *File) *state {
 		fp.first = earlier(fp.first, mp.first)
 		fp.lastUsed = later(fp.lastUsed, mp.lastUsed)
 		if bp == nil && fp.learnUntil.IsZero() {
-			fp.learnUntil = mp.learnUntil
+			fp.learnUntil, fp.firstOnly = mp.learnUntil, mp.firstOnly
 		}
 		for _, mb := range mp.builds {
 			var bb *build

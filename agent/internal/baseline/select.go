@@ -177,5 +177,6 @@ func (f *File) Learn(sel Selector, until time.Time) (string, error) {
 		i = f.Find(name)
 	}
 	f.Packages[i].LearnUntil = until.UTC()
+	f.Packages[i].FirstLearnOnly = false
 	return name, nil
 }

@@ -20,6 +20,7 @@ type pkg struct {
 	first      time.Time
 	lastUsed   time.Time
 	learnUntil time.Time
+	firstOnly  bool     // learnUntil is its first sight's window (Package.FirstLearnOnly)
 	builds     []*build // few (Options.MaxBuilds)
 }
 
@@ -116,7 +117,7 @@ func fromFile(f *File) *state {
 	}
 	s.learnUntil = f.LearnUntil
 	for _, fp := range f.Packages {
-		p := &pkg{name: fp.Name, first: fp.FirstSeen, lastUsed: fp.LastUsed, learnUntil: fp.LearnUntil}
+		p := &pkg{name: fp.Name, first: fp.FirstSeen, lastUsed: fp.LastUsed, learnUntil: fp.LearnUntil, firstOnly: fp.FirstLearnOnly}
 		for _, fb := range fp.Builds {
 			b := &build{version: fb.Version, hash: fb.Hash, first: fb.FirstSeen, last: fb.LastSeen,
 				dests: entryMap(fb.Destinations), domains: entryMap(fb.Domains)}
@@ -143,7 +144,7 @@ func (s *state) toFile() *File {
 	f.LearnUntil = s.learnUntil
 	for _, name := range slices.Sorted(maps.Keys(s.pkgs)) {
 		p := s.pkgs[name]
-		fp := Package{Name: p.name, FirstSeen: p.first, LastUsed: p.lastUsed, LearnUntil: p.learnUntil, Builds: []Build{}}
+		fp := Package{Name: p.name, FirstSeen: p.first, LastUsed: p.lastUsed, LearnUntil: p.learnUntil, FirstLearnOnly: p.firstOnly, Builds: []Build{}}
 		builds := slices.Clone(p.builds)
 		slices.SortStableFunc(builds, func(a, b *build) int {
 			return cmp.Or(a.first.Compare(b.first), cmp.Compare(a.version, b.version), cmp.Compare(a.hash, b.hash))

@@ -139,6 +139,9 @@ func TestVerdictMatchesCatalog(t *testing.T) {
 			for _, f := range []string{"AARSM_MCP_SERVER", "AARSM_MCP_PACKAGE", "AARSM_MCP_CLIENT", "AARSM_TOOL", "AARSM_TOOL_CALL_ID", "AARSM_TOOL_ARGS"} {
 				absentHere[f] = "the client is no MCP server"
 			}
+			for _, f := range []string{"AARSM_BASELINE", "AARSM_BASELINE_PACKAGE", "AARSM_BASELINE_PREVIOUS"} {
+				absentHere[f] = "the client has no baseline (no MCP server)"
+			}
 			listed := map[string]bool{}
 			for _, f := range catalog {
 				listed[f.name] = true

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aarsm/aarsm/agent/internal/act"
+	"github.com/aarsm/aarsm/agent/internal/baseline"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/judge"
 	"github.com/aarsm/aarsm/agent/internal/parse"
@@ -101,6 +102,11 @@ type Agent struct {
 	// toolCalls are the tool calls of MCP servers as the judge sees them,
 	// built once per call (mcp.go).
 	toolCalls map[callKey]*judge.ToolCall
+	// base is the behavioural baseline (baseline.go): nil without a
+	// state directory or with baseline = "off" at start; baseOff turns it
+	// off on a reload.
+	base    *baseline.Store
+	baseOff atomic.Bool
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
@@ -180,6 +186,8 @@ func New(opts Options) (*Agent, error) {
 		a.log.Error("the policy directory does not load: enforcing the last policies that did", "err", err, "policies", len(last.Policies))
 		a.loaded.Store(&PolicyState{Set: last, Loaded: time.Now()})
 	}
+	a.openBaseline(a.loaded.Load().Set)
+	a.applyBaseline(a.loaded.Load().Set)
 	a.exec = opts.Executor
 	if a.exec == nil {
 		a.exec = &act.Executor{}
@@ -346,6 +354,7 @@ func (a *Agent) Reload() error {
 		a.releaseOutOfScope()
 	}
 	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
+	a.applyBaseline(set)
 	a.reloadFail.Store(nil)
 	if a.opts.StateDir != "" {
 		if err := policy.SaveLastGood(a.opts.StateDir, set); err != nil {
@@ -397,6 +406,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer func() {
 		if !a.keep.Load() {
 			a.shutdown()
+		}
+		if a.base != nil {
+			// Before a handover's exec too: the successor reads the file.
+			if err := a.base.Flush(); err != nil {
+				a.log.Error("cannot save the behavioural baseline", "err", err)
+			}
 		}
 	}()
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -572,6 +587,7 @@ func (a *Agent) releaseAll() {
 // the sensor.
 func (a *Agent) Close() error {
 	a.shutdown()
+	a.closeBaseline()
 	return a.sensor.Close()
 }
 
@@ -665,6 +681,7 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 	var out []judged
 	for _, m := range msgs {
 		ctx := a.context(f, m.dest)
+		ctx.Baseline = a.baselineOf(f.pid, ctx.Dest, m.msg, early, now)
 		v := judge.Judge(set, m.msg, ctx, a.bulk, now)
 		if early && v.Decision != judge.Block {
 			continue
@@ -798,6 +815,7 @@ func (a *Agent) respond(ev *probe.Event, j judged, held bool) bool {
 		Latency:    sinceMono(ev.Mono),
 	}
 	rec.MCP = journal.MCPOf(j.ctx.MCP)
+	rec.Baseline = journal.BaselineOf(j.ctx.Baseline)
 	if rec.Dest == "" && peer.IsValid() {
 		rec.Dest = peer.String() // SMTP names no server: its peer is where it goes
 	}

@@ -64,6 +64,13 @@ func start(t *testing.T) *env {
 // the cgroup scope (and below), with executor (nil: the default one).
 func startWith(t *testing.T, dir string, cg *testenv.Cgroup, executor *act.Executor) *env {
 	t.Helper()
+	return startOpts(t, dir, cg, Options{Executor: executor})
+}
+
+// startOpts starts an agent with opts (policies from dir, holds narrowed
+// to cg, verdicts to a private journald).
+func startOpts(t *testing.T, dir string, cg *testenv.Cgroup, opts Options) *env {
+	t.Helper()
 	testenv.RequireRoot(t)
 	scopePolicies(t, dir, cg)
 	e := &env{jd: testenv.NewJournald(t), cg: cg, ca: testenv.NewCA(t)}
@@ -74,13 +81,11 @@ func startWith(t *testing.T, dir string, cg *testenv.Cgroup, executor *act.Execu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logger.Close() })
-	a, err := New(Options{
-		PolicyDir:   dir,
-		Verdicts:    logger,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		HoldCgroups: []string{cg.Path()},
-		Executor:    executor,
-	})
+	opts.PolicyDir, opts.Verdicts, opts.HoldCgroups = dir, logger, []string{cg.Path()}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}

@@ -1,8 +1,11 @@
 package enforce
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +168,63 @@ func TestMCPServersInStatus(t *testing.T) {
 	}
 	s.Go(t)
 	s.Wait(t, time.Minute).Succeeded(t, 1)
+}
+
+// "Trust but verify": postmark-mcp 1.0.15 learns where it sends (the
+// Postmark API, the company's domains); upgraded in place to a build that
+// also posts each mail to another host, its first request there is a rug
+// pull, blocked; the request to the known API, and the baseline, go on.
+func TestMCPRugPull(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	state := t.TempDir()
+	dir := policyDir(t, map[string]string{"mcp.hcl": "agent {\n  baseline = \"learn\"\n}\n" + mcpPolicy})
+	e := startOpts(t, dir, cg, Options{StateDir: state})
+	api := testenv.NewMailAPI(t, e.ca)
+	copyTo := testenv.NewMailAPI(t, e.ca) // the new host
+	pkg := testenv.InstallNodeMCP(t, testenv.CleanMCP())
+	call := func(subject string) map[string]any {
+		return map[string]any{"to": "alice@partner.example", "subject": subject, "textBody": "The numbers."}
+	}
+	// Learning: 1.0.15 sends to the Postmark API.
+	s := testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call("learn")}, Start: cg.Start})
+	s.Wait(t, time.Minute).Succeeded(t, 1)
+	if len(api.Requests()) != 1 {
+		t.Fatalf("1.0.15's mail not delivered: %d requests", len(api.Requests()))
+	}
+	// Then enforcing (the policy changed, the agent reloaded).
+	src, err := os.ReadFile(filepath.Join(dir, "mcp.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mcp.hcl"), bytes.Replace(src, []byte(`"learn"`), []byte(`"enforce"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Upgraded in place: the same directory, 1.0.17.
+	pkg.Upgrade(t, testenv.NewHostMCP(copyTo.Addr()))
+	s = testenv.MCPStdio(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call("after upgrade")}, Start: cg.Start})
+	ready := s.Ready(t, time.Minute)
+	out := s.Wait(t, time.Minute)
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+	if got := fmt.Sprint(rec["AARSM_RULES"]); got != "rug_pull" {
+		t.Errorf("rules %q, want rug_pull (outcome %+v)", got, out)
+	}
+	if got := fmt.Sprint(rec["AARSM_VIOLATIONS"]); got != copyTo.Addr() {
+		t.Errorf("violations %q, want %s", got, copyTo.Addr())
+	}
+	if got := fmt.Sprint(rec["AARSM_BASELINE"]); got != "rug_pull" {
+		t.Errorf("AARSM_BASELINE %q", got)
+	}
+	if got := fmt.Sprint(rec["AARSM_BASELINE_PACKAGE"]); !strings.HasPrefix(got, "npm:postmark-mcp@1.0.17 ") {
+		t.Errorf("AARSM_BASELINE_PACKAGE %q", got)
+	}
+	if got := fmt.Sprint(rec["AARSM_BASELINE_PREVIOUS"]); !strings.HasPrefix(got, "npm:postmark-mcp@1.0.15 ") {
+		t.Errorf("AARSM_BASELINE_PREVIOUS %q", got)
+	}
+	if n := len(copyTo.Requests()); n != 0 {
+		t.Errorf("the new host received %d requests", n)
+	}
 }

@@ -75,6 +75,9 @@ const (
 	FieldTool             = "AARSM_TOOL"
 	FieldToolCallID       = "AARSM_TOOL_CALL_ID"
 	FieldToolArgs         = "AARSM_TOOL_ARGS"
+	FieldBaseline         = "AARSM_BASELINE"
+	FieldBaselinePackage  = "AARSM_BASELINE_PACKAGE"
+	FieldBaselinePrevious = "AARSM_BASELINE_PREVIOUS"
 	// FieldTimestamp is added by the JSON sink only (journald stamps its
 	// entries itself): RFC 3339 in UTC with microseconds.
 	FieldTimestamp = "TIMESTAMP"
@@ -124,6 +127,31 @@ type Verdict struct {
 	// AARSM_MCP_* and AARSM_TOOL* fields): zero for a process that is
 	// none.
 	MCP MCP
+	// Baseline is AARSM_BASELINE ("rug_pull", "unseen_destination"),
+	// AARSM_BASELINE_PACKAGE and AARSM_BASELINE_PREVIOUS: set when the
+	// message left what the sender's package was seen to do.
+	Baseline Baseline
+}
+
+// Baseline are the fields of a verdict on a baseline deviation; each is
+// left out when empty.
+type Baseline struct {
+	Kind     string // "rug_pull" or "unseen_destination"
+	Package  string // the build sending now
+	Previous string // the build the baseline learned (rug pull)
+}
+
+// BaselineOf returns the journal fields of a baseline deviation (nil:
+// none).
+func BaselineOf(b *judge.Baseline) Baseline {
+	if b == nil {
+		return Baseline{}
+	}
+	out := Baseline{Kind: "unseen_destination", Package: b.Package}
+	if b.RugPull {
+		out.Kind, out.Previous = "rug_pull", b.Previous
+	}
+	return out
 }
 
 // MCP are the fields of a verdict on mail sent by an MCP server; each is
@@ -281,6 +309,9 @@ func (v Verdict) Fields() []Field {
 	addOpt(FieldTool, v.MCP.Tool)
 	addOpt(FieldToolCallID, v.MCP.ToolCallID)
 	addOpt(FieldToolArgs, v.MCP.ToolArgs)
+	addOpt(FieldBaseline, v.Baseline.Kind)
+	addOpt(FieldBaselinePackage, v.Baseline.Package)
+	addOpt(FieldBaselinePrevious, v.Baseline.Previous)
 	return fs
 }
 

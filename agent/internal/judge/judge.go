@@ -27,12 +27,14 @@ const (
 	RuleCredentials          = "block_credentials_in_emails" //nolint:gosec // G101: a rule name, not a credential
 	RuleSensitiveAttachments = "quarantine_sensitive_attachments"
 	RuleUnreadableMail       = "unreadable_mail_requests"
+	RuleUnseenDestinations   = "unseen_destinations"
+	RuleRugPull              = "rug_pull"
 )
 
 // ruleOrder is the order rules are reported in.
 var ruleOrder = []string{
 	RuleUnauthorizedBcc, RuleUndeclaredRecipients, RuleUnknownRecipient, RuleExternalForwarding, RuleBulkToUnknown,
-	RuleUnreadableMail, RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments,
+	RuleUnreadableMail, RuleAPIKeys, RuleCredentials, RuleSensitiveAttachments, RuleRugPull, RuleUnseenDestinations,
 }
 
 // Context describes the process that sends the message. Scope blocks match
@@ -52,6 +54,9 @@ type Context struct {
 	// unauthorized_bcc_recipients authorizes a Bcc when the call declared
 	// it and its domain is allowed.
 	MCP *MCP
+	// Baseline is set when the message leaves what the sender's package
+	// was seen to do (rules unseen_destinations, rug_pull).
+	Baseline *Baseline
 }
 
 // Decision is the outcome for the message, in increasing severity. It is
@@ -146,10 +151,17 @@ func Judge(set *policy.Set, msg *mail.Message, ctx Context, state *BulkState, no
 			continue
 		}
 		fs := ev.policyFindings(p, ctx, state, now)
+		var alertOnly bool
+		fs, alertOnly = withBaseline(p, ctx.Baseline, fs)
 		if len(fs) == 0 {
 			continue
 		}
 		effects := p.Effects
+		if alertOnly {
+			// The only findings are at a level that reports (a
+			// destination the package never used, at "alert").
+			effects = []policy.Effect{policy.EffectAlert}
+		}
 		for _, f := range fs {
 			if f.Rule == RuleSensitiveAttachments {
 				effects = union(effects, []policy.Effect{policy.EffectBlock, policy.EffectQuarantine})
@@ -307,6 +319,25 @@ func attachmentName(a mail.Attachment) string {
 		return "(" + a.ContentType + ")"
 	}
 	return "(unnamed)"
+}
+
+// withBaseline adds the baseline's findings to fs; alertOnly reports
+// whether every finding is one the policy only reports.
+func withBaseline(p *policy.Policy, b *Baseline, fs []Finding) (out []Finding, alertOnly bool) {
+	found, alert := baselineFindings(p, b, func(rule, value, where string) {
+		if len(fs) < maxFindings {
+			fs = append(fs, Finding{Policy: p.Name, Rule: rule, Value: value, Where: where})
+		}
+	})
+	if !found {
+		return fs, false
+	}
+	for _, f := range fs {
+		if f.Rule != RuleUnseenDestinations && f.Rule != RuleRugPull {
+			return fs, false
+		}
+	}
+	return fs, alert
 }
 
 func (e *evaluation) policyFindings(p *policy.Policy, ctx Context, state *BulkState, now time.Time) []Finding {

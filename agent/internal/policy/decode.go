@@ -42,9 +42,9 @@ type policyBlock struct {
 var policyBlocks = []policyBlock{
 	{blockScope, true, scopeSchema, decodeScope},
 	{blockDestinations, false, destinationsSchema, decodeDestinations},
-	{blockRules, false, rulesSchema(blockedActions), decodeRules(blockedActions)},
+	{blockRules, false, rulesSchema(blockedActions, true), decodeRules(blockedActions)},
 	{blockBulk, false, bulkSchema, decodeBulk},
-	{blockContent, false, rulesSchema(contentProtection), decodeRules(contentProtection)},
+	{blockContent, false, rulesSchema(contentProtection, false), decodeRules(contentProtection)},
 	{blockResponse, false, responseSchema, decodeResponse},
 }
 
@@ -132,6 +132,7 @@ func newPolicy(b *hcl.Block) *Policy {
 		Rules: Rules{
 			UnauthorizedBcc: true, UndeclaredRecipients: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
 			UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true,
+			UnseenDestinations: LevelAlert, RugPull: LevelBlock,
 		},
 		Bulk:          Bulk{MaxMessages: DefaultBulkMaxMessages, MaxRecipients: DefaultBulkMaxRecipients, Window: DefaultBulkWindow},
 		Action:        DefaultAction,

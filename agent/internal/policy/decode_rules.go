@@ -44,11 +44,17 @@ var contentProtection = []ruleAttribute{
 	{"quarantine_sensitive_attachments", func(r *Rules) *bool { return &r.SensitiveAttachments }},
 }
 
-// rulesSchema is the schema of a block of rule attributes.
-func rulesSchema(attrs []ruleAttribute) *hcl.BodySchema {
+// rulesSchema is the schema of a block of rule attributes (and, for
+// blocked_actions, of the level attributes).
+func rulesSchema(attrs []ruleAttribute, withLevels bool) *hcl.BodySchema {
 	s := &hcl.BodySchema{}
 	for _, a := range attrs {
 		s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: a.name})
+	}
+	if withLevels {
+		for _, a := range levelAttributes {
+			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: a.name})
+		}
 	}
 	return s
 }
@@ -60,7 +66,7 @@ func decodeRules(attrs []ruleAttribute) func(*Policy, *hcl.Block, *hcl.BodyConte
 		for _, a := range attrs {
 			diags = append(diags, boolAttr(c.Attributes[a.name], a.rule(&p.Rules))...)
 		}
-		return diags
+		return append(diags, decodeLevels(c.Attributes, &p.Rules)...)
 	}
 }
 

@@ -84,7 +84,8 @@ func DefaultHoldSettings() HoldSettings {
 // Agent is the agent block: settings of the agent itself, at most one in
 // the whole policy directory.
 type Agent struct {
-	Holds HoldSettings
+	Holds    HoldSettings
+	Baseline BaselineSettings
 	// DeclRange is where the block is, nil when there is none.
 	DeclRange *hcl.Range
 }
@@ -96,7 +97,8 @@ func (set *Set) Holds(p *Policy) HoldSettings {
 
 var holdAttributes = []hcl.AttributeSchema{{Name: "fail_mode"}, {Name: "exec_hold_timeout"}, {Name: "write_hold_timeout"}}
 
-var agentSchema = &hcl.BodySchema{Attributes: holdAttributes}
+var agentSchema = &hcl.BodySchema{Attributes: append(append([]hcl.AttributeSchema{}, holdAttributes...),
+	hcl.AttributeSchema{Name: "baseline"}, hcl.AttributeSchema{Name: "baseline_first_learn"})}
 
 // decodeHolds reads the hold attributes of a policy or agent block.
 func decodeHolds(attrs hcl.Attributes, h *HoldSettings) hcl.Diagnostics {
@@ -131,10 +133,12 @@ func (set *Set) decodeAgent(b *hcl.Block) hcl.Diagnostics {
 	content, diags := b.Body.Content(agentSchema)
 	var h HoldSettings
 	diags = append(diags, decodeHolds(content.Attributes, &h)...)
+	var bs BaselineSettings
+	diags = append(diags, decodeBaselineSettings(content.Attributes, &bs)...)
 	if diags.HasErrors() {
 		return diags
 	}
 	rng := b.DefRange
-	set.Agent = Agent{Holds: h, DeclRange: &rng}
+	set.Agent = Agent{Holds: h, Baseline: bs, DeclRange: &rng}
 	return diags
 }

@@ -195,6 +195,11 @@ type Rules struct {
 	APIKeys              bool // content_protection.block_api_keys_in_emails
 	Credentials          bool // content_protection.block_credentials_in_emails
 	SensitiveAttachments bool // content_protection.quarantine_sensitive_attachments
+	// The baseline's findings (senders whose package has a baseline):
+	// blocked_actions.unseen_destinations (default alert) and rug_pull
+	// (default block).
+	UnseenDestinations Level
+	RugPull            Level
 }
 
 // Bulk are the bulk_email thresholds: more than MaxMessages messages, or

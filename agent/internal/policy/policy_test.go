@@ -37,7 +37,8 @@ func TestCaseStudyPolicy(t *testing.T) {
 		t.Errorf("whitelisted %v", got)
 	}
 	want := Rules{UnauthorizedBcc: true, UndeclaredRecipients: true, ExternalForwarding: true, BulkToUnknown: true, UnknownRecipients: true,
-		UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true}
+		UnreadableMail: true, APIKeys: true, Credentials: true, SensitiveAttachments: true,
+		UnseenDestinations: LevelAlert, RugPull: LevelBlock}
 	if p.Rules != want {
 		t.Errorf("rules %+v", p.Rules)
 	}
