@@ -57,8 +57,11 @@ func NormalizeDomain(s string) (string, bool) {
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") && len(s) > 2 {
 		return strings.ToLower(s), true
 	}
-	// Unicode full stops used as dots by IDNA.
-	s = strings.NewReplacer("\u3002", ".", "\uff0e", ".", "\uff61", ".").Replace(s)
+	// Unicode full stops used as dots by IDNA (an ASCII name has none:
+	// most names, spared building the replacer).
+	if !isASCII(s) {
+		s = strings.NewReplacer("\u3002", ".", "\uff0e", ".", "\uff61", ".").Replace(s)
+	}
 	s = strings.TrimSuffix(s, ".")
 	if s == "" {
 		return "", false
