@@ -91,6 +91,7 @@ FUZZ_TARGETS := \
 	./agent/internal/parse:FuzzHTTPParser \
 	./agent/internal/parse:FuzzHTTP2Parser \
 	./agent/internal/parse:FuzzDecodeBody \
+	./agent/internal/parse:FuzzWebSocket \
 	./agent/internal/parse/mail:FuzzRelaxJSON \
 	./agent/internal/parse/mail:FuzzJSONPrefix \
 	./agent/internal/parse/mail:FuzzParseAddressList \

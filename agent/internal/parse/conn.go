@@ -20,8 +20,9 @@ type Stats struct {
 // Parser is the third stage of the pipeline: it parses each connection's
 // segments as HTTP/1.x, as HTTP/2 when the client opens with the HTTP/2
 // preface, or as SMTP when it opens with EHLO/HELO/LHLO, and returns the
-// messages each segment completes. It keeps one parser state per open
-// connection. It is not safe for concurrent use.
+// messages each segment completes. An HTTP/1.1 connection upgraded to
+// WebSocket (ws.go) goes on as frames, each message a Message. It keeps
+// one parser state per open connection. It is not safe for concurrent use.
 type Parser struct {
 	limits Limits
 	conns  map[stream.Key]*httpConn
@@ -85,9 +86,10 @@ func (p *Parser) Busy(k stream.Key) bool {
 }
 
 // Proto names the protocol the client of connection k speaks: ProtoHTTP1,
-// ProtoHTTP2, ProtoSMTP, ProtoOther (its first bytes started no HTTP
-// request or SMTP session), or "" before its first bytes (or while they
-// are a prefix of the HTTP/2 preface).
+// ProtoHTTP2, ProtoSMTP, ProtoWebSocket (from the 101 response that
+// switched an HTTP/1.1 connection), ProtoOther (its first bytes started no
+// HTTP request or SMTP session), or "" before its first bytes (or while
+// they are a prefix of the HTTP/2 preface).
 func (p *Parser) Proto(k stream.Key) string {
 	if hc := p.conns[k]; hc != nil {
 		return hc.proto()
@@ -109,6 +111,13 @@ const (
 	ProtoHTTP2 = "h2"
 	ProtoSMTP  = "smtp"
 	ProtoOther = "other"
+	// ProtoWebSocket: every client write may carry (part of) a message,
+	// whatever its first bytes, so the kernel is to hold them all:
+	// enforce's connMode maps it to probe.ConnAll (its default case does);
+	// ConnH1's single_get or ConnOther's starts_candidate would let frames
+	// go unheld. Busy tells when a write starts mid-frame, should a
+	// frame-walking mode (like ConnH2's) come later.
+	ProtoWebSocket = "ws"
 )
 
 type httpConn struct {
@@ -119,6 +128,12 @@ type httpConn struct {
 	other     bool     // HTTP/1 by elimination: the client's first bytes started no request
 	smtp      *mail.SMTPSession
 	h2        *h2Conn
+	// ws: the frames after a request that asked to upgrade to WebSocket,
+	// from that request on for the client's bytes, and from the 101 on
+	// for the server's (ws.go); wsAhead: responses due before the
+	// upgrade's own.
+	ws      *wsConn
+	wsAhead int
 
 	// Until the protocol is known: client bytes that are a prefix of the
 	// HTTP/2 preface, and server bytes that came first.
@@ -179,6 +194,8 @@ func (hc *httpConn) data(dir stream.Dir, data []byte, lost int, mono uint64) {
 		}
 	case ProtoHTTP2:
 		hc.h2.side[dir].feed(data, lost, mono)
+	case ProtoWebSocket:
+		hc.ws.side[dir].feed(data, lost, mono)
 	default:
 		hc.feedHTTP1(dir, data, lost, mono)
 	}
@@ -186,15 +203,18 @@ func (hc *httpConn) data(dir stream.Dir, data []byte, lost int, mono uint64) {
 
 func (hc *httpConn) feedHTTP1(dir stream.Dir, data []byte, lost int, mono uint64) {
 	if dir == stream.Egress {
-		hc.req.feed(data, lost, mono, func(m *Message) {
+		hc.feedRequests(data, lost, mono, func(m *Message) {
 			if len(hc.methods) < maxPending {
 				hc.methods = append(hc.methods, m.Method)
+			}
+			if wsOffered(m) {
+				hc.offerWS(m)
 			}
 			hc.emit(m)
 		})
 		return
 	}
-	hc.resp.feed(data, lost, mono, hc.emit)
+	hc.feedUpgrade(data, lost, mono)
 }
 
 // hold keeps server bytes that precede the protocol's decision.
@@ -286,6 +306,14 @@ func (hc *httpConn) close(c *stream.Conn) {
 			hc.p.stats.IgnoredStreams += uint64(s.ignored)
 		}
 	}
+	if hc.ws != nil {
+		hc.ws.close(c.Last)
+		for i := range hc.ws.side {
+			s := &hc.ws.side[i]
+			hc.p.stats.JunkBytes += uint64(s.junk)
+			hc.p.stats.Malformed += uint64(s.malform)
+		}
+	}
 	hc.resp.close(c.Last, hc.emit)
 	hc.p.stats.JunkBytes += uint64(hc.req.junk + hc.resp.junk)
 	hc.p.stats.Malformed += uint64(hc.req.malform + hc.resp.malform)
@@ -293,8 +321,12 @@ func (hc *httpConn) close(c *stream.Conn) {
 
 // busy reports whether a request, or an SMTP transaction, is partly
 // written: for HTTP/2, a frame partly written, a header block awaiting
-// CONTINUATION, or a request stream not ended yet.
+// CONTINUATION, or a request stream not ended yet; for WebSocket, a frame
+// partly written or a fragmented message not ended yet.
 func (hc *httpConn) busy() bool {
+	if hc.ws != nil {
+		return hc.ws.side[stream.Egress].busy()
+	}
 	switch hc.protocol {
 	case ProtoSMTP:
 		return hc.smtp.Pending() != nil

@@ -81,8 +81,17 @@ type Message struct {
 	// Partial: the body has not ended yet (Parser.Pending); Data is what
 	// arrived so far, not decoded.
 	Partial bool
-	Start   uint64 // monotonic ns of the first byte
-	End     uint64 // monotonic ns of the last byte
+	// WebSocket: a message of a connection upgraded to WebSocket (ws.go):
+	// a text or binary message, its fragments joined, unmasked and, with
+	// permessage-deflate, inflated (Encoding "permessage-deflate";
+	// WireSize counts the payload as framed), or a control frame that
+	// carries something. Host and Target are the upgrade request's; the
+	// client's are requests, the server's responses (Response).
+	WebSocket bool
+	Opcode    uint8  // WebSocket: WSText, WSBinary, WSClose, WSPing, WSPong, or a reserved one
+	CloseCode uint16 // WebSocket close frame: its status code (0: none); Data is its reason
+	Start     uint64 // monotonic ns of the first byte
+	End       uint64 // monotonic ns of the last byte
 }
 
 type httpState uint8

@@ -11,10 +11,12 @@ import (
 // the middle of writing, so that they can be judged before the write that
 // completes them: HTTP requests whose head arrived and whose body has not
 // ended (HTTP/1.x: at most one; HTTP/2: every open stream, in stream
-// order), or the SMTP transaction in progress (envelope, and headers once
-// the DATA's header section arrived). The requests are copies with Partial
-// set whose Data, the body so far and undecoded, is the parser's: read it
-// only during the call.
+// order), the WebSocket message the client is writing (its frames so far,
+// unmasked; inflated when compressed), or the SMTP transaction in progress
+// (envelope, and headers once the DATA's header section arrived). The
+// requests are copies with Partial set whose Data, the body so far and
+// undecoded (but for WebSocket), is the parser's: read it only during the
+// call.
 type Pending struct {
 	Requests []*Message
 	Mail     *mail.Message
@@ -25,6 +27,12 @@ type Pending struct {
 func (p *Parser) Pending(k stream.Key) Pending {
 	hc := p.conns[k]
 	if hc == nil {
+		return Pending{}
+	}
+	if hc.ws != nil {
+		if m := hc.ws.side[stream.Egress].pending(); m != nil {
+			return Pending{Requests: []*Message{m}}
+		}
 		return Pending{}
 	}
 	switch hc.protocol {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/aarsm/aarsm/agent/internal/mcp"
+	"github.com/aarsm/aarsm/agent/internal/parse"
 )
 
 // Format writes r as one line and, with verbose, its headers and body
@@ -30,6 +31,8 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	// response to its request on a connection that multiplexes them.
 	h2 := m.Stream != 0
 	switch {
+	case m.WebSocket:
+		writeWSHead(&b, ts, r)
 	case m.Response && h2:
 		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Stream, size(m.WireSize))
 	case m.Response:
@@ -65,6 +68,41 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeWSHead writes the head of a WebSocket message's line: its kind and
+// payload size as framed and, for the client's, where it goes (the upgrade
+// request's host and target).
+func writeWSHead(b *strings.Builder, ts string, r Record) {
+	m := r.Msg
+	dir := ""
+	if m.Response {
+		dir = "<- "
+	}
+	fmt.Fprintf(b, "%s pid=%d comm=%s %sWS %s %s", ts, r.Conn.PID, quote(r.Comm), dir, wsKind(m.Opcode), size(m.WireSize))
+	if !m.Response {
+		fmt.Fprintf(b, " %s %s", orDash(m.Host), orDash(m.Target))
+	}
+	if m.CloseCode != 0 {
+		fmt.Fprintf(b, " code=%d", m.CloseCode)
+	}
+}
+
+// wsKind names a WebSocket opcode.
+func wsKind(op uint8) string {
+	switch op {
+	case parse.WSText:
+		return "text"
+	case parse.WSBinary:
+		return "binary"
+	case parse.WSClose:
+		return "close"
+	case parse.WSPing:
+		return "ping"
+	case parse.WSPong:
+		return "pong"
+	}
+	return fmt.Sprintf("opcode=%#x", op)
 }
 
 func orDash(s string) string {

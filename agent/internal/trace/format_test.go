@@ -78,3 +78,43 @@ func TestFormatSMTPMail(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatWebSocket(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	ws := func(op uint8, response bool, data string, wire int64) *parse.Message {
+		return &parse.Message{Head: parse.Head{Host: "api.openai.com", Target: "/v1/responses"}, Body: parse.Body{Data: []byte(data), WireSize: wire},
+			Response: response, WebSocket: true, Opcode: op}
+	}
+	deflated := ws(parse.WSText, false, `{"type":"response.create","input":"hi"}`, 31)
+	deflated.Encoding = "permessage-deflate"
+	closing := ws(parse.WSClose, false, "bye", 5)
+	closing.CloseCode = 1000
+	cut := ws(parse.WSBinary, false, "\x00\x01", 70000)
+	cut.Truncated, cut.Missing = true, 69998
+	for _, tc := range []struct {
+		m       *parse.Message
+		verbose bool
+		want    string
+	}{
+		{ws(parse.WSText, false, `{"a":1}`, 7), false, "03:04:05.000006 pid=42 comm=codex WS text 7B api.openai.com /v1/responses\n"},
+		{deflated, false, "03:04:05.000006 pid=42 comm=codex WS text 31B api.openai.com /v1/responses permessage-deflate(39B)\n"},
+		{closing, false, "03:04:05.000006 pid=42 comm=codex WS close 5B api.openai.com /v1/responses code=1000\n"},
+		{cut, false, "03:04:05.000006 pid=42 comm=codex WS binary 70000B api.openai.com /v1/responses truncated(69998B not captured)\n"},
+		{ws(parse.WSPing, false, "p", 1), false, "03:04:05.000006 pid=42 comm=codex WS ping 1B api.openai.com /v1/responses\n"},
+		{ws(0x3, false, "r", 1), false, "03:04:05.000006 pid=42 comm=codex WS opcode=0x3 1B api.openai.com /v1/responses\n"},
+		{ws(parse.WSText, true, "ok", 2), false, ""},
+		{ws(parse.WSText, true, "ok", 2), true, "03:04:05.000006 pid=42 comm=codex <- WS text 2B\n" +
+			"    exe=/usr/bin/codex cgroup=0 tid=0 ssl=0x1000\n    \n    ok\n"},
+		{deflated, true, "03:04:05.000006 pid=42 comm=codex WS text 31B api.openai.com /v1/responses permessage-deflate(39B)\n" +
+			"    exe=/usr/bin/codex cgroup=0 tid=0 ssl=0x1000\n    \n    {\"type\":\"response.create\",\"input\":\"hi\"}\n"},
+	} {
+		var b strings.Builder
+		rec := Record{Conn: stream.Key{PID: 42, SSL: 0x1000}, Comm: "codex", Exe: "/usr/bin/codex", Time: at, Msg: tc.m}
+		if err := Format(&b, rec, tc.verbose); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("got  %q\nwant %q", b.String(), tc.want)
+		}
+	}
+}
