@@ -720,6 +720,8 @@ func connMode(busy bool, proto string) probe.ConnMode {
 		return probe.ConnH2
 	case parse.ProtoOther:
 		return probe.ConnOther
+	case parse.ProtoWebSocket:
+		return probe.ConnAll // any write may carry part of a message
 	}
 	return probe.ConnAll // SMTP, or not known yet: every command may carry the envelope
 }
