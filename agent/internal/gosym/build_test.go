@@ -249,8 +249,9 @@ func checkGoClient(t *testing.T, c goClient) {
 		if fn.Entry != sym.Value || fn.Offset != off || fn.End < sym.Value+sym.Size || fn.End > sym.Value+sym.Size+64 {
 			t.Errorf("%s: entry %#x-%#x at %#x, symbol %#x+%d at %#x", name, fn.Entry, fn.End, fn.Offset, sym.Value, sym.Size, off)
 		}
-		if len(fn.Returns) == 0 || len(fn.Exits) != 0 || (!fn.StackCheck && !v.Less(Version{1, 17, 0})) {
-			t.Errorf("%s: returns %#x, exits %#x, stack check %v", name, fn.Returns, fn.Exits, fn.StackCheck)
+		if len(fn.Returns) == 0 || len(fn.Exits) != 0 ||
+			(!v.Less(Version{1, 17, 0}) && (!fn.StackCheck || fn.Body <= fn.Offset || fn.Body > fn.Offset+16)) {
+			t.Errorf("%s: returns %#x, exits %#x, stack check %v, body %#x", name, fn.Returns, fn.Exits, fn.StackCheck, fn.Body)
 		}
 		for _, r := range fn.Returns {
 			if inst, ok := decodeAt(fh, r); !ok || inst.Op != x86asm.RET || r < fn.Offset || r >= fn.Offset+fn.End-fn.Entry {
@@ -388,7 +389,8 @@ func TestGoTLSFake(t *testing.T) {
 		}
 		entries, _ := fg.entries()
 		if g.Write.Entry != entries[1] || g.Read.Entry != entries[2] || g.Write.Offset != entries[1]-fakeBase ||
-			len(g.Write.Returns) != 2 || g.Write.Returns[0] != g.Write.Offset+16 || !g.Write.StackCheck {
+			len(g.Write.Returns) != 2 || g.Write.Returns[0] != g.Write.Offset+16 || !g.Write.StackCheck ||
+			g.Write.Body != g.Write.Offset+6 {
 			t.Errorf("%v: write %+v read %+v", tc.format, g.Write, g.Read)
 		}
 		if g.Binary.SectionHeaders != tc.sections || g.Binary.Format != tc.format {

@@ -18,8 +18,10 @@
 // (Func.Returns), each probed as an ordinary uprobe.
 //
 // Use: FindTLS(f, r) with the executable's *elf.File and its file. On
-// success TLS.Write.Offset and TLS.Read.Offset are the entries' file
-// offsets, TLS.*.Returns the RETs' file offsets, TLS.ABI the registers;
+// success TLS.Write.Body and TLS.Read.Body are the file offsets where the
+// arguments are read (once per call; Offset is the entry, which a call
+// whose stack grows runs twice), TLS.*.Returns the RETs' file offsets,
+// TLS.ABI the registers;
 // TLS.Binary the version, build info (modules) and facts for the log. On
 // an error, report the process unmonitored (the error says why, and
 // TLS.Binary what was read).
@@ -85,6 +87,13 @@ type Func struct {
 	// StackCheck: the function starts by comparing the stack pointer with
 	// g's stack guard through R14, as ABIInternal code does.
 	StackCheck bool
+	// Body: the file offset of the instruction after the stack check's
+	// branch (to the stack growth path), where the argument probe belongs.
+	// The entry runs twice in a call whose goroutine's stack must grow
+	// first (the growth path calls runtime.morestack, which moves the
+	// stack, then jumps back to the entry); Body runs once per call, with
+	// the arguments still in their registers. 0 without a stack check.
+	Body uint64
 }
 
 // TLS is where to probe crypto/tls in one binary.
@@ -197,6 +206,7 @@ func decodeFunc(f *elf.File, r io.ReaderAt, fr funcRange) (Func, error) {
 	if n, err := r.ReadAt(code, int64(off)); n < len(code) {
 		return fn, fmt.Errorf("read function code: %w", orEOF(err))
 	}
+	checkAt := -2
 	for pc, i := 0, 0; pc < len(code); i++ {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
@@ -204,6 +214,10 @@ func decodeFunc(f *elf.File, r io.ReaderAt, fr funcRange) (Func, error) {
 		}
 		if i < 2 && checksStack(inst) {
 			fn.StackCheck = true
+			checkAt = i
+		}
+		if i == checkAt+1 && inst.Op == x86asm.JBE {
+			fn.Body = off + uint64(pc+inst.Len)
 		}
 		switch inst.Op {
 		case x86asm.RET:
@@ -279,8 +293,8 @@ func FindTLS(f *elf.File, r io.ReaderAt) (TLS, error) {
 			continue
 		}
 		switch {
-		case !fn.StackCheck:
-			return g, fmt.Errorf("%s does not start with a stack check through R14: %w", fn.Name, ErrCode)
+		case !fn.StackCheck || fn.Body == 0:
+			return g, fmt.Errorf("%s does not start with a stack check through R14 and its branch: %w", fn.Name, ErrCode)
 		case len(fn.Returns) == 0:
 			return g, fmt.Errorf("%s has no RET: %w", fn.Name, ErrCode)
 		case len(fn.Exits) > 0:

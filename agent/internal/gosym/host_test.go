@@ -223,6 +223,27 @@ func BenchmarkGoTLSLookup(b *testing.B) {
 			}
 		}
 	})
+	// What every other executable costs: node (C++, 100 MB, section
+	// headers) is told apart by its section table.
+	if node, err := exec.LookPath("node"); err == nil {
+		b.Run("not-go-node", func(b *testing.B) {
+			nh, err := os.Open(node)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nh.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := elf.NewFile(nh)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := FindTLS(f, nh); !errors.Is(err, ErrNotGo) {
+					b.Fatalf("node: %v", err)
+				}
+			}
+		})
+	}
 	b.Run("debug-gosym", func(b *testing.B) {
 		b.ReportAllocs()
 		f, err := elf.NewFile(fh)

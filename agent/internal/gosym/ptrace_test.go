@@ -20,8 +20,8 @@ import (
 )
 
 // traceGoClient runs a build of the client under ptrace, with a
-// breakpoint (INT3) on the entry of (*Conn).Write and (*Conn).Read and on
-// each of their RETs (the file offsets FindTLS returned, mapped as
+// breakpoint (INT3) on the body of (*Conn).Write and (*Conn).Read (Func.Body,
+// past the stack check) and on each of their RETs (the file offsets FindTLS returned, mapped as
 // /proc/PID/maps says: what a uprobe does), and checks that the registers
 // the ABI table names hold what it says: at the entry the receiver, the
 // buffer (for Write: its bytes are the marker), its length and capacity;
@@ -112,8 +112,8 @@ func traceGoClient(t *testing.T, path string, g TLS) {
 			}
 		}
 	}
-	insert(g.Write.Offset, writeEntry)
-	insert(g.Read.Offset, readEntry)
+	insert(g.Write.Body, writeEntry)
+	insert(g.Read.Body, readEntry)
 	for _, r := range g.Write.Returns {
 		insert(r, writeRet)
 	}
