@@ -105,7 +105,8 @@ FUZZ_TARGETS := \
 	./agent/internal/mcp:FuzzStdio \
 	./agent/internal/mcp:FuzzSSE \
 	./agent/internal/mcp:FuzzRecipients \
-	./agent/internal/baseline:FuzzBaselineFile
+	./agent/internal/baseline:FuzzBaselineFile \
+	./agent/internal/gosym:FuzzGoTables
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/aarsm/aarsm/agent/internal/gosym"
 )
 
 // The TLS functions a target may export, and the program each one gets.
@@ -80,16 +82,7 @@ func carriesOpenSSL(f *elf.File) bool {
 }
 
 // fileOffset converts a virtual address of the file into the file offset
-// the kernel's uprobes take, through the executable PT_LOAD segment that
-// contains it.
+// the kernel's uprobes take (gosym.FileOffset, shared with the Go finder).
 func fileOffset(f *elf.File, addr uint64) (uint64, bool) {
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 {
-			continue
-		}
-		if addr >= p.Vaddr && addr < p.Vaddr+p.Filesz {
-			return addr - p.Vaddr + p.Off, true
-		}
-	}
-	return 0, false
+	return gosym.FileOffset(f, addr)
 }
