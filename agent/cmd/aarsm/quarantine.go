@@ -219,24 +219,15 @@ func runQuarantine(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// parseWithArg parses flags given before or after the one argument.
+// parseWithArg parses flags given before or after the one argument,
+// which must be there.
 func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, bool) {
-	if err := fs.Parse(args); err != nil {
-		return "", false
-	}
-	if fs.NArg() == 0 {
+	arg, ok := parseOptionalArg(fs, args)
+	if ok && arg == "" {
 		_, _ = fmt.Fprintf(fs.Output(), "%s: missing %s\n", fs.Name(), name)
 		return "", false
 	}
-	arg := fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil {
-		return "", false
-	}
-	if fs.NArg() > 0 {
-		_, _ = fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return "", false
-	}
-	return arg, true
+	return arg, ok
 }
 
 // explain adds what to do to the errors people meet.

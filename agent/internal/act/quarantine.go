@@ -20,6 +20,7 @@ import (
 
 	"github.com/aarsm/aarsm/agent/internal/bpffs"
 	"github.com/aarsm/aarsm/agent/internal/proc"
+	"github.com/aarsm/aarsm/agent/internal/statefile"
 	"github.com/aarsm/aarsm/bpf/cgroup"
 )
 
@@ -576,28 +577,11 @@ func lockState(dir string, timeout time.Duration) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock quarantine state: %w", err)
 	}
-	p := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	release, err := statefile.Lock(filepath.Join(dir, lockFileName), timeout, ErrStateLocked)
 	if err != nil {
 		return nil, fmt.Errorf("lock quarantine state: %w", err)
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("lock %s: %w", p, err)
-		}
-		if time.Now().After(deadline) {
-			_ = f.Close()
-			return nil, fmt.Errorf("%w: %s held for more than %v", ErrStateLocked, p, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return func() { _ = f.Close() }, nil // closing the last descriptor unlocks
+	return release, nil
 }
 
 // cleanCgroupPath puts a cgroup path relative to the mount in the form of

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/aarsm/aarsm/agent/internal/statefile"
 )
 
 // On disk, in the baseline directory (<state dir>/baseline, 0700, owned
@@ -109,28 +111,11 @@ func checkOwner(p string, st fs.FileInfo) error {
 // lock takes the exclusive lock of dir, waiting at most timeout, and
 // returns its release.
 func lock(dir string, timeout time.Duration) (func(), error) {
-	p := filepath.Join(dir, lockName)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	release, err := statefile.Lock(filepath.Join(dir, lockName), timeout, ErrLocked)
 	if err != nil {
 		return nil, fmt.Errorf("lock baseline: %w", err)
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("lock %s: %w", p, err)
-		}
-		if time.Now().After(deadline) {
-			_ = f.Close()
-			return nil, fmt.Errorf("%w: %s held for more than %v", ErrLocked, p, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return func() { _ = f.Close() }, nil // closing the descriptor unlocks
+	return release, nil
 }
 
 // fileID is what tells that the file was replaced or changed.
@@ -198,34 +183,9 @@ func readFile(dir string) (*File, error) {
 // writeFile replaces dir's file with data: a temporary file (0600),
 // fsynced, renamed into place, the directory fsynced.
 func writeFile(dir string, data []byte) error {
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
-	if err != nil {
+	if err := statefile.WriteAtomic(Path(dir), tmpPrefix, data); err != nil {
 		return fmt.Errorf("write baseline: %w", err)
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write baseline: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write baseline: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write baseline: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write baseline: %w", err)
-	}
-	if err := os.Rename(tmp, Path(dir)); err != nil {
-		return fmt.Errorf("write baseline: %w", err)
-	}
-	ok = true
 	return syncDir(dir)
 }
 

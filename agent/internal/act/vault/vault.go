@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/statefile"
 )
 
 // DefaultDir is where the agent keeps quarantined messages
@@ -249,34 +250,9 @@ func (v *Vault) Write(e *Entry) error {
 	if size+int64(len(data)) > v.limits.MaxBytes {
 		return fmt.Errorf("%w: %d bytes kept already, %d more would exceed %d", ErrFull, size, len(data), v.limits.MaxBytes)
 	}
-	f, err := os.CreateTemp(v.dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create quarantine file: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("restrict quarantine file: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write quarantine file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync quarantine file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close quarantine file: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(v.dir, e.ID+".json")); err != nil {
+	if err := statefile.WriteAtomic(filepath.Join(v.dir, e.ID+".json"), ".tmp-", data); err != nil {
 		return fmt.Errorf("store quarantine file: %w", err)
 	}
-	ok = true
 	return nil
 }
 
