@@ -295,6 +295,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		exec.Vault = messages
 		src.vault = v
 	}
+	reportRecovered(log, exec.Quarantine, src.vault)
 	housekeeping := &housekeeper{vault: src.vault, quarantine: exec.Quarantine, interval: max(*purgeInterval, minHousekeeping), log: log}
 	housekeeping.start()
 	defer housekeeping.Stop()
