@@ -72,7 +72,7 @@ func unprivileged(t *testing.T) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "helper")
-	if err := os.WriteFile(bin, data, 0o755); err != nil { //nolint:gosec // G306: run by another user
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return bin
@@ -218,7 +218,7 @@ func craftedELFs(t *testing.T, dir string) []string {
 	var paths []string
 	for name, data := range files {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil { //nolint:gosec // G306: mapped by another user
+		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		paths = append(paths, p)
@@ -282,7 +282,7 @@ func TestAgentOwnSecurity(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := os.Chmod(s.socket, 0o777); err != nil { //nolint:gosec // G302: the point of the test
+		if err := os.Chmod(s.socket, 0o777); err != nil {
 			t.Fatal(err)
 		}
 		out := helperAs(t, helper, others, "connect:"+s.socket)

@@ -143,7 +143,7 @@ func writeMetricsFile(path string, r status.Report) error {
 	tmp := f.Name()
 	_, werr := f.Write(buf.Bytes())
 	if werr == nil {
-		werr = f.Chmod(0o644) //nolint:gosec // G302: counters, read by the node exporter's user
+		werr = f.Chmod(0o644)
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr

@@ -61,17 +61,9 @@ func stickyBits(st fs.FileInfo) fs.FileMode {
 // above where it really is. checked caches the directories above that
 // passed.
 func checkSafe(path string, checked map[string]bool) *unsafePath {
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
+	real, st, ok := resolve(path)
+	if !ok {
 		return nil // reported by the reader
-	}
-	real, err = filepath.Abs(real)
-	if err != nil {
-		return nil
-	}
-	st, err := os.Stat(real)
-	if err != nil {
-		return nil
 	}
 	if u := checkOwnerMode(real, st, true); u != nil {
 		if real != path {
@@ -79,13 +71,10 @@ func checkSafe(path string, checked map[string]bool) *unsafePath {
 		}
 		return u
 	}
-	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
-		if checked[dir] {
-			break
-		}
+	for dir := filepath.Dir(real); !checked[dir]; dir = filepath.Dir(dir) {
 		st, err := os.Stat(dir)
 		if err != nil {
-			return nil
+			return &unsafePath{dir, fmt.Sprintf("cannot be checked (%v) (it holds %s)", err, path)}
 		}
 		if u := checkOwnerMode(dir, st, false); u != nil {
 			u.why += " (it holds " + path + ")"
@@ -97,4 +86,18 @@ func checkSafe(path string, checked map[string]bool) *unsafePath {
 		}
 	}
 	return nil
+}
+
+// resolve returns where path really is and its file information; false
+// when it cannot be read (the reader reports why).
+func resolve(path string) (string, fs.FileInfo, bool) {
+	real, err := filepath.EvalSymlinks(path)
+	if err == nil {
+		real, err = filepath.Abs(real)
+	}
+	var st fs.FileInfo
+	if err == nil {
+		st, err = os.Stat(real)
+	}
+	return real, st, err == nil
 }

@@ -37,7 +37,7 @@ func peerRead(t *testing.T, path string, uid, gid uint32) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil { //nolint:gosec // G306: run by another user
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-test.run=^TestPeerClient$")
@@ -83,7 +83,7 @@ func widen(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Chmod(path, 0o777); err != nil { //nolint:gosec // G302: the point of the test
+	if err := os.Chmod(path, 0o777); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -137,7 +137,7 @@ func TestSocketDirectoryChecked(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o777); err != nil { //nolint:gosec // G302: the point of the test
+	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
 	if srv, err := Listen(filepath.Join(dir, "aarsm.sock"), sample); err == nil || !strings.Contains(err.Error(), "0777") {
