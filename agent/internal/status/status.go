@@ -175,7 +175,7 @@ type Probe struct {
 // Events are the sensor's counters since the agent started.
 type Events struct {
 	Seen       uint64 `json:"seen"`        // events delivered to the pipeline
-	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full
+	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full (or monitoring copies shed at 3/4)
 	Writes     uint64 `json:"writes"`      // TLS writes seen in the kernel
 	Truncated  uint64 `json:"truncated"`   // writes longer than the copy limit
 	Holds      uint64 `json:"holds"`       // writes held for judgement
@@ -458,7 +458,7 @@ func Format(w io.Writer, r Report) error {
 	}
 	e := r.Events
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
-	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full, or monitoring copies shed), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
 	var missed []string
 	for _, p := range r.Programs {
 		if p.Missed > 0 {
