@@ -229,6 +229,10 @@ type Result struct {
 	// Untracked: the key is not one the store keeps (no known kind, a
 	// part over its bound); nothing was checked: Verdict is Known.
 	Untracked bool
+	// HashPending: checked by CheckUnhashed, against every build of the
+	// package (the build running is not known yet): never Changed, never
+	// RugPull.
+	HashPending bool
 }
 
 // Violation reports whether the result is a violation to act on: a
@@ -426,7 +430,18 @@ func (s *Store) SetMode(m Mode) {
 func (s *Store) Check(k Key, dest string, domains []string, now time.Time) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.see(k, dest, domains, now, false)
+	return s.see(k, dest, domains, now, false, false)
+}
+
+// CheckUnhashed checks a request of package pkg (Key.Package) whose
+// content hash is not known yet (an executable still being hashed): the
+// destination and domains against those of every build of the package.
+// It records nothing and never reports a rug pull (Result.HashPending):
+// what a new build does is told once its hash is known (Observe).
+func (s *Store) CheckUnhashed(pkg string, dest string, domains []string, now time.Time) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.see(Key{Package: pkg}, dest, domains, now, false, true)
 }
 
 // Observe checks a request or mail of build k to dest (host:port, as the
@@ -437,7 +452,7 @@ func (s *Store) Check(k Key, dest string, domains []string, now time.Time) Resul
 func (s *Store) Observe(k Key, dest string, domains []string, now time.Time) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.see(k, dest, domains, now, true)
+	return s.see(k, dest, domains, now, true, false)
 }
 
 func (s *Store) learning(p *pkg, now time.Time) bool {
@@ -451,9 +466,9 @@ func (s *Store) inFirstLearnOnly(p *pkg, now time.Time) bool {
 	return s.mode != ModeLearn && !now.Before(s.st.learnUntil) && p.firstOnly && now.Before(p.learnUntil)
 }
 
-func (s *Store) see(k Key, dest string, domains []string, now time.Time, record bool) Result {
+func (s *Store) see(k Key, dest string, domains []string, now time.Time, record, unhashed bool) Result {
 	k = k.canonical()
-	r := Result{Key: k}
+	r := Result{Key: k, HashPending: unhashed}
 	if !k.valid() {
 		r.Untracked = true
 		return r
@@ -466,18 +481,18 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record 
 	}
 	r.Learning = learning
 	var b *build
-	if p != nil {
+	if p != nil && !unhashed {
 		b = p.build(k.Version, k.Hash)
 	}
 	r.NoBaseline = p == nil || len(p.builds) == 0
-	if !r.NoBaseline && b == nil && learning && s.inFirstLearnOnly(p, now) {
+	if !r.NoBaseline && b == nil && !unhashed && learning && s.inFirstLearnOnly(p, now) {
 		// The window a package gets at its first sight trusts the build
 		// first seen, not a new one that comes during it (an upgrade in
 		// the first hour is checked like any other).
 		learning = false
 		r.Learning = false
 	}
-	if !r.NoBaseline && b == nil {
+	if !r.NoBaseline && b == nil && !unhashed {
 		r.Changed = true
 		l := p.latest()
 		r.Previous = Key{Package: k.Package, Version: l.version, Hash: l.hash}

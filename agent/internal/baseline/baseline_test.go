@@ -818,3 +818,33 @@ func TestFirstLearnTrustsTheFirstBuildOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An executable whose hash is not known yet is checked against every
+// build of its path: an unseen destination is one, a rug pull is never
+// claimed, and nothing is recorded.
+func TestCheckUnhashed(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Mode: ModeLearn})
+	const exe = "exe:/opt/tool"
+	s.Observe(Key{Package: exe, Hash: hashA}, "a.example:443", nil, t0)
+	s.SetMode(ModeEnforce)
+	r := s.CheckUnhashed(exe, "a.example:443", nil, t0.Add(time.Minute))
+	want(t, r, Known, false)
+	if !r.HashPending || r.Changed || r.Violation() {
+		t.Fatalf("known, hash pending: %+v", r)
+	}
+	r = s.CheckUnhashed(exe, "b.example:443", nil, t0.Add(time.Minute))
+	want(t, r, UnseenDestination, false)
+	if !r.Violation() || r.Changed || r.UnseenDest != "b.example:443" {
+		t.Fatalf("unseen, hash pending: %+v", r)
+	}
+	// A path never seen: its first sight learns (FirstLearn), unrecorded.
+	r = s.CheckUnhashed("exe:/opt/other", "b.example:443", nil, t0)
+	if r.Violation() || !r.NoBaseline {
+		t.Fatalf("new path, hash pending: %+v", r)
+	}
+	if st := s.Stats(); st.Packages != 1 || st.Builds != 1 || st.Entries != 1 {
+		t.Fatalf("CheckUnhashed recorded: %+v", st)
+	}
+	// Once hashed, the other content is a rug pull.
+	want(t, s.Observe(Key{Package: exe, Hash: hashB}, "b.example:443", nil, t0.Add(time.Hour)), RugPull, false)
+}

@@ -5,17 +5,45 @@ import (
 	"slices"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/baseline"
 	"github.com/aarsm/aarsm/agent/internal/judge"
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
+	"github.com/aarsm/aarsm/agent/internal/pipeline"
+	"github.com/aarsm/aarsm/agent/internal/pkgid"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
-// The behavioural baseline: per MCP server package and build, the
-// destinations and recipient domains it was seen to use (package
-// baseline). Messages of MCP servers are recorded while their package
-// learns and checked otherwise; a deviation goes to the judge
-// (judge.Baseline: rules unseen_destinations, rug_pull).
+// The behavioural baseline: per package and build, the destinations and
+// recipient domains it was seen to use (package baseline). Every outbound
+// request (HTTP/1.1, HTTP/2, WebSocket) and mail (HTTP API or SMTP) of a
+// process is recorded while its package learns and checked otherwise; a
+// deviation goes to the judge (judge.Baseline: rules unseen_destinations,
+// rug_pull). Mail records its recipient domains too; other requests their
+// destination only.
+//
+// What a process is, for the baseline (identityOf):
+//
+//  1. the MCP server's package, when the process or an ancestor is one
+//     the agent has seen (every MCP server, in scope or not, as before);
+//  2. otherwise, and only for a process in the scope of a policy that
+//     checks the baseline: the npm package or Python distribution of the
+//     script an interpreter runs (pkgid: name@version and the package's
+//     content hash), or the script itself outside any package
+//     (script:/path and its hash);
+//  3. else the executable: exe:/path and the sha256 of its content,
+//     computed once per file identity by a background worker
+//     (pkgid.ExeHasher), waited for at most exeHashWait. Until it is
+//     known the request is checked by path alone against every build the
+//     path was seen with (an unseen destination is flagged, a rug pull
+//     cannot be told: the AARSM_BASELINE_PACKAGE says "hash pending"), and
+//     a complete request is observed again, under its hash, once the hash
+//     is known: learned then, or logged when it deviates.
+
+// exeHashWait is how long a verdict waits for an executable's first hash:
+// curl (300 KB) and python3 (7 MB) are hashed well within it (~1.3 GB/s
+// here); node (100 MB) or a 300 MB binary are not, and go on by path.
+const exeHashWait = 20 * time.Millisecond
 
 // openBaseline opens the store under the state directory; none without a
 // state directory or with baseline = "off". A corrupt file is logged (the
@@ -35,6 +63,8 @@ func (a *Agent) openBaseline(set *policy.Set) {
 		return
 	}
 	a.base = st
+	a.ids = pkgid.New(a.procs, pkgid.Options{NoExeHash: true})
+	a.exeHash = pkgid.NewExeHasher(pkgid.ExeHashOptions{})
 }
 
 // applyBaseline puts the baseline settings of a reloaded policy set in
@@ -54,25 +84,61 @@ func baselineMode(m policy.BaselineMode) baseline.Mode {
 	return baseline.ModeLearn
 }
 
-// baselineOf records (complete messages) or checks (messages in progress)
-// a message of an MCP server against its package's baseline and returns
+// baselineOn reports whether requests are observed at all.
+func (a *Agent) baselineOn() bool { return a.base != nil && !a.baseOff.Load() }
+
+// baselineChecked reports whether a policy of set that applies to t
+// weighs baseline deviations (unseen_destinations or rug_pull not off).
+func baselineChecked(set *policy.Set, t policy.Target) bool {
+	on := func(l policy.Level) bool { return l != "" && l != policy.LevelOff }
+	for _, p := range set.Policies {
+		if (on(p.Rules.UnseenDestinations) || on(p.Rules.RugPull)) && p.Applies(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// baselineOf records (complete messages and requests) or checks (early:
+// in progress) a request to dest with recipients in domains (none but
+// for mail) against the baseline of what the process runs, and returns
 // the deviation, nil when none.
-func (a *Agent) baselineOf(pid uint32, dest string, msg *mail.Message, early bool, now time.Time) *judge.Baseline {
-	if a.base == nil || a.baseOff.Load() || dest == "" {
+func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, dest string, domains []string, early bool, now time.Time) *judge.Baseline {
+	if !a.baselineOn() || dest == "" {
 		return nil
 	}
-	s := a.pipe.MCP(pid)
-	if s == nil || s.PackageErr != nil {
+	key, exeFile, ok := a.identityOf(set, ctx)
+	if !ok {
 		return nil
 	}
-	key := baseline.KeyOf(s.Package)
-	domains := recipientDomains(msg)
 	var r baseline.Result
-	if early {
-		r = a.base.Check(key, dest, domains, now)
-	} else {
-		r = a.base.Observe(key, dest, domains, now)
+	switch {
+	case exeFile != "":
+		sum, err := a.exeHash.Sum(exeFile, exeHashWait, a.observeLater(key, dest, domains, early, now))
+		if err == nil {
+			key.Hash = sum
+			r = a.see(key, dest, domains, early, now)
+			break
+		}
+		if !errors.Is(err, pkgid.ErrHashPending) {
+			a.log.Debug("executable not hashed: judged by path", "pid", ctx.PID, "exe", key.Package, "err", err)
+		}
+		r = a.base.CheckUnhashed(key.Package, dest, domains, now)
+	default:
+		r = a.see(key, dest, domains, early, now)
 	}
+	return a.deviation(r)
+}
+
+func (a *Agent) see(key baseline.Key, dest string, domains []string, early bool, now time.Time) baseline.Result {
+	if early {
+		return a.base.Check(key, dest, domains, now)
+	}
+	return a.base.Observe(key, dest, domains, now)
+}
+
+// deviation turns a result into what the judge weighs (nil: none).
+func (a *Agent) deviation(r baseline.Result) *judge.Baseline {
 	if r.FirstChange && !r.Violation() {
 		a.log.Info("a package changed since its baseline was learned, and keeps to it", "package", r.Key.String(), "previous", r.Previous.String())
 	}
@@ -80,6 +146,9 @@ func (a *Agent) baselineOf(pid uint32, dest string, msg *mail.Message, early boo
 		return nil
 	}
 	b := &judge.Baseline{Package: r.Key.String(), RugPull: r.Verdict == baseline.RugPull}
+	if r.HashPending {
+		b.Package += " (hash pending)"
+	}
 	if b.RugPull {
 		b.Previous = r.Previous.String()
 	}
@@ -88,6 +157,75 @@ func (a *Agent) baselineOf(pid uint32, dest string, msg *mail.Message, early boo
 	}
 	b.Unseen = append(b.Unseen, r.UnseenDomains...)
 	return b
+}
+
+// observeLater returns what observes a complete request once its
+// executable's hash is known (nil for a request in progress: it is
+// observed when complete). It runs on the hasher's goroutine; the store
+// locks itself.
+func (a *Agent) observeLater(key baseline.Key, dest string, domains []string, early bool, now time.Time) func(string, error) {
+	if early {
+		return nil
+	}
+	domains = slices.Clone(domains)
+	return func(sum string, err error) {
+		if err != nil {
+			return
+		}
+		key.Hash = sum
+		if b := a.deviation(a.base.Observe(key, dest, domains, now)); b != nil {
+			a.log.Warn("a request left the baseline, found once its executable was hashed (it had gone by path)",
+				"package", b.Package, "previous", b.Previous, "rug_pull", b.RugPull, "unseen", b.Unseen)
+		}
+	}
+}
+
+// identityOf returns the baseline key of what the process of ctx runs;
+// for an executable, its key without hash and the agent's path to read
+// it by. ok is false when the process is not observed: no MCP server and
+// no policy in whose scope it is checks the baseline, or it cannot be
+// identified.
+func (a *Agent) identityOf(set *policy.Set, ctx judge.Context) (key baseline.Key, exeFile string, ok bool) {
+	if s := a.mcpServer(ctx); s != nil {
+		if s.PackageErr != nil {
+			return key, "", false
+		}
+		return baseline.KeyOf(s.Package), "", true
+	}
+	if !baselineChecked(set, ctx.ScopeTarget()) {
+		return key, "", false
+	}
+	id, err := a.ids.Lookup(ctx.PID)
+	if err != nil {
+		a.log.Debug("process not identified: no baseline", "pid", ctx.PID, "err", err)
+		return key, "", false
+	}
+	if id.Kind != pkgid.KindExe {
+		return baseline.KeyOf(id), "", true
+	}
+	return baseline.Key{Package: pkgid.KindExe.String() + ":" + id.Entry}, a.procs.Path(ctx.PID, "exe"), true
+}
+
+// mcpServer returns the MCP server of ctx's process (or of an ancestor);
+// ctx.MCP says whether there is one (factsOf looked).
+func (a *Agent) mcpServer(ctx judge.Context) *pipeline.MCPServer {
+	if ctx.MCP == nil {
+		return nil
+	}
+	return a.pipe.MCP(ctx.PID)
+}
+
+// smtpDest is where an SMTP session of pid goes, for the baseline: its
+// peer (SMTP names no server), "" when it cannot be told.
+func smtpDest(pid uint32) string {
+	peers, err := act.Peers(pid)
+	if err != nil {
+		return ""
+	}
+	if p := choosePeer("", peers); p.IsValid() {
+		return p.String()
+	}
+	return ""
 }
 
 // recipientDomains are the distinct domains of a message's recipients.
@@ -101,11 +239,18 @@ func recipientDomains(m *mail.Message) []string {
 	return out
 }
 
+// requestMessage is what the judge weighs of a request that is no mail:
+// nothing but where it goes (the baseline's findings).
+func requestMessage(endpoint string) *mail.Message {
+	return &mail.Message{Provider: "request", Endpoint: endpoint}
+}
+
 // closeBaseline writes what the baseline learned.
 func (a *Agent) closeBaseline() {
 	if a.base == nil {
 		return
 	}
+	a.exeHash.Close()
 	if err := a.base.Close(); err != nil {
 		a.log.Error("cannot save the behavioural baseline", "err", err)
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/parse"
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 	"github.com/aarsm/aarsm/agent/internal/pipeline"
+	"github.com/aarsm/aarsm/agent/internal/pkgid"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/proc"
@@ -107,6 +108,11 @@ type Agent struct {
 	// off on a reload.
 	base    *baseline.Store
 	baseOff atomic.Bool
+	// ids identifies processes that are no MCP server for the baseline
+	// (executables by path only); exeHash hashes their executables in
+	// the background. Both nil without a baseline.
+	ids     *pkgid.Resolver
+	exeHash *pkgid.ExeHasher
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
@@ -154,10 +160,12 @@ type ReloadFailure struct {
 }
 
 // found is a mail message a write completed or has in progress, with
-// where it is going.
+// where it is going; or, msg nil, a request that is no mail (for the
+// baseline only).
 type found struct {
-	dest string // the HTTP Host; "" for SMTP
-	msg  *mail.Message
+	dest     string // the HTTP Host; "" for SMTP
+	msg      *mail.Message
+	endpoint string // a request that is no mail: "METHOD host/target"
 }
 
 // judged is a message with its verdict.
@@ -605,8 +613,12 @@ func (a *Agent) completed(r pipeline.Result) []found {
 			if m.Response {
 				continue
 			}
-			for _, msg := range a.mailOf(d.Conn, m) {
+			msgs := a.mailOf(d.Conn, m)
+			for _, msg := range msgs {
 				out = append(out, found{dest: m.Host, msg: msg})
+			}
+			if len(msgs) == 0 {
+				out = a.request(out, m.Head)
 			}
 		}
 		for _, msg := range d.Mails {
@@ -653,15 +665,27 @@ func (a *Agent) pending(k stream.Key) []found {
 		out = append(out, found{msg: p.Mail})
 	}
 	for _, r := range p.Requests {
-		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			continue
+		var msgs []*mail.Message
+		if ce := r.Header.Get("Content-Encoding"); ce == "" || strings.EqualFold(ce, "identity") {
+			msgs, _ = mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
 		}
-		msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
 		for _, msg := range msgs {
 			out = append(out, found{dest: r.Host, msg: msg})
 		}
+		if len(msgs) == 0 {
+			out = a.request(out, r.Head)
+		}
 	}
 	return out
+}
+
+// request adds a request that is no mail to out, for the baseline (when
+// it is kept, and the request names its host).
+func (a *Agent) request(out []found, h parse.Head) []found {
+	if h.Host == "" || !a.baselineOn() {
+		return out
+	}
+	return append(out, found{dest: h.Host, endpoint: h.Method + " " + h.Host + h.Target})
 }
 
 // factsOf returns the facts of the process that wrote ev, with its MCP
@@ -679,15 +703,34 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 	set := a.loaded.Load().Set
 	now := time.Now()
 	var out []judged
+	smtp := ""
 	for _, m := range msgs {
 		ctx := a.context(f, m.dest)
-		ctx.Baseline = a.baselineOf(f.pid, ctx.Dest, m.msg, early, now)
-		v := judge.Judge(set, m.msg, ctx, a.bulk, now)
+		dest, domains := ctx.Dest, []string(nil)
+		if m.msg != nil {
+			domains = recipientDomains(m.msg)
+			if dest == "" && a.baselineOn() {
+				// SMTP names no server: its peer is where it goes.
+				if smtp == "" {
+					smtp = smtpDest(f.pid)
+				}
+				dest = smtp
+			}
+		}
+		ctx.Baseline = a.baselineOf(set, ctx, dest, domains, early, now)
+		msg := m.msg
+		if msg == nil {
+			if ctx.Baseline == nil {
+				continue // a request that is no mail, as the baseline knows it
+			}
+			msg = requestMessage(m.endpoint)
+		}
+		v := judge.Judge(set, msg, ctx, a.bulk, now)
 		if early && v.Decision != judge.Block {
 			continue
 		}
 		a.judgedN.Add(1)
-		out = append(out, judged{verdict: v, msg: m.msg, ctx: ctx})
+		out = append(out, judged{verdict: v, msg: msg, ctx: ctx})
 	}
 	return out
 }

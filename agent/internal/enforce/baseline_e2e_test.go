@@ -1,0 +1,159 @@
+package enforce
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/baseline"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// toolRequest runs the executable tool (a copy of curl) in cg: one
+// request to url, over HTTP/2 or HTTP/1.1, a POST when body is set. It
+// returns the process's pid and how it ended.
+func toolRequest(t *testing.T, e *env, cg *testenv.Cgroup, tool, url string, h2 bool, body string) (int, error) {
+	t.Helper()
+	args := []string{"-q", "--silent", "--show-error", "--fail", "--noproxy", "*", "--max-time", "30", "--cacert", e.ca.CAFile}
+	if h2 {
+		args = append(args, "--http2")
+	} else {
+		args = append(args, "--http1.1")
+	}
+	if body != "" {
+		args = append(args, "-H", "Content-Type: application/json", "--data-binary", body)
+	}
+	cmd := exec.Command(tool, append(args, "--url", url)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return cmd.Process.Pid, err
+}
+
+// learned reports whether the agent's baseline has dest for package pkg.
+func learned(a *Agent, pkg, dest string) func() (bool, string) {
+	return func() (bool, string) {
+		f := a.base.Snapshot()
+		i := f.Find(pkg)
+		if i < 0 {
+			return false, fmt.Sprintf("no package %s", pkg)
+		}
+		for _, b := range f.Packages[i].Builds {
+			if slices.ContainsFunc(b.Destinations, func(d baseline.Entry) bool { return d.Value == dest }) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%s: %+v", pkg, f.Packages[i].Builds)
+	}
+}
+
+// The baseline beyond MCP servers' mail: a plain executable (a copy of
+// curl under a test path, no MCP server, no mail) learns the destination
+// it uses; enforcing, a request to another destination is alerted
+// (unseen_destinations = "alert", the default) and the learned one is
+// not; the executable replaced in place by other content sends to a new
+// host: a rug pull, blocked before one byte reaches it.
+func TestBaselineExecutable(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	dir := policyDir(t, map[string]string{"p.hcl": "agent {\n  baseline = \"learn\"\n}\n" + mcpPolicy})
+	e := startOpts(t, dir, cg, Options{StateDir: t.TempDir()})
+	srvA, srvB, srvC := testenv.NewMailAPI(t, e.ca), testenv.NewMailAPI(t, e.ca), testenv.NewMailAPI(t, e.ca)
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("the test needs curl: %v", err)
+	}
+	orig, err := os.ReadFile(curl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool := filepath.Join(t.TempDir(), "tool")
+	if err := os.WriteFile(tool, orig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pkg := "exe:" + tool
+
+	// Learning: the tool fetches from A.
+	if _, err := toolRequest(t, e, cg, tool, srvA.URL()+"/learn", false, ""); err != nil {
+		t.Fatalf("learning request: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the baseline learns A", learned(e.agent, pkg, srvA.Addr()))
+
+	// Enforcing.
+	src, err := os.ReadFile(filepath.Join(dir, "p.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "p.hcl"), bytes.Replace(src, []byte(`"learn"`), []byte(`"enforce"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("unseen destination", func(t *testing.T) {
+		pidA, err := toolRequest(t, e, cg, tool, srvA.URL()+"/known", false, "")
+		if err != nil {
+			t.Fatalf("request to the learned destination: %v", err)
+		}
+		pidB, err := toolRequest(t, e, cg, tool, srvB.URL()+"/unseen", false, "")
+		if err != nil {
+			t.Fatalf("request to an unseen destination (alert only): %v", err)
+		}
+		rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=alert", fmt.Sprintf("AARSM_PID=%d", pidB))[0]
+		for field, want := range map[string]string{
+			"AARSM_RULES": "unseen_destinations", "AARSM_VIOLATIONS": srvB.Addr(), "AARSM_BASELINE": "unseen_destination",
+		} {
+			if got := fmt.Sprint(rec[field]); got != want {
+				t.Errorf("%s = %q, want %q", field, got, want)
+			}
+		}
+		if got := fmt.Sprint(rec["AARSM_BASELINE_PACKAGE"]); !strings.HasPrefix(got, pkg+" sha256:") {
+			t.Errorf("AARSM_BASELINE_PACKAGE = %q, want %s and its hash", got, pkg)
+		}
+		if n := len(srvB.Requests()); n != 1 {
+			t.Errorf("B received %d requests, want 1 (alerted, not blocked)", n)
+		}
+		// B's verdict is in: A's request, made before, has none.
+		if got := e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pidA)); len(got) != 0 {
+			t.Errorf("a verdict on the learned destination: %v", got)
+		}
+	})
+
+	t.Run("rug pull", func(t *testing.T) {
+		// Replaced in place: same path, same inode, other content.
+		if err := os.WriteFile(tool, append(orig, []byte("rug pull")...), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pid, err := toolRequest(t, e, cg, tool, srvC.URL()+"/exfil", false, `{"secret":"numbers"}`)
+		if err == nil {
+			t.Errorf("the rug-pulled tool's request succeeded")
+		}
+		rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", pid))[0]
+		for field, want := range map[string]string{
+			"AARSM_RULES": "rug_pull", "AARSM_VIOLATIONS": srvC.Addr(), "AARSM_BASELINE": "rug_pull",
+		} {
+			if got := fmt.Sprint(rec[field]); got != want {
+				t.Errorf("%s = %q, want %q", field, got, want)
+			}
+		}
+		cur, prev := fmt.Sprint(rec["AARSM_BASELINE_PACKAGE"]), fmt.Sprint(rec["AARSM_BASELINE_PREVIOUS"])
+		if !strings.HasPrefix(cur, pkg+" sha256:") || !strings.HasPrefix(prev, pkg+" sha256:") || cur == prev {
+			t.Errorf("AARSM_BASELINE_PACKAGE %q, AARSM_BASELINE_PREVIOUS %q: want two hashes of %s", cur, prev, pkg)
+		}
+		if got := srvC.Received(); len(got) != 0 || len(srvC.Requests()) != 0 {
+			t.Errorf("C received %d bytes: %q", len(got), got)
+		}
+	})
+}
