@@ -12,6 +12,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/pipeline"
 	"github.com/aarsm/aarsm/agent/internal/pkgid"
 	"github.com/aarsm/aarsm/agent/internal/policy"
+	"github.com/aarsm/aarsm/agent/internal/probe"
 )
 
 // The behavioural baseline: per package and build, the destinations and
@@ -101,21 +102,23 @@ func baselineChecked(set *policy.Set, t policy.Target) bool {
 
 // baselineOf records (complete messages and requests) or checks (early:
 // in progress) a request to dest with recipients in domains (none but
-// for mail) against the baseline of what the process runs, and returns
-// the deviation, nil when none.
-func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, dest string, domains []string, early bool, now time.Time) *judge.Baseline {
+// for mail) of the process of ctx and f against the baseline of what it
+// runs, and returns the deviation, nil when none.
+func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, f procFacts, dest string, domains []string, early bool, now time.Time) *judge.Baseline {
 	if !a.baselineOn() || dest == "" {
 		return nil
 	}
-	key, exeFile, ok := a.identityOf(set, ctx)
-	if !ok {
+	id := a.identityOf(set, ctx, f)
+	if id == nil {
 		return nil
 	}
+	key := id.key
 	var r baseline.Result
 	switch {
-	case exeFile != "":
-		sum, err := a.exeHash.Sum(exeFile, exeHashWait, a.observeLater(key, dest, domains, early, now))
+	case key.Hash == "" && id.exeFile != "":
+		sum, err := a.exeHash.Sum(id.exeFile, exeHashWait, a.observeLater(key, dest, domains, early, now))
 		if err == nil {
+			id.key.Hash, id.exeFile = sum, ""
 			key.Hash = sum
 			r = a.see(key, dest, domains, early, now)
 			break
@@ -128,6 +131,24 @@ func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, dest string, doma
 		r = a.see(key, dest, domains, early, now)
 	}
 	return a.deviation(r)
+}
+
+// warmBaseline looks up, at a held write that completed nothing to
+// judge, what the process runs and starts hashing its executable: the
+// process is alive now, and its next requests may go unheld (an HTTP/2
+// client's HEADERS after its held preface) and be judged after it
+// exited.
+func (a *Agent) warmBaseline(ev *probe.Event) {
+	if !a.baselineOn() {
+		return
+	}
+	f := a.facts.of(a.procs, ev)
+	id := a.identityOf(a.loaded.Load().Set, a.context(f, ""), f)
+	if id != nil && id.key.Hash == "" && id.exeFile != "" {
+		if sum, err := a.exeHash.Sum(id.exeFile, exeHashWait, nil); err == nil {
+			id.key.Hash, id.exeFile = sum, ""
+		}
+	}
 }
 
 func (a *Agent) see(key baseline.Key, dest string, domains []string, early bool, now time.Time) baseline.Result {
@@ -180,30 +201,43 @@ func (a *Agent) observeLater(key baseline.Key, dest string, domains []string, ea
 	}
 }
 
-// identityOf returns the baseline key of what the process of ctx runs;
-// for an executable, its key without hash and the agent's path to read
-// it by. ok is false when the process is not observed: no MCP server and
-// no policy in whose scope it is checks the baseline, or it cannot be
-// identified.
-func (a *Agent) identityOf(set *policy.Set, ctx judge.Context) (key baseline.Key, exeFile string, ok bool) {
+// procIdent is what a process runs, for the baseline: its key (the
+// executable's without its hash until exeFile, the agent's path to it
+// through /proc, has been hashed). Looked up once per process and kept
+// with its facts: a request judged after the process exited is still
+// known.
+type procIdent struct {
+	key     baseline.Key
+	exeFile string
+}
+
+// identityOf returns what the process of ctx runs, for the baseline; nil
+// when it is not observed: no MCP server and in the scope of no policy
+// that checks the baseline, or not identified.
+func (a *Agent) identityOf(set *policy.Set, ctx judge.Context, f procFacts) *procIdent {
 	if s := a.mcpServer(ctx); s != nil {
 		if s.PackageErr != nil {
-			return key, "", false
+			return nil
 		}
-		return baseline.KeyOf(s.Package), "", true
+		return &procIdent{key: baseline.KeyOf(s.Package)}
 	}
 	if !baselineChecked(set, ctx.ScopeTarget()) {
-		return key, "", false
+		return nil
+	}
+	if f.ident != nil {
+		return f.ident
 	}
 	id, err := a.ids.Lookup(ctx.PID)
 	if err != nil {
 		a.log.Debug("process not identified: no baseline", "pid", ctx.PID, "err", err)
-		return key, "", false
+		return nil
 	}
-	if id.Kind != pkgid.KindExe {
-		return baseline.KeyOf(id), "", true
+	pi := &procIdent{key: baseline.KeyOf(id)}
+	if id.Kind == pkgid.KindExe {
+		pi.key.Hash, pi.exeFile = "", a.procs.Path(ctx.PID, "exe")
 	}
-	return baseline.Key{Package: pkgid.KindExe.String() + ":" + id.Entry}, a.procs.Path(ctx.PID, "exe"), true
+	a.facts.setIdent(ctx.PID, pi)
+	return pi
 }
 
 // mcpServer returns the MCP server of ctx's process (or of an ancestor);

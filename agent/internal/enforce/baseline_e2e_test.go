@@ -107,7 +107,7 @@ func TestBaselineExecutable(t *testing.T) {
 		if err != nil {
 			t.Fatalf("request to the learned destination: %v", err)
 		}
-		pidB, err := toolRequest(t, e, cg, tool, srvB.URL()+"/unseen", false, "")
+		pidB, err := toolRequest(t, e, cg, tool, srvB.URL()+"/unseen", true, "")
 		if err != nil {
 			t.Fatalf("request to an unseen destination (alert only): %v", err)
 		}

@@ -503,6 +503,8 @@ func (a *Agent) handleHeld(ev *probe.Event, r pipeline.Result) {
 	var verdicts []judged
 	if len(msgs) > 0 {
 		verdicts = a.judge(msgs, a.factsOf(ev), early)
+	} else {
+		a.warmBaseline(ev) // while the process is alive: its next writes may not be held
 	}
 
 	held := a.take(ev)
@@ -717,7 +719,7 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 				dest = smtp
 			}
 		}
-		ctx.Baseline = a.baselineOf(set, ctx, dest, domains, early, now)
+		ctx.Baseline = a.baselineOf(set, ctx, f, dest, domains, early, now)
 		msg := m.msg
 		if msg == nil {
 			if ctx.Baseline == nil {

@@ -20,6 +20,9 @@ type procFacts struct {
 	// mcp is the MCP context at the event (not cached: it changes with
 	// every tool call).
 	mcp *judge.MCP
+	// ident is what the process runs, for the baseline (baseline.go):
+	// nil until looked up.
+	ident *procIdent
 }
 
 // factCache keeps the facts of each process, by pid, until it execs,
@@ -38,6 +41,15 @@ func (fc factCache) of(fs proc.FS, ev *probe.Event) procFacts {
 	}
 	f.comm = ev.Comm()
 	return f
+}
+
+// setIdent keeps the baseline identity of pid with its facts (when they
+// are kept).
+func (fc factCache) setIdent(pid uint32, id *procIdent) {
+	if f, ok := fc[pid]; ok {
+		f.ident = id
+		fc[pid] = f
+	}
 }
 
 // forget drops the facts of pid (it exec'd or exited).
