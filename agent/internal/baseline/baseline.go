@@ -127,6 +127,9 @@ type Key struct {
 	Package string
 	Version string // "" for executables and scripts
 	Hash    string // content hash, "sha256:..."; "" when unknown
+	// MCP: the process is an MCP server (or its child); recorded with
+	// the package (Package.MCP). Not part of the build's identity.
+	MCP bool
 }
 
 // KeyOf returns the key of what a process runs: npm and Python packages
@@ -166,7 +169,7 @@ func ShortHash(h string) string {
 
 // canonical makes every part valid UTF-8, as the file keeps it.
 func (k Key) canonical() Key {
-	return Key{strings.ToValidUTF8(k.Package, "\uFFFD"), strings.ToValidUTF8(k.Version, "\uFFFD"), strings.ToValidUTF8(k.Hash, "\uFFFD")}
+	return Key{strings.ToValidUTF8(k.Package, "\uFFFD"), strings.ToValidUTF8(k.Version, "\uFFFD"), strings.ToValidUTF8(k.Hash, "\uFFFD"), k.MCP}
 }
 
 func (k Key) valid() bool {
@@ -576,6 +579,10 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record,
 	if now.After(p.lastUsed) {
 		p.lastUsed = now
 		s.dirty = true
+	}
+	if k.MCP && !p.mcp {
+		p.mcp = true
+		s.dirtyNew = true
 	}
 	if b == nil {
 		if !learning {

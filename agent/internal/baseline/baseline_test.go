@@ -746,13 +746,13 @@ func TestKeyOf(t *testing.T) {
 		want Key
 	}{
 		{pkgid.Identity{Kind: pkgid.KindNPM, Name: "postmark-mcp", Version: "1.0.16", Entry: "/x/index.js", Hash: pkgid.Hash{Sum: hashA}},
-			Key{"npm:postmark-mcp", "1.0.16", hashA}},
+			Key{Package: "npm:postmark-mcp", Version: "1.0.16", Hash: hashA}},
 		{pkgid.Identity{Kind: pkgid.KindPython, Name: "mcp-x", Version: "0.1", Hash: pkgid.Hash{Sum: hashB}},
-			Key{"python:mcp-x", "0.1", hashB}},
+			Key{Package: "python:mcp-x", Version: "0.1", Hash: hashB}},
 		{pkgid.Identity{Kind: pkgid.KindExe, Entry: "/usr/bin/curl", Hash: pkgid.Hash{Sum: hashC}},
-			Key{"exe:/usr/bin/curl", "", hashC}},
+			Key{Package: "exe:/usr/bin/curl", Hash: hashC}},
 		{pkgid.Identity{Kind: pkgid.KindScript, Entry: "/srv/t.js", Interpreter: "/usr/bin/node"},
-			Key{"script:/srv/t.js", "", ""}},
+			Key{Package: "script:/srv/t.js"}},
 	} {
 		if got := KeyOf(c.id); got != c.want {
 			t.Errorf("KeyOf(%s) = %+v, want %+v", c.id, got, c.want)

@@ -219,7 +219,9 @@ func (a *Agent) identityOf(set *policy.Set, ctx judge.Context, f procFacts) *pro
 		if s.PackageErr != nil {
 			return nil
 		}
-		return &procIdent{key: baseline.KeyOf(s.Package)}
+		key := baseline.KeyOf(s.Package)
+		key.MCP = true
+		return &procIdent{key: key}
 	}
 	if !baselineChecked(set, ctx.ScopeTarget()) {
 		return nil

@@ -89,6 +89,9 @@ func TestBaselineExecutable(t *testing.T) {
 		t.Fatalf("learning request: %v", err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the baseline learns A", learned(e.agent, pkg, srvA.Addr()))
+	if f := e.agent.base.Snapshot(); f.Packages[f.Find(pkg)].Kind() != baseline.KindExe {
+		t.Errorf("%s kept as %s, want %s", pkg, f.Packages[f.Find(pkg)].Kind(), baseline.KindExe)
+	}
 
 	// Enforcing.
 	src, err := os.ReadFile(filepath.Join(dir, "p.hcl"))
