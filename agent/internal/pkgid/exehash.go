@@ -108,8 +108,10 @@ func NewExeHasher(o ExeHashOptions) *ExeHasher {
 var ErrHashPending = errors.New("content hash pending")
 
 // Sum returns the content hash ("sha256:" and 64 hex digits) of the file
-// at the agent's path p, waiting at most wait for it when it is not known
-// yet. When it is still not known, Sum returns ErrHashPending and, if then
+// at the agent's path p; when it is not known yet, the call that queues
+// the file waits at most wait for it (later calls while it is hashed do not
+// wait: a 300 MB binary stalls no more than one verdict, by wait). When it
+// is still not known, Sum returns ErrHashPending and, if then
 // is not nil, calls then (from the worker's goroutine) once it is, or once
 // hashing failed; then is not called when the file could not be queued.
 func (h *ExeHasher) Sum(p string, wait time.Duration, then func(sum string, err error)) (string, error) {
@@ -132,6 +134,7 @@ func (h *ExeHasher) Sum(p string, wait time.Duration, then func(sum string, err 
 	j := h.pending[key]
 	if j != nil {
 		f.Close()
+		wait = 0
 	} else {
 		if h.closed {
 			h.mu.Unlock()
