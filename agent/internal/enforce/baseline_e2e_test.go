@@ -83,12 +83,26 @@ func TestBaselineExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	pkg := "exe:" + tool
+	smtp := testenv.NewSMTPServer(t, e.ca)
+	mail := func(rcpt string) (int, error) {
+		cmd := testenv.CurlSMTP(t, e.ca, smtp.URL(), "ops@company.example", []string{rcpt},
+			[]byte("From: ops@company.example\r\nTo: "+rcpt+"\r\nSubject: numbers\r\n\r\nQ3.\r\n"))
+		cmd.Path = tool
+		if err := cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		return cmd.Process.Pid, cmd.Wait()
+	}
 
-	// Learning: the tool fetches from A.
+	// Learning: the tool fetches from A, and mails a colleague over SMTP.
 	if _, err := toolRequest(t, e, cg, tool, srvA.URL()+"/learn", false, ""); err != nil {
 		t.Fatalf("learning request: %v", err)
 	}
+	if _, err := mail("ceo@company.example"); err != nil {
+		t.Fatalf("learning mail: %v", err)
+	}
 	testenv.Eventually(t, 10*time.Second, "the baseline learns A", learned(e.agent, pkg, srvA.Addr()))
+	testenv.Eventually(t, 10*time.Second, "the baseline learns the SMTP server", learned(e.agent, pkg, smtp.Addr()))
 	if f := e.agent.base.Snapshot(); f.Packages[f.Find(pkg)].Kind() != baseline.KindExe {
 		t.Errorf("%s kept as %s, want %s", pkg, f.Packages[f.Find(pkg)].Kind(), baseline.KindExe)
 	}
@@ -131,6 +145,30 @@ func TestBaselineExecutable(t *testing.T) {
 		// B's verdict is in: A's request, made before, has none.
 		if got := e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pidA)); len(got) != 0 {
 			t.Errorf("a verdict on the learned destination: %v", got)
+		}
+	})
+
+	t.Run("smtp", func(t *testing.T) {
+		// The destination is the session's peer; mail records its
+		// recipient domains too.
+		pidKnown, err := mail("cfo@company.example")
+		if err != nil {
+			t.Fatalf("mail to a learned domain: %v", err)
+		}
+		pid, err := mail("someone@partner.example")
+		if err != nil {
+			t.Fatalf("mail to an unseen domain (alert only): %v; verdicts %v", err, e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pid)))
+		}
+		rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=alert", fmt.Sprintf("AARSM_PID=%d", pid))[0]
+		for field, want := range map[string]string{
+			"AARSM_RULES": "unseen_destinations", "AARSM_VIOLATIONS": "partner.example", "AARSM_BASELINE": "unseen_destination",
+		} {
+			if got := fmt.Sprint(rec[field]); got != want {
+				t.Errorf("%s = %q, want %q", field, got, want)
+			}
+		}
+		if got := e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pidKnown), "AARSM_VERDICT=alert"); len(got) != 0 {
+			t.Errorf("an alert on mail to a learned domain: %v", got)
 		}
 	})
 
