@@ -121,24 +121,24 @@ func (h *ExeHasher) Sum(p string, wait time.Duration, then func(sum string, err 
 	}
 	key, err := fileKey(f)
 	if err != nil {
-		f.Close()
+		_ = f.Close() // read only: nothing to lose
 		return "", fmt.Errorf("hash %s: %w", p, err)
 	}
 	h.mu.Lock()
 	if s, ok := h.sums[key]; ok {
 		h.stats.Hits++
 		h.mu.Unlock()
-		f.Close()
+		_ = f.Close() // read only: nothing to lose
 		return s.sum, nil
 	}
 	j := h.pending[key]
 	if j != nil {
-		f.Close()
+		_ = f.Close() // read only: nothing to lose
 		wait = 0
 	} else {
 		if h.closed {
 			h.mu.Unlock()
-			f.Close()
+			_ = f.Close() // read only: nothing to lose
 			return "", fmt.Errorf("hash %s: %w (hasher closed)", p, ErrHashPending)
 		}
 		j = &exeJob{f: f, key: key, done: make(chan struct{})}
@@ -149,7 +149,7 @@ func (h *ExeHasher) Sum(p string, wait time.Duration, then func(sum string, err 
 			h.stats.Dropped++
 			h.stats.Pending++
 			h.mu.Unlock()
-			f.Close()
+			_ = f.Close() // read only: nothing to lose
 			return "", fmt.Errorf("hash %s: %w (queue full)", p, ErrHashPending)
 		}
 	}
@@ -213,7 +213,7 @@ func (h *ExeHasher) drain() {
 	for {
 		select {
 		case j := <-h.jobs:
-			j.f.Close()
+			_ = j.f.Close() // read only
 			h.finish(j, exeSum{}, fmt.Errorf("%w (hasher closed)", ErrHashPending))
 		default:
 			return

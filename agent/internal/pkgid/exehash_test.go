@@ -56,12 +56,13 @@ func TestExeHasherPending(t *testing.T) {
 	h := NewExeHasher(ExeHashOptions{})
 	defer h.Close()
 	p := filepath.Join(t.TempDir(), "big")
-	big := bytes.Repeat([]byte{0x90}, 256<<20)
-	if err := os.WriteFile(p, big, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	want := sumOf(big)
-	big = nil
+	want := func() string {
+		big := bytes.Repeat([]byte{0x90}, 256<<20)
+		if err := os.WriteFile(p, big, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return sumOf(big)
+	}()
 	got := make(chan string, 1)
 	start := time.Now()
 	_, err := h.Sum(p, time.Millisecond, func(sum string, err error) {
