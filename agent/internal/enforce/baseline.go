@@ -102,13 +102,13 @@ func baselineChecked(set *policy.Set, t policy.Target) bool {
 
 // baselineOf records (complete messages and requests) or checks (early:
 // in progress) a request to dest with recipients in domains (none but
-// for mail) of the process of ctx and f against the baseline of what it
+// for mail) of the process of ctx against the baseline of what it
 // runs, and returns the deviation, nil when none.
-func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, f procFacts, dest string, domains []string, early bool, now time.Time) *judge.Baseline {
+func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, dest string, domains []string, early bool, now time.Time) *judge.Baseline {
 	if !a.baselineOn() || dest == "" {
 		return nil
 	}
-	id := a.identityOf(set, ctx, f)
+	id := a.identityOf(set, ctx)
 	if id == nil {
 		return nil
 	}
@@ -143,7 +143,7 @@ func (a *Agent) warmBaseline(ev *probe.Event) {
 		return
 	}
 	f := a.facts.of(a.procs, ev)
-	id := a.identityOf(a.loaded.Load().Set, a.context(f, ""), f)
+	id := a.identityOf(a.loaded.Load().Set, a.context(f, ""))
 	if id != nil && id.key.Hash == "" && id.exeFile != "" {
 		if sum, err := a.exeHash.Sum(id.exeFile, exeHashWait, nil); err == nil {
 			id.key.Hash, id.exeFile = sum, ""
@@ -214,7 +214,7 @@ type procIdent struct {
 // identityOf returns what the process of ctx runs, for the baseline; nil
 // when it is not observed: no MCP server and in the scope of no policy
 // that checks the baseline, or not identified.
-func (a *Agent) identityOf(set *policy.Set, ctx judge.Context, f procFacts) *procIdent {
+func (a *Agent) identityOf(set *policy.Set, ctx judge.Context) *procIdent {
 	if s := a.mcpServer(ctx); s != nil {
 		if s.PackageErr != nil {
 			return nil
@@ -226,7 +226,7 @@ func (a *Agent) identityOf(set *policy.Set, ctx judge.Context, f procFacts) *pro
 	if !baselineChecked(set, ctx.ScopeTarget()) {
 		return nil
 	}
-	if f.ident != nil {
+	if f, ok := a.facts[ctx.PID]; ok && f.ident != nil && f.start == ctx.StartTime {
 		return f.ident
 	}
 	id, err := a.ids.Lookup(ctx.PID)

@@ -486,9 +486,10 @@ func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 // handleHeld is the held write's path, from the pipeline's result to the
 // process released or stopped:
 //
-//  1. the messages the write completed are judged; if none, what its
-//     connection has written so far of the message in progress (an SMTP
-//     envelope, an HTTP body so far), of which only blocks count;
+//  1. the messages and requests the write completed are judged; if no
+//     mail is among them, what its connection has written so far of the
+//     messages in progress (an SMTP envelope, an HTTP body so far, a
+//     request's head for the baseline) too, of which only blocks count;
 //  2. the hold is taken (unless its deadline passed and the guard
 //     resolved it meanwhile);
 //  3. each verdict's actions are carried out and logged;
@@ -496,13 +497,18 @@ func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 //     write; otherwise the kernel is told what to hold of the connection's
 //     next writes, and the process resumes.
 func (a *Agent) handleHeld(ev *probe.Event, r pipeline.Result) {
-	msgs, early := a.completed(r), false
-	if len(msgs) == 0 && r.Conn != nil {
-		msgs, early = a.pending(r.Conn.Key), true
+	done := a.completed(r)
+	var pend []found
+	if r.Conn != nil && !slices.ContainsFunc(done, func(f found) bool { return f.msg != nil }) {
+		// No mail completed: the mail in progress is checked early (also
+		// beside a request that is no mail, completed on another HTTP/2
+		// stream of the connection).
+		pend = a.pending(r.Conn.Key)
 	}
 	var verdicts []judged
-	if len(msgs) > 0 {
-		verdicts = a.judge(msgs, a.factsOf(ev), early)
+	if len(done)+len(pend) > 0 {
+		f := a.factsOf(ev)
+		verdicts = append(a.judge(done, f, false), a.judge(pend, f, true)...)
 	} else {
 		a.warmBaseline(ev) // while the process is alive: its next writes may not be held
 	}
@@ -711,7 +717,7 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 		dest, domains := ctx.Dest, []string(nil)
 		if m.msg != nil {
 			domains = recipientDomains(m.msg)
-			if dest == "" && a.baselineOn() {
+			if dest == "" && a.baselineOn() && a.identityOf(set, ctx) != nil {
 				// SMTP names no server: its peer is where it goes.
 				if smtp == "" {
 					smtp = smtpDest(f.pid)
@@ -719,7 +725,7 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 				dest = smtp
 			}
 		}
-		ctx.Baseline = a.baselineOf(set, ctx, f, dest, domains, early, now)
+		ctx.Baseline = a.baselineOf(set, ctx, dest, domains, early, now)
 		msg := m.msg
 		if msg == nil {
 			if ctx.Baseline == nil {
