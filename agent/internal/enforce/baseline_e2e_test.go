@@ -3,6 +3,7 @@ package enforce
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,4 +198,60 @@ func TestBaselineExecutable(t *testing.T) {
 			t.Errorf("C received %d bytes: %q", len(got), got)
 		}
 	})
+}
+
+// A node script outside any package (kind script: its path and content
+// hash) learns the WebSocket server it talks to; enforcing, the same
+// script talking to another server is alerted (the upgrade request and
+// its messages alike), and the learned one is not.
+func TestBaselineScriptWebSocket(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	dir := policyDir(t, map[string]string{"p.hcl": "agent {\n  baseline = \"learn\"\n}\n" + mcpPolicy})
+	e := startOpts(t, dir, cg, Options{StateDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	wsA, wsB := testenv.NewWSServer(t, e.ca), testenv.NewWSServer(t, e.ca)
+	first := testenv.NodeWebSocket(t, e.ca, wsA.URL(), "hello")
+	script := first.Args[2]
+	run := func(cmd *exec.Cmd) int {
+		t.Helper()
+		if out, err := output(cg, cmd); err != nil || !strings.Contains(out, "reply") {
+			t.Fatalf("%v: %v: %s", cmd.Args, err, out)
+		}
+		return cmd.Process.Pid
+	}
+	again := func(url string) *exec.Cmd { // the same script, another server
+		cmd := exec.Command(first.Args[0], append(slices.Clone(first.Args[1:3]), url, "hello")...)
+		cmd.Env = first.Env
+		return cmd
+	}
+	pkg := "script:" + script
+	hostOf := func(u string) string { return strings.TrimSuffix(strings.TrimPrefix(u, "wss://"), "/") }
+
+	run(first)
+	testenv.Eventually(t, 10*time.Second, "the baseline learns A", learned(e.agent, pkg, hostOf(wsA.URL())))
+	if f := e.agent.base.Snapshot(); f.Packages[f.Find(pkg)].Kind() != baseline.KindScript {
+		t.Errorf("%s kept as %s", pkg, f.Packages[f.Find(pkg)].Kind())
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "p.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "p.hcl"), bytes.Replace(src, []byte(`"learn"`), []byte(`"enforce"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	pidA := run(again(wsA.URL()))
+	pidB := run(again(wsB.URL()))
+	recs := e.jd.WaitFor(t, 1, "AARSM_VERDICT=alert", fmt.Sprintf("AARSM_PID=%d", pidB))
+	for _, rec := range recs {
+		if got := fmt.Sprint(rec["AARSM_VIOLATIONS"]); got != hostOf(wsB.URL()) || fmt.Sprint(rec["AARSM_BASELINE"]) != "unseen_destination" ||
+			!strings.HasPrefix(fmt.Sprint(rec["AARSM_BASELINE_PACKAGE"]), pkg+" sha256:") {
+			t.Errorf("verdict on B: %s %s %s", got, rec["AARSM_BASELINE"], rec["AARSM_BASELINE_PACKAGE"])
+		}
+	}
+	if got := e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pidA)); len(got) != 0 {
+		t.Errorf("a verdict on the learned server: %v", got)
+	}
 }
