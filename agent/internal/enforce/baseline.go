@@ -34,17 +34,29 @@ import (
 //     (script:/path and its hash);
 //  3. else the executable: exe:/path and the sha256 of its content,
 //     computed once per file identity by a background worker
-//     (pkgid.ExeHasher), waited for at most exeHashWait. Until it is
+//     (pkgid.ExeHasher), waited for at most 20 ms (Options.ExeHashWait). Until it is
 //     known the request is checked by path alone against every build the
 //     path was seen with (an unseen destination is flagged, a rug pull
 //     cannot be told: the AARSM_BASELINE_PACKAGE says "hash pending"), and
 //     a complete request is observed again, under its hash, once the hash
 //     is known: learned then, or logged when it deviates.
 
-// exeHashWait is how long a verdict waits for an executable's first hash:
-// curl (300 KB) and python3 (7 MB) are hashed well within it (~1.3 GB/s
-// here); node (100 MB) or a 300 MB binary are not, and go on by path.
-const exeHashWait = 20 * time.Millisecond
+// defaultExeHashWait is how long a verdict waits for an executable's
+// first hash (Options.ExeHashWait): curl (300 KB) and python3 (7 MB) are
+// hashed well within it (~1.3 GB/s here); node (100 MB) or a 300 MB binary
+// are not, and go on by path.
+const defaultExeHashWait = 20 * time.Millisecond
+
+func (a *Agent) exeHashWait() time.Duration {
+	switch w := a.opts.ExeHashWait; {
+	case w == 0:
+		return defaultExeHashWait
+	case w < 0:
+		return 0
+	default:
+		return w
+	}
+}
 
 // openBaseline opens the store under the state directory; none without a
 // state directory or with baseline = "off". A corrupt file is logged (the
@@ -116,7 +128,7 @@ func (a *Agent) baselineOf(set *policy.Set, ctx judge.Context, dest string, doma
 	var r baseline.Result
 	switch {
 	case key.Hash == "" && id.exeFile != "":
-		sum, err := a.exeHash.Sum(id.exeFile, exeHashWait, a.observeLater(key, dest, domains, early, now))
+		sum, err := a.exeHash.Sum(id.exeFile, a.exeHashWait(), a.observeLater(key, dest, domains, early, now))
 		if err == nil {
 			id.key.Hash, id.exeFile = sum, ""
 			key.Hash = sum
@@ -145,7 +157,7 @@ func (a *Agent) warmBaseline(ev *probe.Event) {
 	f := a.facts.of(a.procs, ev)
 	id := a.identityOf(a.loaded.Load().Set, a.context(f, ""))
 	if id != nil && id.key.Hash == "" && id.exeFile != "" {
-		if sum, err := a.exeHash.Sum(id.exeFile, exeHashWait, nil); err == nil {
+		if sum, err := a.exeHash.Sum(id.exeFile, a.exeHashWait(), nil); err == nil {
 			id.key.Hash, id.exeFile = sum, ""
 		}
 	}

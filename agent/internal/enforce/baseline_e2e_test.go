@@ -2,6 +2,8 @@ package enforce
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -253,5 +255,86 @@ func TestBaselineScriptWebSocket(t *testing.T) {
 	}
 	if got := e.jd.Query(t, fmt.Sprintf("AARSM_PID=%d", pidA)); len(got) != 0 {
 		t.Errorf("a verdict on the learned server: %v", got)
+	}
+}
+
+// A big executable is hashed off the verdict path (here the verdict does
+// not wait at all: Options.ExeHashWait < 0): its first request is judged
+// by path, "hash pending", and observed under its hash once known —
+// learned in learn mode; enforcing, rewritten with other content, its
+// first request to a new host is an unseen destination by path (a rug
+// pull cannot be told yet: alerted), the next one a rug pull, blocked.
+func TestBaselineHashPending(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	dir := policyDir(t, map[string]string{"p.hcl": "agent {\n  baseline = \"learn\"\n}\n" + mcpPolicy})
+	e := startOpts(t, dir, cg, Options{StateDir: t.TempDir(), ExeHashWait: -1})
+	srvA, srvC := testenv.NewMailAPI(t, e.ca), testenv.NewMailAPI(t, e.ca)
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("the test needs curl: %v", err)
+	}
+	orig, err := os.ReadFile(curl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool := filepath.Join(t.TempDir(), "big-tool")
+	// curl and 128 MiB of padding: ~100 ms of sha256 here.
+	write := func(pad byte) string {
+		data := append(slices.Clone(orig), bytes.Repeat([]byte{pad}, 128<<20)...)
+		if err := os.WriteFile(tool, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		return "sha256:" + hex.EncodeToString(sum[:])
+	}
+	pkg := "exe:" + tool
+	first := write(0)
+	if _, err := toolRequest(t, e, cg, tool, srvA.URL()+"/learn", false, ""); err != nil {
+		t.Fatalf("learning request: %v", err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the baseline learns A under the hash", func() (bool, string) {
+		f := e.agent.base.Snapshot()
+		i := f.Find(pkg)
+		if i < 0 {
+			return false, "not yet"
+		}
+		b := f.Packages[i].Builds
+		return len(b) == 1 && b[0].Hash == first && len(b[0].Destinations) == 1 && b[0].Destinations[0].Value == srvA.Addr(), fmt.Sprintf("%+v", b)
+	})
+
+	src, err := os.ReadFile(filepath.Join(dir, "p.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "p.hcl"), bytes.Replace(src, []byte(`"learn"`), []byte(`"enforce"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	write(1)
+	pid, err := toolRequest(t, e, cg, tool, srvC.URL()+"/first", false, "")
+	if err != nil {
+		t.Fatalf("first request, hash pending (alert only): %v", err)
+	}
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=alert", fmt.Sprintf("AARSM_PID=%d", pid))[0]
+	if got, want := fmt.Sprint(rec["AARSM_BASELINE_PACKAGE"]), pkg+" (hash pending)"; got != want || fmt.Sprint(rec["AARSM_BASELINE"]) != "unseen_destination" {
+		t.Errorf("hash pending: AARSM_BASELINE %v, AARSM_BASELINE_PACKAGE %q, want unseen_destination, %q", rec["AARSM_BASELINE"], got, want)
+	}
+	// Once hashed: a rug pull.
+	testenv.Eventually(t, 30*time.Second, "the rewritten tool hashed", func() (bool, string) {
+		st := e.agent.exeHash.Stats()
+		return st.Hashed >= 2, fmt.Sprintf("%+v", st)
+	})
+	pid, err = toolRequest(t, e, cg, tool, srvC.URL()+"/second", false, "")
+	if err == nil {
+		t.Errorf("the rug pull's request succeeded")
+	}
+	rec = e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", pid))[0]
+	if fmt.Sprint(rec["AARSM_BASELINE"]) != "rug_pull" || !strings.HasPrefix(fmt.Sprint(rec["AARSM_BASELINE_PREVIOUS"]), pkg+" "+baseline.ShortHash(first)) {
+		t.Errorf("rug pull: %v, previous %v", rec["AARSM_BASELINE"], rec["AARSM_BASELINE_PREVIOUS"])
+	}
+	if n := len(srvC.Requests()); n != 1 {
+		t.Errorf("C received %d requests, want the first one only", n)
 	}
 }

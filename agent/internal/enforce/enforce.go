@@ -76,6 +76,9 @@ type Options struct {
 	// NoMCP turns off the observation of MCP servers' stdio (the judge
 	// then has no MCP context).
 	NoMCP bool
+	// ExeHashWait is how long a verdict waits for the first content hash
+	// of an executable (the baseline); 0: 20 ms; negative: not at all.
+	ExeHashWait time.Duration
 }
 
 // Stats count the agent's work.
