@@ -34,12 +34,17 @@ import (
 //     (script:/path and its hash);
 //  3. else the executable: exe:/path and the sha256 of its content,
 //     computed once per file identity by a background worker
-//     (pkgid.ExeHasher), waited for at most 20 ms (Options.ExeHashWait). Until it is
-//     known the request is checked by path alone against every build the
-//     path was seen with (an unseen destination is flagged, a rug pull
-//     cannot be told: the AARSM_BASELINE_PACKAGE says "hash pending"), and
-//     a complete request is observed again, under its hash, once the hash
-//     is known: learned then, or logged when it deviates.
+//     (pkgid.ExeHasher), waited for at most 20 ms (Options.ExeHashWait).
+//     Until it is known the request is checked by path alone against
+//     every build the path was seen with (an unseen destination is
+//     flagged, a rug pull cannot be told: AARSM_BASELINE_PACKAGE says
+//     "hash pending"), and a complete request is observed again, under
+//     its hash, once the hash is known: learned then, or logged when it
+//     deviates.
+//
+// The identity is looked up once per process, at its first held write or
+// judged request, and kept with its facts (procIdent) until it execs or
+// exits.
 
 // defaultExeHashWait is how long a verdict waits for an executable's
 // first hash (Options.ExeHashWait): curl (300 KB) and python3 (7 MB) are
