@@ -142,6 +142,10 @@ type Agent struct {
 	// (MCPServers).
 	mcpSeen  atomic.Pointer[[]MCPServer]
 	mcpStats atomic.Pointer[pipeline.StdioStats]
+	// mcpGen counts the changes of the set of MCP servers' pids (Run
+	// goroutine only): a process found to be none is not looked at again
+	// until it changes (procFacts.noMCP).
+	mcpGen uint64
 
 	shutdownOnce sync.Once
 	// keep: Run leaves holding on and the holds in place when it returns
@@ -703,7 +707,16 @@ func (a *Agent) request(out []found, h parse.Head) []found {
 // context as of now.
 func (a *Agent) factsOf(ev *probe.Event) procFacts {
 	f := a.facts.of(a.procs, ev)
+	if f.noMCP != 0 && f.noMCP == a.mcpGen+1 {
+		// No MCP server, nor a child of one, since the set of servers
+		// last changed: the ancestry is not walked again (every request
+		// of every process comes here for the baseline).
+		return f
+	}
 	f.mcp = a.mcpOf(ev.PID, time.Now())
+	if f.mcp == nil {
+		a.facts.setNoMCP(ev.PID, a.mcpGen+1)
+	}
 	return f
 }
 

@@ -23,6 +23,9 @@ type procFacts struct {
 	// ident is what the process runs, for the baseline (baseline.go):
 	// nil until looked up.
 	ident *procIdent
+	// noMCP: the process is no MCP server nor one's child, as of
+	// Agent.mcpGen+1 = noMCP (0: not known).
+	noMCP uint64
 }
 
 // factCache keeps the facts of each process, by pid, until it execs,
@@ -48,6 +51,15 @@ func (fc factCache) of(fs proc.FS, ev *probe.Event) procFacts {
 func (fc factCache) setIdent(pid uint32, id *procIdent) {
 	if f, ok := fc[pid]; ok {
 		f.ident = id
+		fc[pid] = f
+	}
+}
+
+// setNoMCP notes that pid is no MCP server (nor one's child) as of
+// generation gen (when its facts are kept).
+func (fc factCache) setNoMCP(pid uint32, gen uint64) {
+	if f, ok := fc[pid]; ok {
+		f.noMCP = gen
 		fc[pid] = f
 	}
 }
