@@ -11,6 +11,10 @@
 // "exe:/usr/bin/curl", "script:/srv/tool.js" (Key, KeyOf). A build is one
 // version and content hash of a package (pkgid.Hash.Sum): a package
 // upgraded in place, or whose files were modified, runs a new build.
+// A package seen as an MCP server's is marked so (Key.MCP, Package.MCP,
+// Package.Kind: mcp, package, script, exe). An executable whose hash is
+// not known yet is checked by path against all its builds
+// (CheckUnhashed), never as a rug pull.
 //
 // # Verdicts
 //
