@@ -75,6 +75,15 @@ type Options struct {
 	// NoMCP turns off the observation of MCP servers' stdio (the judge
 	// then has no MCP context).
 	NoMCP bool
+	// Egress, if set, puts the egress_policy blocks in force at every
+	// load that has no error (a load with errors applies nothing).
+	Egress EgressApplier
+}
+
+// EgressApplier puts the egress policies of a set in force
+// (egress.Enforcer).
+type EgressApplier interface {
+	Apply(set *policy.Set) error
 }
 
 // Stats count the agent's work.
@@ -185,6 +194,11 @@ func New(opts Options) (*Agent, error) {
 		// status and the log until a reload succeeds.
 		a.log.Error("the policy directory does not load: enforcing the last policies that did", "err", err, "policies", len(last.Policies))
 		a.loaded.Store(&PolicyState{Set: last, Loaded: time.Now()})
+		if opts.Egress != nil {
+			if err := opts.Egress.Apply(last); err != nil {
+				return nil, fmt.Errorf("apply the egress policies: %w", err)
+			}
+		}
 	}
 	a.openBaseline(a.loaded.Load().Set)
 	a.applyBaseline(a.loaded.Load().Set)
@@ -352,6 +366,13 @@ func (a *Agent) Reload() error {
 			return err
 		}
 		a.releaseOutOfScope()
+	}
+	if a.opts.Egress != nil {
+		if err := a.opts.Egress.Apply(set); err != nil {
+			err = fmt.Errorf("apply the egress policies: %w", err)
+			a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
+			return err
+		}
 	}
 	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
 	a.applyBaseline(set)
