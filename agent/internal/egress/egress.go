@@ -368,13 +368,13 @@ func (e *Enforcer) Run(ctx context.Context) error {
 	}()
 	go func() {
 		<-ctx.Done()
-		e.reader.SetDeadline(time.Now()) // wakes Read
+		_ = e.reader.Close() // wakes Read
 	}()
 	defer func() { <-done }()
 	for {
 		rec, err := e.reader.Read()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrClosed) {
+			if ctx.Err() != nil || errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("read egress events: %w", err)

@@ -1,0 +1,320 @@
+package egress
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aarsm/aarsm/agent/internal/journal"
+	"github.com/aarsm/aarsm/agent/internal/policy"
+	"github.com/aarsm/aarsm/agent/internal/testenv"
+)
+
+// lockedBuffer collects the JSON journal lines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// entries returns the journal entries whose fields have the given values.
+func (l *lockedBuffer) entries(t *testing.T, match map[string]string) []map[string]string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var e map[string]string
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		ok := true
+		for k, v := range match {
+			if e[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type kenv struct {
+	enf *Enforcer
+	log *lockedBuffer
+	cg  *testenv.Cgroup
+}
+
+// startEnforcer opens an Enforcer logging JSON lines to a buffer and runs
+// it until the test ends.
+func startEnforcer(t *testing.T, opts Options) *kenv {
+	t.Helper()
+	testenv.RequireRoot(t)
+	buf := &lockedBuffer{}
+	jl, err := journal.New(journal.Options{Format: journal.FormatJSON, Out: buf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Journal = jl
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e, err := Open(opts)
+	if err != nil {
+		t.Fatalf("open egress: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if err := e.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return &kenv{enf: e, log: buf, cg: testenv.NewCgroup(t)}
+}
+
+func (k *kenv) apply(t *testing.T, src string) {
+	t.Helper()
+	set, diags := policy.ParseSource("egress.hcl", []byte(src))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if err := k.enf.Apply(set); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// httpServer serves "ok" on addr (host:0) and returns its address.
+func httpServer(t *testing.T, host string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// curl fetches http://dest/ from cgroup cg (nil: the test's own) and
+// returns its exit code and pid.
+func curl(t *testing.T, cg *testenv.Cgroup, dest netip.AddrPort) (int, int) {
+	t.Helper()
+	cmd := exec.Command("curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", "http://"+dest.String()+"/")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	var err error
+	if cg != nil {
+		err = cg.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		t.Fatalf("start curl: %v", err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("curl: %v", err)
+	}
+	t.Logf("curl %s: exit %d %s", dest, cmd.ProcessState.ExitCode(), strings.TrimSpace(stderr.String()))
+	return cmd.ProcessState.ExitCode(), cmd.Process.Pid
+}
+
+// python runs a python3 script in cg and returns its exit code, output and
+// pid.
+func python(t *testing.T, cg *testenv.Cgroup, script string) (int, string, int) {
+	t.Helper()
+	cmd := exec.Command("python3", "-c", script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cg.Start(cmd); err != nil {
+		t.Fatalf("start python3: %v", err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("python3: %v", err)
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), cmd.Process.Pid
+}
+
+func (k *kenv) counters(t *testing.T, hook string) Counters {
+	t.Helper()
+	st, err := k.enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Counters {
+		if c.Hook == hook {
+			return c
+		}
+	}
+	t.Fatalf("no counters for %s", hook)
+	return Counters{}
+}
+
+// The policy in force: a process in the scoped cgroup reaches what is
+// allowed and nothing else (EPERM), TCP and UDP, IPv4 and IPv6; each
+// refusal is counted and journaled once per process and destination; a
+// process outside the scope is not affected; monitor mode lets the
+// connection through and reports it.
+func TestEgressEnforce(t *testing.T) {
+	k := startEnforcer(t, Options{})
+	allowed := httpServer(t, "127.0.0.1")
+	unlisted := httpServer(t, "127.0.0.2")
+	unlisted6 := httpServer(t, "::1")
+	policySrc := func(mode string) string {
+		return fmt.Sprintf(`egress_policy "test-egress" {
+  mode = %q
+  scope {
+    cgroups = [%q]
+  }
+  allow {
+    cidrs = ["127.0.0.1/32"]
+    ports = [%d]
+  }
+}
+`, mode, k.cg.Name(), allowed.Port())
+	}
+	k.apply(t, policySrc("enforce"))
+
+	if code, _ := curl(t, k.cg, allowed); code != 0 {
+		t.Fatalf("allowed destination: curl exit %d", code)
+	}
+	before := k.counters(t, "connect4")
+	code, pid := curl(t, k.cg, unlisted)
+	if code != 7 {
+		t.Fatalf("unlisted destination: curl exit %d, want 7 (could not connect)", code)
+	}
+	if c := k.counters(t, "connect4"); c.Blocked != before.Blocked+1 {
+		t.Errorf("connect4 blocked %d, was %d", c.Blocked, before.Blocked)
+	}
+	testenv.Eventually(t, 5*time.Second, "the journal entry of the refused connect", func() bool {
+		return len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid)})) > 0
+	})
+	e := k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid)})[0]
+	for f, want := range map[string]string{
+		"MESSAGE_ID": journal.EgressMessageID, "AARSM_VERDICT": "block", "AARSM_POLICY": "test-egress",
+		"AARSM_EGRESS_HOOK": "connect4", "AARSM_DEST": unlisted.String(), "AARSM_COMM": "curl", "AARSM_CGROUP": k.cg.Name(),
+		"AARSM_CGROUP_ID": strconv.FormatUint(k.cg.ID(), 10),
+	} {
+		if e[f] != want {
+			t.Errorf("%s = %q, want %q", f, e[f], want)
+		}
+	}
+	if !strings.HasSuffix(e["AARSM_EXE"], "/curl") {
+		t.Errorf("AARSM_EXE %q", e["AARSM_EXE"])
+	}
+
+	// The same destination twice, then another: one entry each (the
+	// second destination's entry is the barrier for the first's absence).
+	code, out, pid := python(t, k.cg, fmt.Sprintf(`
+import socket, sys
+for dest in [(%[1]q, %[2]d), (%[1]q, %[2]d), (%[1]q, %[3]d)]:
+    s = socket.socket()
+    try:
+        s.connect(dest)
+        sys.exit("connected to %%s:%%d" %% dest)
+    except PermissionError:
+        pass
+    s.close()
+print("refused")
+`, "127.0.0.2", unlisted.Port(), unlisted.Port()+1))
+	if code != 0 || !strings.Contains(out, "refused") {
+		t.Fatalf("python3 connects: exit %d: %s", code, out)
+	}
+	testenv.Eventually(t, 5*time.Second, "the entry of the second destination", func() bool {
+		return len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_DEST": fmt.Sprintf("127.0.0.2:%d", unlisted.Port()+1)})) == 1
+	})
+	if n := len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_DEST": unlisted.String()})); n != 1 {
+		t.Errorf("%d entries for a destination refused twice to one process, want 1", n)
+	}
+
+	// UDP sendmsg, and IPv6.
+	before4, before6 := k.counters(t, "sendmsg4"), k.counters(t, "connect6")
+	code, out, _ = python(t, k.cg, fmt.Sprintf(`
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"leak", ("127.0.0.2", %d))
+    print("sent")
+except PermissionError as e:
+    print("udp refused", e)
+s6 = socket.socket(socket.AF_INET6)
+try:
+    s6.connect(("::1", %d))
+    print("connected6")
+except PermissionError as e:
+    print("tcp6 refused", e)
+`, unlisted.Port(), unlisted6.Port()))
+	if code != 0 || !strings.Contains(out, "udp refused") || !strings.Contains(out, "tcp6 refused") {
+		t.Fatalf("python3 UDP and IPv6: exit %d: %s", code, out)
+	}
+	if c := k.counters(t, "sendmsg4"); c.Blocked != before4.Blocked+1 {
+		t.Errorf("sendmsg4 blocked %d, was %d", c.Blocked, before4.Blocked)
+	}
+	if c := k.counters(t, "connect6"); c.Blocked != before6.Blocked+1 {
+		t.Errorf("connect6 blocked %d, was %d", c.Blocked, before6.Blocked)
+	}
+
+	// Outside the scope: not affected, not counted.
+	other := testenv.NewCgroup(t)
+	before = k.counters(t, "connect4")
+	if code, _ := curl(t, other, unlisted); code != 0 {
+		t.Errorf("a process outside the scope: curl exit %d", code)
+	}
+	if c := k.counters(t, "connect4"); c != before {
+		t.Errorf("counters moved for a process outside the scope: %+v -> %+v", before, c)
+	}
+
+	// Monitor mode: through, reported.
+	k.apply(t, policySrc("monitor"))
+	before = k.counters(t, "connect4")
+	code, pid = curl(t, k.cg, unlisted)
+	if code != 0 {
+		t.Fatalf("monitor mode: curl exit %d", code)
+	}
+	if c := k.counters(t, "connect4"); c.Reported != before.Reported+1 || c.Blocked != before.Blocked {
+		t.Errorf("monitor mode counters %+v, were %+v", c, before)
+	}
+	testenv.Eventually(t, 5*time.Second, "the monitor-mode entry", func() bool {
+		return len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_VERDICT": "alert"})) == 1
+	})
+
+	// No egress policy: nothing checked.
+	k.apply(t, "")
+	if code, _ := curl(t, k.cg, unlisted); code != 0 {
+		t.Errorf("no policy: curl exit %d", code)
+	}
+}
