@@ -57,7 +57,8 @@ struct egress_event {
 	__u8 family;    /* 4 or 6 */
 	__u8 hook;      /* enum egress_hook */
 	__u8 blocked;   /* 1: refused; 0: reported (monitor) */
-	__u8 pad[3];
+	__u8 protocol;  /* IPPROTO_TCP, IPPROTO_UDP, ... (the socket's) */
+	__u8 pad[2];
 	__u8 addr[16];  /* IPv4 in the first 4 bytes */
 	char comm[16];
 };
@@ -182,7 +183,7 @@ static __always_inline __u64 allowed6(__u16 port_be, const __u32 ip[4])
 	return mask;
 }
 
-static __always_inline int decide(__u32 hook, __u8 family, __u16 port_be, const __u32 ip[4])
+static __always_inline int decide(__u32 hook, __u8 family, __u8 protocol, __u16 port_be, const __u32 ip[4])
 {
 	__u32 zero = 0;
 	struct egress_config *cfg = bpf_map_lookup_elem(&egress_settings, &zero);
@@ -221,6 +222,7 @@ static __always_inline int decide(__u32 hook, __u8 family, __u16 port_be, const 
 		e->family = family;
 		e->hook = hook;
 		e->blocked = block;
+		e->protocol = protocol;
 		if (family == 4) {
 			__builtin_memcpy(&e->addr[0], &ip[0], 4);
 		} else {
@@ -240,7 +242,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 hook)
 	__u32 ip[4] = {};
 
 	ip[0] = ctx->user_ip4;
-	return decide(hook, 4, (__u16)ctx->user_port, ip);
+	return decide(hook, 4, (__u8)ctx->protocol, (__u16)ctx->user_port, ip);
 }
 
 static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 hook)
@@ -255,9 +257,9 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 hook)
 	 * IPv4 rules apply. */
 	if (ip[0] == 0 && ip[1] == 0 && ip[2] == bpf_htonl(0xffff)) {
 		ip[0] = ip[3];
-		return decide(hook, 4, (__u16)ctx->user_port, ip);
+		return decide(hook, 4, (__u8)ctx->protocol, (__u16)ctx->user_port, ip);
 	}
-	return decide(hook, 6, (__u16)ctx->user_port, ip);
+	return decide(hook, 6, (__u8)ctx->protocol, (__u16)ctx->user_port, ip);
 }
 
 SEC("cgroup/connect4")

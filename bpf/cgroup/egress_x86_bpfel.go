@@ -29,7 +29,8 @@ type EgressEgressEvent struct {
 	Family   uint8
 	Hook     uint8
 	Blocked  uint8
-	Pad      [3]uint8
+	Protocol uint8
+	Pad      [2]uint8
 	Addr     [16]uint8
 	Comm     [16]int8
 }

@@ -32,7 +32,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/journal"
@@ -516,8 +516,13 @@ func (e *Enforcer) report(ev *cgroup.EgressEgressEvent) {
 	if !rec.Blocked {
 		rec.Priority = policy.PriorityWarning
 	}
-	if strings.HasPrefix(hook, "sendmsg") {
+	switch ev.Protocol {
+	case unix.IPPROTO_TCP:
+		rec.Protocol = "tcp"
+	case unix.IPPROTO_UDP:
 		rec.Protocol = "udp"
+	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
+		rec.Protocol = "icmp"
 	}
 	fs := proc.FS{}
 	if exe, err := fs.Exe(ev.Pid); err == nil {

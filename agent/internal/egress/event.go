@@ -21,6 +21,7 @@ func decodeEvent(b []byte, ev *cgroup.EgressEgressEvent) {
 	ev.Family = b[26]
 	ev.Hook = b[27]
 	ev.Blocked = b[28]
+	ev.Protocol = b[29]
 	copy(ev.Addr[:], b[32:48])
 	for i := range ev.Comm {
 		ev.Comm[i] = int8(b[48+i])

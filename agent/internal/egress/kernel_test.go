@@ -263,7 +263,7 @@ print("refused")
 
 	// UDP sendmsg, and IPv6.
 	before4, before6 := k.counters(t, "sendmsg4"), k.counters(t, "connect6")
-	code, out, _ = python(t, k.cg, fmt.Sprintf(`
+	code, out, pid = python(t, k.cg, fmt.Sprintf(`
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
@@ -281,6 +281,10 @@ except PermissionError as e:
 	if code != 0 || !strings.Contains(out, "udp refused") || !strings.Contains(out, "tcp6 refused") {
 		t.Fatalf("python3 UDP and IPv6: exit %d: %s", code, out)
 	}
+	testenv.Eventually(t, 5*time.Second, "the entries of the UDP datagram and the IPv6 connect", func() bool {
+		return len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_EGRESS_HOOK": "sendmsg4", "AARSM_EGRESS_PROTOCOL": "udp"})) == 1 &&
+			len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_EGRESS_HOOK": "connect6", "AARSM_DEST": unlisted6.String()})) == 1
+	})
 	if c := k.counters(t, "sendmsg4"); c.Blocked != before4.Blocked+1 {
 		t.Errorf("sendmsg4 blocked %d, was %d", c.Blocked, before4.Blocked)
 	}
@@ -316,5 +320,82 @@ except PermissionError as e:
 	k.apply(t, "")
 	if code, _ := curl(t, k.cg, unlisted); code != 0 {
 		t.Errorf("no policy: curl exit %d", code)
+	}
+}
+
+// Allowed host names follow DNS: the agent resolves them through a real
+// DNS server (here one on loopback that the test controls, given as the
+// resolver: the machine's own resolver is not the test's to change), at
+// their TTL; when the name moves, the new address is allowed at the next
+// refresh and the old one stays allowed for the grace period, then is
+// refused.
+func TestEgressHostnames(t *testing.T) {
+	dns := newDNSServer(t)
+	first := httpServer(t, "127.0.0.3")
+	// Both servers on one port: the allow block names one port.
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.4"), first.Port()).String())
+	if err != nil {
+		t.Fatalf("the port of 127.0.0.3 on 127.0.0.4: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	firstDest, secondDest := first, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.4"), first.Port())
+
+	dns.set("mail.test", Answer{firstDest.Addr(), time.Second})
+	const grace = 2 * time.Second
+	k := startEnforcer(t, Options{Resolver: &DNSClient{Servers: []string{dns.addr}, Timeout: time.Second},
+		Grace: grace, MinRefresh: 200 * time.Millisecond})
+	k.apply(t, fmt.Sprintf(`egress_policy "by-name" {
+  scope {
+    cgroups = [%q]
+  }
+  allow {
+    hosts = ["mail.test"]
+    ports = [%d]
+  }
+}
+`, k.cg.Name(), first.Port()))
+	// Apply resolved the name before it returned.
+	if code, _ := curl(t, k.cg, firstDest); code != 0 {
+		t.Fatalf("resolved address: curl exit %d", code)
+	}
+	if code, _ := curl(t, k.cg, secondDest); code != 7 {
+		t.Fatalf("address the name does not have: curl exit %d, want 7", code)
+	}
+	hostAddrs := func() []netip.Addr {
+		st, err := k.enf.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Policies[0].Hosts[0].Addrs
+	}
+	// The name moves.
+	queries := dns.queries.Load()
+	dns.set("mail.test", Answer{secondDest.Addr(), time.Second})
+	moved := testenv.Eventually(t, 10*time.Second, "the new address", func() (bool, string) {
+		a := hostAddrs()
+		return len(a) == 2, fmt.Sprint(a)
+	})
+	if dns.queries.Load() == queries {
+		t.Error("no DNS query after the TTL")
+	}
+	if code, _ := curl(t, k.cg, secondDest); code != 0 {
+		t.Errorf("new address: curl exit %d", code)
+	}
+	// Within the grace period the old address still works (the check
+	// runs at once; the old address cannot have expired before
+	// first TTL + grace after the move).
+	if time.Since(moved) < grace/2 {
+		if code, _ := curl(t, k.cg, firstDest); code != 0 {
+			t.Errorf("old address within the grace period: curl exit %d", code)
+		}
+	}
+	testenv.Eventually(t, 15*time.Second, "the old address dropped", func() (bool, string) {
+		a := hostAddrs()
+		return len(a) == 1 && a[0] == secondDest.Addr(), fmt.Sprint(a)
+	})
+	if code, _ := curl(t, k.cg, firstDest); code != 7 {
+		t.Errorf("old address after the grace period: curl exit %d, want 7", code)
 	}
 }
