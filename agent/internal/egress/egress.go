@@ -30,7 +30,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -641,19 +640,4 @@ func (e *Enforcer) counter(i int) (uint64, error) {
 		n += v
 	}
 	return n, nil
-}
-
-// Allowed reports which policies in force allow dest (bit i: policy i),
-// as the kernel's tables say.
-func (e *Enforcer) Allowed(dest netip.AddrPort) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m := e.cur.allowedBy(dest)
-	var out []string
-	for i, p := range e.policies {
-		if m&(1<<uint(i)) != 0 {
-			out = append(out, p.Name)
-		}
-	}
-	return slices.Clip(out)
 }

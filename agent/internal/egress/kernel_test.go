@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -397,5 +398,47 @@ func TestEgressHostnames(t *testing.T) {
 	})
 	if code, _ := curl(t, k.cg, firstDest); code != 7 {
 		t.Errorf("old address after the grace period: curl exit %d, want 7", code)
+	}
+}
+
+// A scope by systemd unit covers the unit's cgroup (and below) once the
+// cgroup exists: one created after the policy was applied is found by the
+// next rescan.
+func TestEgressUnitScope(t *testing.T) {
+	k := startEnforcer(t, Options{Rescan: 100 * time.Millisecond})
+	unlisted := httpServer(t, "127.0.0.2")
+	k.apply(t, `egress_policy "unit" {
+  scope {
+    systemd_units = ["aarsm-egress-test-*"]
+  }
+  allow {
+    cidrs = ["192.0.2.0/24"]
+  }
+}
+`)
+	unit := k.cg.Path() + "/aarsm-egress-test-1.service"
+	if err := os.Mkdir(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(unit) })
+	testenv.Eventually(t, 5*time.Second, "the unit's cgroup in scope", func() (bool, string) {
+		st, err := k.enf.Status()
+		if err != nil {
+			return false, err.Error()
+		}
+		c := st.Policies[0].Cgroups
+		return len(c) == 1 && c[0] == k.cg.Name()+"/aarsm-egress-test-1.service", fmt.Sprint(c)
+	})
+	cmd := exec.Command("curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", "http://"+unlisted.String()+"/")
+	if err := testenv.StartIn(unit, cmd); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 7 {
+		t.Errorf("in the unit: curl exit %d, want 7", code)
+	}
+	// The unit's parent is not in scope.
+	if code, _ := curl(t, k.cg, unlisted); code != 0 {
+		t.Errorf("beside the unit: curl exit %d", code)
 	}
 }
