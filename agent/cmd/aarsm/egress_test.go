@@ -79,7 +79,7 @@ func TestRunEgressPolicy(t *testing.T) {
 	waitOutput(t, "journal", &stdout, `"AARSM_DEST":"`+dest+`"`)
 
 	r := queryStatus(t, bin, socket)
-	if r.Egress == nil || len(r.Egress.Policies) != 1 {
+	if r.Egress == nil || len(r.Egress.Policies) != 1 || !r.Egress.Attached {
 		t.Fatalf("status egress %+v (error %q)", r.Egress, r.EgressError)
 	}
 	if p := r.Egress.Policies[0]; p.Name != "clients-egress" || p.Mode != "enforce" || len(p.Cgroups) != 1 || p.Cgroups[0] != clients.Name() {

@@ -238,7 +238,7 @@ func egressReport(e *egress.Enforcer, why error) (*status.Egress, string) {
 		return nil, ""
 	}
 	st, err := e.Status()
-	out := &status.Egress{Policies: []status.EgressPolicy{}, Counters: []status.EgressCounters{},
+	out := &status.Egress{Attached: st.Attached, Policies: []status.EgressPolicy{}, Counters: []status.EgressCounters{},
 		Lost: st.Lost, Journaled: st.Journaled, JournalErrors: st.JournalErrors, Deduped: st.Deduped}
 	for _, p := range st.Policies {
 		sp := status.EgressPolicy{Name: p.Name, Mode: p.Mode, Cgroups: p.Cgroups, Hosts: []status.EgressHost{}}

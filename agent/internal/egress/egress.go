@@ -19,7 +19,8 @@
 // would have been refused, is an event on a ring buffer, journaled once
 // per process and destination.
 //
-// Nothing is pinned: the programs leave with the agent (the policy is
+// They are attached only while an egress policy is in force. Nothing is
+// pinned: the programs leave with the agent (the policy is
 // then not enforced until it starts again; systemd restarts it).
 package egress
 
@@ -119,8 +120,9 @@ type seenKey struct {
 	hook uint8
 }
 
-// Open loads the egress programs and attaches them to the cgroup v2 root.
-// No policy is in force until Apply.
+// Open loads the egress programs. They are attached to the cgroup v2 root
+// while at least one egress policy is in force (Apply): a host without
+// egress policies pays nothing per connect.
 func Open(opts Options) (*Enforcer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -175,22 +177,6 @@ func Open(opts Options) (*Enforcer, error) {
 		_ = e.objs.Close()
 		return nil, fmt.Errorf("open egress: %w", err)
 	}
-	for _, a := range []struct {
-		attach ebpf.AttachType
-		prog   *ebpf.Program
-	}{
-		{ebpf.AttachCGroupInet4Connect, e.objs.EgressConnect4},
-		{ebpf.AttachCGroupInet6Connect, e.objs.EgressConnect6},
-		{ebpf.AttachCGroupUDP4Sendmsg, e.objs.EgressSendmsg4},
-		{ebpf.AttachCGroupUDP6Sendmsg, e.objs.EgressSendmsg6},
-	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupMount, Attach: a.attach, Program: a.prog})
-		if err != nil {
-			_ = e.Close()
-			return nil, fmt.Errorf("open egress: attach %s to %s: %w", a.prog, opts.CgroupMount, err)
-		}
-		e.links = append(e.links, l)
-	}
 	r, err := ringbuf.NewReader(e.objs.EgressEvents)
 	if err != nil {
 		_ = e.Close()
@@ -209,10 +195,45 @@ func (e *Enforcer) Close() error {
 	if e.reader != nil {
 		errs = append(errs, e.reader.Close())
 	}
+	e.mu.Lock()
+	errs = append(errs, e.detach())
+	e.mu.Unlock()
+	errs = append(errs, e.objs.Close())
+	return errors.Join(errs...)
+}
+
+// attach attaches the programs to the cgroup root, if they are not (under
+// e.mu).
+func (e *Enforcer) attach() error {
+	if len(e.links) > 0 {
+		return nil
+	}
+	for _, a := range []struct {
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{
+		{ebpf.AttachCGroupInet4Connect, e.objs.EgressConnect4},
+		{ebpf.AttachCGroupInet6Connect, e.objs.EgressConnect6},
+		{ebpf.AttachCGroupUDP4Sendmsg, e.objs.EgressSendmsg4},
+		{ebpf.AttachCGroupUDP6Sendmsg, e.objs.EgressSendmsg6},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: e.opts.CgroupMount, Attach: a.attach, Program: a.prog})
+		if err != nil {
+			_ = e.detach()
+			return fmt.Errorf("attach %s to %s: %w", a.prog, e.opts.CgroupMount, err)
+		}
+		e.links = append(e.links, l)
+	}
+	return nil
+}
+
+// detach detaches the programs (under e.mu, or once nothing else runs).
+func (e *Enforcer) detach() error {
+	var errs []error
 	for _, l := range e.links {
 		errs = append(errs, l.Close())
 	}
-	errs = append(errs, e.objs.Close())
+	e.links = nil
 	return errors.Join(errs...)
 }
 
@@ -265,8 +286,18 @@ func (e *Enforcer) Apply(set *policy.Set) error {
 	if err != nil {
 		return fmt.Errorf("apply egress policies: %w", err)
 	}
+	if len(ps) > 0 {
+		if err := e.attach(); err != nil {
+			return fmt.Errorf("apply egress policies: %w", err)
+		}
+	}
 	if err := e.writeKernel(t, scope, enforce); err != nil {
 		return fmt.Errorf("apply egress policies: %w", err)
+	}
+	if len(ps) == 0 {
+		if err := e.detach(); err != nil {
+			return fmt.Errorf("apply egress policies: detach: %w", err)
+		}
 	}
 	e.policies, e.enforce, e.paths = ps, enforce, paths
 	select {
@@ -562,6 +593,8 @@ type Counters struct {
 
 // Status is the egress state for "aarsm status".
 type Status struct {
+	// Attached: the programs are attached (while a policy is in force).
+	Attached bool
 	Policies []PolicyStatus
 	Counters []Counters
 	// Lost: events the ring buffer had no room for (counted, not
@@ -589,6 +622,7 @@ type HostStatus struct {
 func (e *Enforcer) Status() (Status, error) {
 	var st Status
 	e.mu.Lock()
+	st.Attached = len(e.links) > 0
 	for i, p := range e.policies {
 		ps := PolicyStatus{Name: p.Name, Mode: string(p.Mode)}
 		for id, m := range e.scope {

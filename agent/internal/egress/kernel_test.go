@@ -317,8 +317,11 @@ except PermissionError as e:
 		return len(k.log.entries(t, map[string]string{"AARSM_PID": strconv.Itoa(pid), "AARSM_VERDICT": "alert"})) == 1
 	})
 
-	// No egress policy: nothing checked.
+	// No egress policy: the programs are detached, nothing is checked.
 	k.apply(t, "")
+	if st, err := k.enf.Status(); err != nil || st.Attached {
+		t.Errorf("no policy: attached %v (%v)", st.Attached, err)
+	}
 	if code, _ := curl(t, k.cg, unlisted); code != 0 {
 		t.Errorf("no policy: curl exit %d", code)
 	}

@@ -83,6 +83,9 @@ type Report struct {
 
 // Egress is the egress_policy state.
 type Egress struct {
+	// Attached: the egress programs are attached to the cgroup root
+	// (while at least one egress policy is in force).
+	Attached bool           `json:"attached"`
 	Policies []EgressPolicy `json:"policies"`
 	// Counters per hook (connect4, connect6, sendmsg4, sendmsg6), of
 	// processes in scope only.
@@ -552,7 +555,11 @@ func formatEgress(b *strings.Builder, r Report) {
 	case len(r.Egress.Policies) == 0:
 		b.WriteString("egress:      no egress_policy\n")
 	default:
-		fmt.Fprintf(b, "egress:      %d policies\n", len(r.Egress.Policies))
+		fmt.Fprintf(b, "egress:      %d policies", len(r.Egress.Policies))
+		if !r.Egress.Attached {
+			b.WriteString(" (programs NOT attached)")
+		}
+		b.WriteString("\n")
 	}
 	eg := r.Egress
 	for _, p := range eg.Policies {

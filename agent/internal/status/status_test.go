@@ -134,6 +134,7 @@ func TestFormat(t *testing.T) {
 func TestFormatEgress(t *testing.T) {
 	r := sample()
 	r.Egress = &Egress{
+		Attached: true,
 		Policies: []EgressPolicy{{Name: "mail", Mode: "enforce", Cgroups: []string{"/system.slice/mcp.service"},
 			Hosts: []EgressHost{{Name: "api.postmarkapp.com", Addrs: []string{"192.0.2.1", "2001:db8::1"}}, {Name: "gone.test", Addrs: []string{}, Error: "no address"}}}},
 		Counters:  []EgressCounters{{Hook: "connect4", Allowed: 5, Blocked: 2}, {Hook: "sendmsg4", Reported: 1}},
