@@ -7,8 +7,8 @@
  * goes through only if every program allows it).
  *
  * A process is in an egress policy's scope when its cgroup, or one of its
- * ancestors, is in egress_scope: the value is the set of policies (bit i:
- * policy i) that cover that cgroup. The destination is looked up in an LPM
+ * ancestors, is in egress_scope, or its executable is in egress_exes: the
+ * value is the set of policies (bit i: policy i) that cover it. The destination is looked up in an LPM
  * trie per family keyed by (port, address prefix): once with the real port
  * and once with port 0 ("any port"). Each trie value is the set of policies
  * that allow the prefix; user space folds the policies of every shorter
@@ -22,6 +22,9 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+
+#include "aarsm.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -46,6 +49,8 @@ struct egress_key6 {
 struct egress_config {
 	__u64 enforce;     /* policies in enforce mode */
 	__u64 self_cgroup; /* the agent's own cgroup: never checked */
+	__u32 have_exes;   /* egress_exes has entries: read the task's executable */
+	__u32 _pad;
 };
 
 struct egress_event {
@@ -69,6 +74,15 @@ struct {
 	__type(key, __u64);   /* cgroup v2 id */
 	__type(value, __u64); /* policies covering it */
 } egress_scope SEC(".maps");
+
+/* Executables in scope: (device, inode) of the file the task runs, as
+ * mm->exe_file has it (what /proc/PID/exe points to). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct inode_key);
+	__type(value, __u64); /* policies covering it */
+} egress_exes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -142,6 +156,22 @@ static __always_inline __u64 policies_in_scope(__u64 self)
 	return mask;
 }
 
+/* The policies whose scope names the current task's executable. */
+static __always_inline __u64 exe_policies(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *ino = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	struct inode_key k = {};
+	__u64 *m;
+
+	if (!ino)
+		return 0;
+	k.ino = BPF_CORE_READ(ino, i_ino);
+	k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	m = bpf_map_lookup_elem(&egress_exes, &k);
+	return m ? *m : 0;
+}
+
 static __always_inline __u64 allowed4(__u16 port_be, __u32 ip_be)
 {
 	struct egress_key4 k = {};
@@ -195,6 +225,8 @@ static __always_inline int decide(__u32 hook, __u8 family, __u8 protocol, __u16 
 	if (!cfg || self == cfg->self_cgroup)
 		return 1;
 	scope = policies_in_scope(self);
+	if (cfg->have_exes)
+		scope |= exe_policies();
 	if (!scope)
 		return 1;
 	if (family == 4)

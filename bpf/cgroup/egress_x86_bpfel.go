@@ -17,6 +17,8 @@ type EgressEgressConfig struct {
 	_          structs.HostLayout
 	Enforce    uint64
 	SelfCgroup uint64
+	HaveExes   uint32
+	Pad        uint32
 }
 
 type EgressEgressEvent struct {
@@ -47,6 +49,13 @@ type EgressEgressKey6 struct {
 	Data      [20]uint8
 }
 
+type EgressInodeKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -55,6 +64,7 @@ const (
 	EgressMapEgressAllow6       = "egress_allow6"
 	EgressMapEgressCounters     = "egress_counters"
 	EgressMapEgressEvents       = "egress_events"
+	EgressMapEgressExes         = "egress_exes"
 	EgressMapEgressScope        = "egress_scope"
 	EgressMapEgressSettings     = "egress_settings"
 	EgressProgEgressConnect4    = "egress_connect4"
@@ -123,6 +133,7 @@ type EgressMapSpecs struct {
 	EgressAllow6   *ebpf.MapSpec `ebpf:"egress_allow6"`
 	EgressCounters *ebpf.MapSpec `ebpf:"egress_counters"`
 	EgressEvents   *ebpf.MapSpec `ebpf:"egress_events"`
+	EgressExes     *ebpf.MapSpec `ebpf:"egress_exes"`
 	EgressScope    *ebpf.MapSpec `ebpf:"egress_scope"`
 	EgressSettings *ebpf.MapSpec `ebpf:"egress_settings"`
 }
@@ -161,6 +172,7 @@ type EgressMaps struct {
 	EgressAllow6   *ebpf.Map `ebpf:"egress_allow6"`
 	EgressCounters *ebpf.Map `ebpf:"egress_counters"`
 	EgressEvents   *ebpf.Map `ebpf:"egress_events"`
+	EgressExes     *ebpf.Map `ebpf:"egress_exes"`
 	EgressScope    *ebpf.Map `ebpf:"egress_scope"`
 	EgressSettings *ebpf.Map `ebpf:"egress_settings"`
 }
@@ -171,6 +183,7 @@ func (m *EgressMaps) Close() error {
 		m.EgressAllow6,
 		m.EgressCounters,
 		m.EgressEvents,
+		m.EgressExes,
 		m.EgressScope,
 		m.EgressSettings,
 	)

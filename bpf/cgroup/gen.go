@@ -6,4 +6,4 @@
 package cgroup
 
 //go:generate go tool bpf2go -tags linux -target amd64 -cflags "-O2 -g -Wall -Werror -I../include -I/usr/include/x86_64-linux-gnu" Quarantine quarantine.c
-//go:generate go tool bpf2go -tags linux -target amd64 -cflags "-O2 -g -Wall -Werror -I../include -I/usr/include/x86_64-linux-gnu" -type egress_event -type egress_key4 -type egress_key6 -type egress_config Egress egress.c
+//go:generate go tool bpf2go -tags linux -target amd64 -cflags "-O2 -g -Wall -Werror -I../include -I/usr/include/x86_64-linux-gnu" -type egress_event -type egress_key4 -type egress_key6 -type egress_config -type inode_key Egress egress.c

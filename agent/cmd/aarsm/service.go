@@ -241,9 +241,12 @@ func egressReport(e *egress.Enforcer, why error) (*status.Egress, string) {
 	out := &status.Egress{Attached: st.Attached, Policies: []status.EgressPolicy{}, Counters: []status.EgressCounters{},
 		Lost: st.Lost, Journaled: st.Journaled, JournalErrors: st.JournalErrors, Deduped: st.Deduped}
 	for _, p := range st.Policies {
-		sp := status.EgressPolicy{Name: p.Name, Mode: p.Mode, Cgroups: p.Cgroups, Hosts: []status.EgressHost{}}
+		sp := status.EgressPolicy{Name: p.Name, Mode: p.Mode, Cgroups: p.Cgroups, Executables: p.Executables, Hosts: []status.EgressHost{}}
 		if sp.Cgroups == nil {
 			sp.Cgroups = []string{}
+		}
+		if sp.Executables == nil {
+			sp.Executables = []string{}
 		}
 		for _, h := range p.Hosts {
 			sh := status.EgressHost{Name: h.Name, Addrs: []string{}, Error: h.Error}

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/policy"
+	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/bpf/cgroup"
 )
 
@@ -193,6 +196,65 @@ func scopeIDs(ps []*policy.EgressPolicy, mount string) (map[uint64]uint64, map[u
 	}
 	if len(ids) > MaxScopeEntries {
 		return nil, nil, fmt.Errorf("%d cgroups in egress scope: over %d", len(ids), MaxScopeEntries)
+	}
+	return ids, paths, nil
+}
+
+// MaxExeFiles bounds the executables an egress scope resolves to (the
+// files a "dir/**" pattern or a glob covers), as the map does.
+const MaxExeFiles = 4096
+
+// exeIDs resolves the executables of the policies' scopes to the (device,
+// inode) pairs the kernel compares with the file a task runs: a path as
+// given (symbolic links followed, as /proc/PID/exe is), the regular files a
+// glob matches, every regular file under DIR for "DIR/**". paths receives
+// each file's path, for reports.
+func exeIDs(ps []*policy.EgressPolicy) (map[cgroup.EgressInodeKey]uint64, map[cgroup.EgressInodeKey]string, error) {
+	ids := map[cgroup.EgressInodeKey]uint64{}
+	paths := map[cgroup.EgressInodeKey]string{}
+	add := func(p string, bit uint64) {
+		id, st, err := proc.StatID(p)
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return // not there (yet), or no file: the next rescan looks again
+		}
+		k := cgroup.EgressInodeKey{Ino: id.Ino, Dev: id.Dev}
+		ids[k] |= bit
+		if _, ok := paths[k]; !ok {
+			paths[k] = p
+		}
+	}
+	for i, p := range ps {
+		bit := uint64(1) << uint(i)
+		for _, s := range p.Scopes {
+			for _, pat := range s.Executables {
+				if dir, ok := strings.CutSuffix(pat, "/**"); ok {
+					n := 0
+					_ = filepath.WalkDir(dir, func(f string, d fs.DirEntry, err error) error {
+						if err != nil {
+							return nil //nolint:nilerr // unreadable: go on with the others
+						}
+						if n++; n > MaxExeFiles {
+							return filepath.SkipAll
+						}
+						if d.Type().IsRegular() {
+							add(f, bit)
+						}
+						return nil
+					})
+					continue
+				}
+				matches, err := filepath.Glob(pat)
+				if err != nil {
+					continue // checked at load
+				}
+				for _, m := range matches {
+					add(m, bit)
+				}
+			}
+		}
+		if len(ids) > MaxExeFiles {
+			return nil, nil, fmt.Errorf("%d executables in egress scope: over %d", len(ids), MaxExeFiles)
+		}
 	}
 	return ids, paths, nil
 }

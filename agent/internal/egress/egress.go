@@ -3,6 +3,11 @@
 // connect(2) and unconnected sendmsg(2), IPv4 and IPv6, of the processes
 // in their scope (bpf/cgroup/egress.c).
 //
+// A process is in a policy's scope by its cgroup (egress_scope: a scope's
+// cgroups and the cgroups of its systemd_units, found again every Rescan)
+// or by the file it runs (egress_exes: the device and inode of each
+// executable a scope names, read from the task's mm->exe_file).
+//
 // The four programs are attached once to the cgroup v2 root, beside the
 // quarantine's (multi-attach links: a connection goes through only if
 // every program allows it), and decide per cgroup: the egress_scope map
@@ -105,6 +110,8 @@ type Enforcer struct {
 	names    *names
 	scope    map[uint64]uint64
 	paths    map[uint64]string
+	exes     map[cgroup.EgressInodeKey]uint64
+	exePaths map[cgroup.EgressInodeKey]string
 	cur      tables
 	closed   bool
 
@@ -158,6 +165,7 @@ func Open(opts Options) (*Enforcer, error) {
 	}
 	e := &Enforcer{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), names: newNames(opts.Grace, opts.MinRefresh),
 		scope: map[uint64]uint64{}, paths: map[uint64]string{}, seen: map[seenKey]struct{}{},
+		exes: map[cgroup.EgressInodeKey]uint64{}, exePaths: map[cgroup.EgressInodeKey]string{},
 		cur: tables{v4: map[cgroup.EgressEgressKey4]uint64{}, v6: map[cgroup.EgressEgressKey6]uint64{}}}
 	// The agent's own cgroup is never checked: it must reach the name
 	// servers and the journal whatever a policy says.
@@ -173,7 +181,7 @@ func Open(opts Options) (*Enforcer, error) {
 		}
 		return nil, fmt.Errorf("open egress: load programs: %w", err)
 	}
-	if err := e.writeSettings(0); err != nil {
+	if err := e.writeSettings(0, false); err != nil {
 		_ = e.objs.Close()
 		return nil, fmt.Errorf("open egress: %w", err)
 	}
@@ -237,8 +245,11 @@ func (e *Enforcer) detach() error {
 	return errors.Join(errs...)
 }
 
-func (e *Enforcer) writeSettings(enforce uint64) error {
+func (e *Enforcer) writeSettings(enforce uint64, haveExes bool) error {
 	cfg := cgroup.EgressEgressConfig{Enforce: enforce, SelfCgroup: e.self}
+	if haveExes {
+		cfg.HaveExes = 1
+	}
 	if err := e.objs.EgressSettings.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("write egress settings: %w", err)
 	}
@@ -282,6 +293,10 @@ func (e *Enforcer) Apply(set *policy.Set) error {
 	if err != nil {
 		return fmt.Errorf("apply egress policies: %w", err)
 	}
+	exes, exePaths, err := exeIDs(ps)
+	if err != nil {
+		return fmt.Errorf("apply egress policies: %w", err)
+	}
 	t, err := buildTables(rules(ps, e.names.addrs))
 	if err != nil {
 		return fmt.Errorf("apply egress policies: %w", err)
@@ -291,7 +306,7 @@ func (e *Enforcer) Apply(set *policy.Set) error {
 			return fmt.Errorf("apply egress policies: %w", err)
 		}
 	}
-	if err := e.writeKernel(t, scope, enforce); err != nil {
+	if err := e.writeKernel(t, scope, exes, enforce); err != nil {
 		return fmt.Errorf("apply egress policies: %w", err)
 	}
 	if len(ps) == 0 {
@@ -299,7 +314,7 @@ func (e *Enforcer) Apply(set *policy.Set) error {
 			return fmt.Errorf("apply egress policies: detach: %w", err)
 		}
 	}
-	e.policies, e.enforce, e.paths = ps, enforce, paths
+	e.policies, e.enforce, e.paths, e.exePaths = ps, enforce, paths, exePaths
 	select {
 	case e.kick <- struct{}{}:
 	default:
@@ -334,7 +349,7 @@ func (e *Enforcer) resolve(ctx context.Context, hosts []string) []resolved {
 // writeKernel makes the maps hold t, scope and enforce (under e.mu). New
 // entries go in first and stale ones out last, so that a destination
 // allowed before and after is never refused in between.
-func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, enforce uint64) error {
+func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, exes map[cgroup.EgressInodeKey]uint64, enforce uint64) error {
 	for k, v := range t.v4 {
 		if old, ok := e.cur.v4[k]; !ok || old != v {
 			if err := e.objs.EgressAllow4.Put(k, v); err != nil {
@@ -356,10 +371,24 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, enforce uint64
 			}
 		}
 	}
-	if err := e.writeSettings(enforce); err != nil {
+	for k, m := range exes {
+		if old, ok := e.exes[k]; !ok || old != m {
+			if err := e.objs.EgressExes.Put(k, m); err != nil {
+				return fmt.Errorf("write executables: %w", err)
+			}
+		}
+	}
+	if err := e.writeSettings(enforce, len(exes) > 0); err != nil {
 		return err
 	}
 	var errs []error
+	for k := range e.exes {
+		if _, ok := exes[k]; !ok {
+			if err := e.objs.EgressExes.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
 	for id := range e.scope {
 		if _, ok := scope[id]; !ok {
 			if err := e.objs.EgressScope.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -381,7 +410,7 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, enforce uint64
 			}
 		}
 	}
-	e.cur, e.scope = t, scope
+	e.cur, e.scope, e.exes = t, scope, exes
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete stale egress entries: %w", err)
 	}
@@ -473,21 +502,26 @@ func (e *Enforcer) refresh(ctx context.Context) {
 		e.log.Warn("egress: cannot rescan the cgroups in scope", "err", err)
 		scope, paths = e.scope, e.paths
 	}
-	if !changed && mapsEqual(scope, e.scope) {
+	exes, exePaths, err := exeIDs(e.policies)
+	if err != nil {
+		e.log.Warn("egress: cannot rescan the executables in scope", "err", err)
+		exes, exePaths = e.exes, e.exePaths
+	}
+	if !changed && mapsEqual(scope, e.scope) && mapsEqual(exes, e.exes) {
 		return
 	}
 	t, err := buildTables(rules(e.policies, e.names.addrs))
 	if err == nil {
-		err = e.writeKernel(t, scope, e.enforce)
+		err = e.writeKernel(t, scope, exes, e.enforce)
 	}
 	if err != nil {
 		e.log.Error("egress: cannot update the kernel's tables", "err", err)
 		return
 	}
-	e.paths = paths
+	e.paths, e.exePaths = paths, exePaths
 }
 
-func mapsEqual(a, b map[uint64]uint64) bool {
+func mapsEqual[K comparable](a, b map[K]uint64) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -605,10 +639,11 @@ type Status struct {
 
 // PolicyStatus is one egress policy in force.
 type PolicyStatus struct {
-	Name    string
-	Mode    string
-	Cgroups []string // the cgroups in its scope now
-	Hosts   []HostStatus
+	Name        string
+	Mode        string
+	Cgroups     []string // the cgroups in its scope now
+	Executables []string // the executables in its scope now
+	Hosts       []HostStatus
 }
 
 // HostStatus is an allowed host name and its addresses now.
@@ -631,6 +666,12 @@ func (e *Enforcer) Status() (Status, error) {
 			}
 		}
 		sort.Strings(ps.Cgroups)
+		for k, m := range e.exes {
+			if m&(1<<uint(i)) != 0 {
+				ps.Executables = append(ps.Executables, e.exePaths[k])
+			}
+		}
+		sort.Strings(ps.Executables)
 		for _, h := range p.Hosts() {
 			hs := HostStatus{Name: h, Addrs: e.names.addrs(h)}
 			if s := e.names.hosts[h]; s != nil && s.err != nil {

@@ -445,3 +445,54 @@ func TestEgressUnitScope(t *testing.T) {
 		t.Errorf("beside the unit: curl exit %d", code)
 	}
 }
+
+// A scope by executable: the kernel compares the file a process runs with
+// the files the scope names, whatever its cgroup. A copy of curl is in
+// scope; the system's curl, in the same cgroup, is not.
+func TestEgressExecutableScope(t *testing.T) {
+	k := startEnforcer(t, Options{})
+	unlisted := httpServer(t, "127.0.0.2")
+	sys, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	scoped := dir + "/bin/curl"
+	if err := os.MkdirAll(dir+"/bin", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(scoped, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	k.apply(t, fmt.Sprintf(`egress_policy "exe" {
+  scope {
+    executables = ["%s/**"]
+  }
+  allow {
+    cidrs = ["192.0.2.0/24"]
+  }
+}
+`, dir))
+	st, err := k.enf.Status()
+	if err != nil || len(st.Policies) != 1 || len(st.Policies[0].Executables) != 1 || st.Policies[0].Executables[0] != scoped {
+		t.Fatalf("status %+v %v", st.Policies, err)
+	}
+	run := func(bin string) int {
+		cmd := exec.Command(bin, "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", "http://"+unlisted.String()+"/")
+		if err := k.cg.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		return cmd.ProcessState.ExitCode()
+	}
+	if code := run(scoped); code != 7 {
+		t.Errorf("the executable in scope: curl exit %d, want 7", code)
+	}
+	if code := run(sys); code != 0 {
+		t.Errorf("another executable: curl exit %d", code)
+	}
+}

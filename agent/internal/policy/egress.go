@@ -38,8 +38,9 @@ type EgressPolicy struct {
 	// Mode: enforce refuses a destination no allow block lists (EPERM);
 	// monitor lets it through and reports it.
 	Mode Mode
-	// Scopes: the processes it applies to (any of them). Only cgroups and
-	// systemd_units: the kernel checks a connection's cgroup.
+	// Scopes: the processes it applies to (any of them): by executables,
+	// or by cgroups and systemd_units, which the kernel checks at connect
+	// time (the file the process runs; its cgroup).
 	Scopes []Scope
 	Allow  []EgressAllow
 }
@@ -113,7 +114,7 @@ func decodeEgress(b *hcl.Block) (*EgressPolicy, hcl.Diagnostics) {
 		diags = append(diags, &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  "Missing scope block",
-			Detail:   "An egress_policy needs a scope block (cgroups or systemd_units): an allow list for every process of the host would cut off the host itself.",
+			Detail:   "An egress_policy needs a scope block (executables, cgroups or systemd_units): an allow list for every process of the host would cut off the host itself.",
 			Subject:  b.DefRange.Ptr(),
 		})
 	}
@@ -137,19 +138,33 @@ func decodeEgress(b *hcl.Block) (*EgressPolicy, hcl.Diagnostics) {
 }
 
 // checkEgressScope refuses the scope attributes the kernel cannot check at
-// connect time.
+// connect time, and a scope block that would need two of its checks
+// combined.
 func checkEgressScope(c *hcl.BodyContent) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	for _, name := range []string{"executables", "commands", "mcp_servers"} {
+	why := map[string]string{
+		"commands":    "a task name is whatever the process sets (prctl), not an identity",
+		"mcp_servers": "the MCP server a process is, is not known in the kernel at connect time",
+	}
+	for _, name := range []string{"commands", "mcp_servers"} {
 		if a := c.Attributes[name]; a != nil {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Unsupported egress scope",
-				Detail: fmt.Sprintf("An egress_policy scope cannot use %s: the kernel checks each connection by the cgroup of its process, "+
-					"and nothing else is known at connect time. Use cgroups or systemd_units (run the process in a unit or cgroup of its own).", name),
+				Detail: fmt.Sprintf("An egress_policy scope cannot use %s: %s. Use executables, cgroups or systemd_units "+
+					"(run the MCP server in a unit or cgroup of its own).", name, why[name]),
 				Subject: a.NameRange.Ptr(),
 			})
 		}
+	}
+	if a := c.Attributes["executables"]; a != nil && (c.Attributes["cgroups"] != nil || c.Attributes["systemd_units"] != nil) {
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Unsupported egress scope",
+			Detail: "In an egress_policy, a scope block names executables, or cgroups and systemd_units, not both: the kernel " +
+				"checks each on its own. Write two scope blocks (a process matching either is in scope).",
+			Subject: a.NameRange.Ptr(),
+		})
 	}
 	return diags
 }

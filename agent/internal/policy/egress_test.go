@@ -17,7 +17,7 @@ func TestEgressPolicy(t *testing.T) {
 		t.Fatalf("egress %d, email %d", len(set.Egress), len(set.Policies))
 	}
 	p := set.Egress[0]
-	if p.Name != "postmark-only" || p.Mode != ModeMonitor || p.Description == "" || len(p.Scopes) != 2 || len(p.Allow) != 2 {
+	if p.Name != "postmark-only" || p.Mode != ModeMonitor || p.Description == "" || len(p.Scopes) != 3 || len(p.Allow) != 2 {
 		t.Fatalf("policy %+v", p)
 	}
 	if !slices.Equal(p.Scopes[0].UnitPatterns(), []string{"postmark-mcp", "postmark-mcp.service"}) {

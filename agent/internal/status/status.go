@@ -101,10 +101,11 @@ type Egress struct {
 
 // EgressPolicy is one egress policy in force.
 type EgressPolicy struct {
-	Name    string       `json:"name"`
-	Mode    string       `json:"mode"`
-	Cgroups []string     `json:"cgroups"` // in its scope now
-	Hosts   []EgressHost `json:"hosts"`
+	Name        string       `json:"name"`
+	Mode        string       `json:"mode"`
+	Cgroups     []string     `json:"cgroups"`     // in its scope now
+	Executables []string     `json:"executables"` // in its scope now
+	Hosts       []EgressHost `json:"hosts"`
 }
 
 // EgressHost is an allowed host name and its addresses now.
@@ -563,9 +564,9 @@ func formatEgress(b *strings.Builder, r Report) {
 	}
 	eg := r.Egress
 	for _, p := range eg.Policies {
-		cg := "no cgroup now"
-		if len(p.Cgroups) > 0 {
-			cg = strings.Join(p.Cgroups, ", ")
+		cg := "no cgroup or executable now"
+		if in := append(append([]string(nil), p.Cgroups...), p.Executables...); len(in) > 0 {
+			cg = strings.Join(in, ", ")
 		}
 		fmt.Fprintf(b, "  %-20s %-8s %s\n", p.Name, p.Mode, cg)
 		for _, h := range p.Hosts {

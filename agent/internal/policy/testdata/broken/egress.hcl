@@ -16,3 +16,12 @@ egress_policy "no-allow" {
     cgroups = ["/system.slice/x.service"]
   }
 }
+
+egress_policy "by-name" {
+  scope {
+    mcp_servers = ["postmark-mcp"]
+  }
+  allow {
+    cidrs = ["10.0.0.0/8"]
+  }
+}

@@ -7,6 +7,9 @@ egress_policy "postmark-only" {
   scope {
     cgroups = ["/system.slice/mcp.slice"]
   }
+  scope {
+    executables = ["/opt/mcp/bin/*", "/usr/lib/node_modules/postmark-mcp/**"]
+  }
   allow {
     hosts = ["api.postmarkapp.com", "API.Example.com."]
     ports = [443]
