@@ -101,7 +101,9 @@ func benchChild(b *testing.B, cg *testenv.Cgroup, addr string, n int) float64 {
 // nothing but the connect), in the same run: no program; the programs
 // attached and the process in an egress policy's scope with the
 // destination allowed (scope walk and two trie lookups); attached with the
-// process out of every scope (what every other process of the host pays).
+// process out of every scope (what every other process of the host pays);
+// the process in scope by its executable (the task's file read and looked
+// up too).
 // ns/connect-* are the connecting thread's CPU time per connect; x-* are
 // ratios to no program.
 func BenchmarkConnect4(b *testing.B) {
@@ -129,12 +131,28 @@ func BenchmarkConnect4(b *testing.B) {
 	if diags.HasErrors() {
 		b.Fatal(diags)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	byExe, diags := policy.ParseSource("bench-exe.hcl", []byte(fmt.Sprintf(`egress_policy "bench-exe" {
+  scope {
+    executables = [%q]
+  }
+  allow {
+    cidrs = ["127.0.0.0/8"]
+  }
+}
+`, self)))
+	if diags.HasErrors() {
+		b.Fatal(diags)
+	}
 	// Rounds, each variant once per round, the programs attached and
 	// detached each time: the median of each variant is reported, so that
 	// a burst of load from the rest of the machine falls on one round.
 	const rounds = 5
 	n := max(b.N/rounds, 2000)
-	var none, in, out []float64
+	var none, in, out, exe []float64
 	b.ResetTimer()
 	for range rounds {
 		none = append(none, benchChild(b, scoped, addr, n))
@@ -149,18 +167,30 @@ func BenchmarkConnect4(b *testing.B) {
 		in = append(in, benchChild(b, scoped, addr, n))
 		out = append(out, benchChild(b, unscoped, addr, n))
 		c, err := e.Status()
-		e.Close()
 		if err != nil || c.Counters[0].Allowed != uint64(n) {
+			e.Close()
 			b.Fatalf("the scoped child's connects were not all checked: %+v %v", c.Counters, err)
+		}
+		if err := e.Apply(byExe); err != nil {
+			e.Close()
+			b.Fatal(err)
+		}
+		exe = append(exe, benchChild(b, unscoped, addr, n))
+		c, err = e.Status()
+		e.Close()
+		if err != nil || c.Counters[0].Allowed != 2*uint64(n) {
+			b.Fatalf("the child's connects were not all checked by executable: %+v %v", c.Counters, err)
 		}
 	}
 	b.StopTimer()
 	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
-	mNone, mIn, mOut := med(none), med(in), med(out)
+	mNone, mIn, mOut, mExe := med(none), med(in), med(out), med(exe)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(mNone, "ns/connect-none")
 	b.ReportMetric(mIn, "ns/connect-scoped")
 	b.ReportMetric(mOut, "ns/connect-unscoped")
 	b.ReportMetric(mIn/mNone, "x-scoped")
 	b.ReportMetric(mOut/mNone, "x-unscoped")
+	b.ReportMetric(mExe, "ns/connect-exe")
+	b.ReportMetric(mExe/mNone, "x-exe")
 }
