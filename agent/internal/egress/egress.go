@@ -355,6 +355,7 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, exes map[cgrou
 			if err := e.objs.EgressAllow4.Put(k, v); err != nil {
 				return fmt.Errorf("write allow4: %w", err)
 			}
+			e.cur.v4[k] = v // what the kernel holds, should a later write fail
 		}
 	}
 	for k, v := range t.v6 {
@@ -362,6 +363,7 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, exes map[cgrou
 			if err := e.objs.EgressAllow6.Put(k, v); err != nil {
 				return fmt.Errorf("write allow6: %w", err)
 			}
+			e.cur.v6[k] = v
 		}
 	}
 	for id, m := range scope {
@@ -369,6 +371,7 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, exes map[cgrou
 			if err := e.objs.EgressScope.Put(id, m); err != nil {
 				return fmt.Errorf("write scope: %w", err)
 			}
+			e.scope[id] = m
 		}
 	}
 	for k, m := range exes {
@@ -376,6 +379,7 @@ func (e *Enforcer) writeKernel(t tables, scope map[uint64]uint64, exes map[cgrou
 			if err := e.objs.EgressExes.Put(k, m); err != nil {
 				return fmt.Errorf("write executables: %w", err)
 			}
+			e.exes[k] = m
 		}
 	}
 	if err := e.writeSettings(enforce, len(exes) > 0); err != nil {
