@@ -66,6 +66,9 @@ struct egress_event {
 	__u8 pad[2];
 	__u8 addr[16];  /* IPv4 in the first 4 bytes */
 	char comm[16];
+	__u64 exe_ino;  /* the file the task runs (mm->exe_file): inode */
+	__u32 exe_dev;  /* and device (kernel encoding) */
+	__u32 _pad2;
 };
 
 struct {
@@ -156,18 +159,27 @@ static __always_inline __u64 policies_in_scope(__u64 self)
 	return mask;
 }
 
-/* The policies whose scope names the current task's executable. */
-static __always_inline __u64 exe_policies(void)
+/* The file the current task runs; 0 when it has none. */
+static __always_inline void current_exe(struct inode_key *k)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct inode *ino = BPF_CORE_READ(task, mm, exe_file, f_inode);
+
+	if (!ino)
+		return;
+	k->ino = BPF_CORE_READ(ino, i_ino);
+	k->dev = BPF_CORE_READ(ino, i_sb, s_dev);
+}
+
+/* The policies whose scope names the current task's executable. */
+static __always_inline __u64 exe_policies(void)
+{
 	struct inode_key k = {};
 	__u64 *m;
 
-	if (!ino)
+	current_exe(&k);
+	if (!k.ino)
 		return 0;
-	k.ino = BPF_CORE_READ(ino, i_ino);
-	k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
 	m = bpf_map_lookup_elem(&egress_exes, &k);
 	return m ? *m : 0;
 }
@@ -264,6 +276,15 @@ static __always_inline int decide(__u32 hook, __u8 family, __u8 protocol, __u16 
 			__builtin_memcpy(&e->addr[12], &ip[3], 4);
 		}
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		{
+			/* For the report when the process is gone before it is
+			 * read: a short-lived client exits at once. */
+			struct inode_key k = {};
+
+			current_exe(&k);
+			e->exe_ino = k.ino;
+			e->exe_dev = k.dev;
+		}
 		bpf_ringbuf_submit(e, 0);
 	}
 	return block ? 0 : 1;

@@ -35,6 +35,9 @@ type EgressEgressEvent struct {
 	Pad      [2]uint8
 	Addr     [16]uint8
 	Comm     [16]int8
+	ExeIno   uint64
+	ExeDev   uint32
+	Pad2     uint32
 }
 
 type EgressEgressKey4 struct {

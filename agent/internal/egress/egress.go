@@ -558,6 +558,10 @@ func (e *Enforcer) report(ev *cgroup.EgressEgressEvent) {
 	}
 	e.seen[key] = struct{}{}
 	e.seenOrder = append(e.seenOrder, key)
+	// Known now, for a process gone before /proc is read: the path of its
+	// executable if a scope names it, of its cgroup if a scope names it.
+	exeKnown := e.exePaths[cgroup.EgressInodeKey{Ino: ev.ExeIno, Dev: ev.ExeDev}]
+	cgKnown := e.paths[ev.Cgroup]
 	var decided []string
 	mask := ev.Policies
 	if ev.Blocked != 0 {
@@ -593,16 +597,21 @@ func (e *Enforcer) report(ev *cgroup.EgressEgressEvent) {
 		rec.Protocol = "icmp"
 	}
 	fs := proc.FS{}
-	if exe, err := fs.Exe(ev.Pid); err == nil {
+	switch exe, err := fs.Exe(ev.Pid); {
+	case err == nil:
 		rec.Exe = exe
-	} else {
+	case exeKnown != "":
+		rec.Exe = exeKnown
+	default:
 		rec.Exe = "?"
 	}
 	if cg, err := fs.CgroupPath(ev.Pid); err == nil {
 		rec.Cgroup = cg
-		if u, ok := act.ParseUnit(cg); ok {
-			rec.Unit = u.Name
-		}
+	} else {
+		rec.Cgroup = cgKnown
+	}
+	if u, ok := act.ParseUnit(rec.Cgroup); ok && rec.Cgroup != "" {
+		rec.Unit = u.Name
 	}
 	if err := e.opts.Journal.LogEgress(rec); err != nil {
 		e.journalErrors.Add(1)

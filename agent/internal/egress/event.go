@@ -7,7 +7,7 @@ import (
 )
 
 // eventSize is the size of struct egress_event.
-const eventSize = 8 + 8 + 4 + 4 + 2 + 1 + 1 + 1 + 3 + 16 + 16
+const eventSize = 8 + 8 + 4 + 4 + 2 + 1 + 1 + 1 + 3 + 16 + 16 + 8 + 4 + 4
 
 // decodeEvent decodes a struct egress_event (little-endian, the only
 // target built).
@@ -26,4 +26,6 @@ func decodeEvent(b []byte, ev *cgroup.EgressEgressEvent) {
 	for i := range ev.Comm {
 		ev.Comm[i] = int8(b[48+i])
 	}
+	ev.ExeIno = le.Uint64(b[64:])
+	ev.ExeDev = le.Uint32(b[72:])
 }
