@@ -35,6 +35,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/act/vault"
 	"github.com/aarsm/aarsm/agent/internal/bpffs"
+	"github.com/aarsm/aarsm/agent/internal/egress"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/probe"
@@ -306,6 +307,16 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		defer conn.Close()
 		exec.Systemd = conn
 	}
+	// The egress policies: their programs are attached before the
+	// policies load (enforce.New applies them).
+	egressEnf, err := egress.Open(egress.Options{Logger: log, Journal: verdicts})
+	if err != nil {
+		log.Warn("egress policies unavailable: egress_policy blocks are not enforced", "err", err)
+		src.eerr = err
+	} else {
+		defer egressEnf.Close()
+		src.egress = egressEnf
+	}
 	var narrow []string
 	for _, dir := range holdCgroups {
 		if _, err := cgroupID(dir); err != nil {
@@ -332,6 +343,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted},
 		Fault:       os.Getenv("AARSM_TEST_FAULT"),
 		NoMCP:       !*withMCP,
+		Egress:      egressApplier(egressEnf),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
@@ -376,6 +388,17 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			src.reloads.Add(1) // after the outcome is stored: see aarsm reload
 		}
 	}()
+	if egressEnf != nil {
+		egressCtx, stopEgress := context.WithCancel(ctx)
+		egressDone := make(chan struct{})
+		go func() {
+			defer close(egressDone)
+			if err := egressEnf.Run(egressCtx); err != nil {
+				log.Error("egress events: stopped", "err", err)
+			}
+		}()
+		defer func() { stopEgress(); <-egressDone }()
+	}
 	startWatchdog(ctx, agent, log)
 	ps, _ := agent.Policies()
 	notify(fmt.Sprintf("%s\nSTATUS=enforcing %d policies", daemon.SdNotifyReady, len(ps.Set.Policies)))
@@ -457,4 +480,13 @@ func parseFlags(fs *flag.FlagSet, args []string) bool {
 		return false
 	}
 	return true
+}
+
+// egressApplier is e as enforce's EgressApplier; nil (no interface value
+// holding a nil pointer) when e is nil.
+func egressApplier(e *egress.Enforcer) enforce.EgressApplier {
+	if e == nil {
+		return nil
+	}
+	return e
 }

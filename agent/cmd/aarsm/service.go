@@ -19,6 +19,7 @@ import (
 
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/act/vault"
+	"github.com/aarsm/aarsm/agent/internal/egress"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/status"
@@ -127,6 +128,8 @@ type statusSource struct {
 	qerr       error // why there is no quarantine
 	vault      *vault.Vault
 	verr       error // why there is no vault
+	egress     *egress.Enforcer
+	eerr       error // why there is no egress enforcer
 	reloads    atomic.Uint64
 	handovers  uint64 // in-place replacements since started
 	srv        atomic.Pointer[status.Server]
@@ -231,7 +234,45 @@ func (s *statusSource) report() status.Report {
 		}
 		r.QuarantinedMessages = ms
 	}
+	r.Egress, r.EgressError = egressReport(s.egress, s.eerr)
 	return r
+}
+
+// egressReport is the egress part of the status report.
+func egressReport(e *egress.Enforcer, why error) (*status.Egress, string) {
+	if e == nil {
+		if why != nil {
+			return nil, why.Error()
+		}
+		return nil, ""
+	}
+	st, err := e.Status()
+	out := &status.Egress{Attached: st.Attached, Policies: []status.EgressPolicy{}, Counters: []status.EgressCounters{},
+		Lost: st.Lost, Journaled: st.Journaled, JournalErrors: st.JournalErrors, Deduped: st.Deduped}
+	for _, p := range st.Policies {
+		sp := status.EgressPolicy{Name: p.Name, Mode: p.Mode, Cgroups: p.Cgroups, Executables: p.Executables, Hosts: []status.EgressHost{}}
+		if sp.Cgroups == nil {
+			sp.Cgroups = []string{}
+		}
+		if sp.Executables == nil {
+			sp.Executables = []string{}
+		}
+		for _, h := range p.Hosts {
+			sh := status.EgressHost{Name: h.Name, Addrs: []string{}, Error: h.Error}
+			for _, a := range h.Addrs {
+				sh.Addrs = append(sh.Addrs, a.String())
+			}
+			sp.Hosts = append(sp.Hosts, sh)
+		}
+		out.Policies = append(out.Policies, sp)
+	}
+	for _, c := range st.Counters {
+		out.Counters = append(out.Counters, status.EgressCounters{Hook: c.Hook, Allowed: c.Allowed, Blocked: c.Blocked, Reported: c.Reported})
+	}
+	if err != nil {
+		return out, err.Error()
+	}
+	return out, ""
 }
 
 // Exit status of "aarsm status" when no agent answers (as for LSB init

@@ -79,6 +79,15 @@ type Options struct {
 	// ExeHashWait is how long a verdict waits for the first content hash
 	// of an executable (the baseline); 0: 20 ms; negative: not at all.
 	ExeHashWait time.Duration
+	// Egress, if set, puts the egress_policy blocks in force at every
+	// load that has no error (a load with errors applies nothing).
+	Egress EgressApplier
+}
+
+// EgressApplier puts the egress policies of a set in force
+// (egress.Enforcer).
+type EgressApplier interface {
+	Apply(set *policy.Set) error
 }
 
 // Stats count the agent's work.
@@ -200,6 +209,11 @@ func New(opts Options) (*Agent, error) {
 		// status and the log until a reload succeeds.
 		a.log.Error("the policy directory does not load: enforcing the last policies that did", "err", err, "policies", len(last.Policies))
 		a.loaded.Store(&PolicyState{Set: last, Loaded: time.Now()})
+		if opts.Egress != nil {
+			if err := opts.Egress.Apply(last); err != nil {
+				return nil, fmt.Errorf("apply the egress policies: %w", err)
+			}
+		}
 	}
 	a.openBaseline(a.loaded.Load().Set)
 	a.applyBaseline(a.loaded.Load().Set)
@@ -367,6 +381,13 @@ func (a *Agent) Reload() error {
 			return err
 		}
 		a.releaseOutOfScope()
+	}
+	if a.opts.Egress != nil {
+		if err := a.opts.Egress.Apply(set); err != nil {
+			err = fmt.Errorf("apply the egress policies: %w", err)
+			a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
+			return err
+		}
 	}
 	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
 	a.applyBaseline(set)

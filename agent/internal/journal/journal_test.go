@@ -420,6 +420,7 @@ func TestCatalogListsEveryField(t *testing.T) {
 	if !ok {
 		t.Fatal("the catalog has no list of fields")
 	}
+	list, _, _ = strings.Cut(list, "\n-- ") // the verdict entry's only
 	var catalog []string
 	for _, m := range regexp.MustCompile(`(?m)^  (AARSM_[A-Z0-9_]+) `).FindAllStringSubmatch(list, -1) {
 		catalog = append(catalog, m[1])

@@ -82,6 +82,7 @@ func (set *Set) add(parser *hclparse.Parser, name string, src []byte) hcl.Diagno
 
 func (set *Set) finish(parser *hclparse.Parser, diags hcl.Diagnostics) (*Set, hcl.Diagnostics) {
 	set.Sources = parser.Files()
+	diags = append(diags, duplicateEgressNames(set.Egress)...)
 	dd := duplicateNames(set.Policies)
 	if len(dd) > 0 {
 		diags = append(diags, dd...)
@@ -227,7 +228,7 @@ func Check(paths []string, out io.Writer) error {
 			Detail:   fmt.Sprintf("No *.hcl file found in %s.", strings.Join(paths, ", ")),
 		})
 	}
-	if len(set.Files) > 0 && len(set.Policies) == 0 && !diags.HasErrors() {
+	if len(set.Files) > 0 && len(set.Policies)+len(set.Egress) == 0 && !diags.HasErrors() {
 		diags = append(diags, &hcl.Diagnostic{
 			Severity: hcl.DiagWarning,
 			Summary:  "No policies",
@@ -256,12 +257,15 @@ func Check(paths []string, out io.Writer) error {
 	for _, p := range set.Policies {
 		names = append(names, fmt.Sprintf("%s (%s, %s)", p.Name, p.Mode, p.Action))
 	}
+	for _, p := range set.Egress {
+		names = append(names, fmt.Sprintf("%s (egress, %s)", p.Name, p.Mode))
+	}
 	warn := ""
 	if nwarn > 0 {
 		warn = ", " + plural(nwarn, "warning")
 	}
 	if _, err := fmt.Fprintf(out, "policy check ok: %s in %s%s: %s\n",
-		plural(len(set.Policies), "policy"), plural(len(files), "file"), warn, strings.Join(names, ", ")); err != nil {
+		plural(len(set.Policies)+len(set.Egress), "policy"), plural(len(files), "file"), warn, strings.Join(names, ", ")); err != nil {
 		return fmt.Errorf("write summary: %w", err)
 	}
 	return nil

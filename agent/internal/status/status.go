@@ -82,6 +82,52 @@ type Report struct {
 	// StatusRefused counts the connections to the status socket refused
 	// for their peer's credentials.
 	StatusRefused uint64 `json:"status_refused"`
+	// Egress is the egress policies in force and what the kernel counted;
+	// nil when the egress programs could not be loaded (EgressError).
+	Egress      *Egress `json:"egress,omitempty"`
+	EgressError string  `json:"egress_error,omitempty"`
+}
+
+// Egress is the egress_policy state.
+type Egress struct {
+	// Attached: the egress programs are attached to the cgroup root
+	// (while at least one egress policy is in force).
+	Attached bool           `json:"attached"`
+	Policies []EgressPolicy `json:"policies"`
+	// Counters per hook (connect4, connect6, sendmsg4, sendmsg6), of
+	// processes in scope only.
+	Counters []EgressCounters `json:"counters"`
+	// Lost: events the ring buffer had no room for; Journaled: entries
+	// written; Deduped: attempts of a process to a destination already
+	// journaled.
+	Lost          uint64 `json:"lost"`
+	Journaled     uint64 `json:"journaled"`
+	JournalErrors uint64 `json:"journal_errors"`
+	Deduped       uint64 `json:"deduped"`
+}
+
+// EgressPolicy is one egress policy in force.
+type EgressPolicy struct {
+	Name        string       `json:"name"`
+	Mode        string       `json:"mode"`
+	Cgroups     []string     `json:"cgroups"`     // in its scope now
+	Executables []string     `json:"executables"` // in its scope now
+	Hosts       []EgressHost `json:"hosts"`
+}
+
+// EgressHost is an allowed host name and its addresses now.
+type EgressHost struct {
+	Name  string   `json:"name"`
+	Addrs []string `json:"addrs"`
+	Error string   `json:"error,omitempty"`
+}
+
+// EgressCounters are one hook's counts.
+type EgressCounters struct {
+	Hook     string `json:"hook"`
+	Allowed  uint64 `json:"allowed"`
+	Blocked  uint64 `json:"blocked"`
+	Reported uint64 `json:"reported"`
 }
 
 // Program is one of the sensor's BPF programs.
@@ -507,6 +553,7 @@ func Format(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  (not all read: %s)\n", r.VaultError)
 		}
 	}
+	formatEgress(&b, r)
 	sd := r.Stdio
 	fmt.Fprintf(&b, "stdio:       %d processes watched, %d calls copied, %d given up (no JSON-RPC), %d JSON-RPC messages, %d frames skipped (%d malformed, %d oversize)\n",
 		sd.Watched, sd.Copied, sd.GivenUp, sd.Messages, sd.Malformed+sd.Oversize, sd.Malformed, sd.Oversize)
@@ -556,4 +603,48 @@ func FormatMessages(b *strings.Builder, ms []QuarantinedMessage, indent string) 
 		fmt.Fprintf(b, "%s%s  until %s  policy %s  to %s  %d recipients\n", indent, m.ID,
 			m.Expires.UTC().Format(time.DateTime+" MST"), policy, dest, m.Recipients)
 	}
+}
+
+// formatEgress writes the egress lines of r.
+func formatEgress(b *strings.Builder, r Report) {
+	switch {
+	case r.Egress == nil && r.EgressError != "":
+		fmt.Fprintf(b, "egress:      unavailable: %s\n", r.EgressError)
+		return
+	case r.Egress == nil:
+		return
+	case len(r.Egress.Policies) == 0:
+		b.WriteString("egress:      no egress_policy\n")
+	default:
+		fmt.Fprintf(b, "egress:      %d policies", len(r.Egress.Policies))
+		if !r.Egress.Attached {
+			b.WriteString(" (programs NOT attached)")
+		}
+		b.WriteString("\n")
+	}
+	eg := r.Egress
+	for _, p := range eg.Policies {
+		cg := "no cgroup or executable now"
+		if in := append(append([]string(nil), p.Cgroups...), p.Executables...); len(in) > 0 {
+			cg = strings.Join(in, ", ")
+		}
+		fmt.Fprintf(b, "  %-20s %-8s %s\n", p.Name, p.Mode, cg)
+		for _, h := range p.Hosts {
+			addrs := strings.Join(h.Addrs, " ")
+			if addrs == "" {
+				addrs = "(no address)"
+			}
+			fmt.Fprintf(b, "    %s: %s", h.Name, addrs)
+			if h.Error != "" {
+				fmt.Fprintf(b, " (last resolution failed: %s)", h.Error)
+			}
+			b.WriteString("\n")
+		}
+	}
+	var parts []string
+	for _, c := range eg.Counters {
+		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", c.Hook, c.Allowed, c.Blocked, c.Reported))
+	}
+	fmt.Fprintf(b, "  allowed/blocked/reported: %s; %d journaled, %d repeats, %d lost, %d journal errors\n",
+		strings.Join(parts, ", "), eg.Journaled, eg.Deduped, eg.Lost, eg.JournalErrors)
 }

@@ -130,3 +130,35 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatEgress(t *testing.T) {
+	r := sample()
+	r.Egress = &Egress{
+		Attached: true,
+		Policies: []EgressPolicy{{Name: "mail", Mode: "enforce", Cgroups: []string{"/system.slice/mcp.service"},
+			Hosts: []EgressHost{{Name: "api.postmarkapp.com", Addrs: []string{"192.0.2.1", "2001:db8::1"}}, {Name: "gone.test", Addrs: []string{}, Error: "no address"}}}},
+		Counters:  []EgressCounters{{Hook: "connect4", Allowed: 5, Blocked: 2}, {Hook: "sendmsg4", Reported: 1}},
+		Journaled: 3, Deduped: 4,
+	}
+	var b strings.Builder
+	if err := Format(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"egress:      1 policies",
+		"  mail                 enforce  /system.slice/mcp.service",
+		"    api.postmarkapp.com: 192.0.2.1 2001:db8::1",
+		"    gone.test: (no address) (last resolution failed: no address)",
+		"allowed/blocked/reported: connect4 5/2/0, sendmsg4 0/0/1; 3 journaled, 4 repeats, 0 lost, 0 journal errors",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in:\n%s", want, b.String())
+		}
+	}
+	r.Egress, r.EgressError = nil, "load programs: permission denied"
+	b.Reset()
+	_ = Format(&b, r)
+	if !strings.Contains(b.String(), "egress:      unavailable: load programs: permission denied") {
+		t.Errorf("no unavailable line:\n%s", b.String())
+	}
+}
