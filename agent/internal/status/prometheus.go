@@ -101,6 +101,8 @@ func WritePrometheus(w io.Writer, r Report) error {
 	p.sample("aarsm_stdio_frames_skipped_total", float64(sd.Malformed), "reason", "malformed")
 	p.sample("aarsm_stdio_frames_skipped_total", float64(sd.Oversize), "reason", "oversize")
 
+	writeEgress(p, r)
+
 	p.one("aarsm_status_refused_total", "counter", "Connections to the status socket refused for their peer's credentials.", float64(r.StatusRefused))
 	if p.err != nil {
 		return fmt.Errorf("write metrics: %w", p.err)
@@ -109,6 +111,26 @@ func WritePrometheus(w io.Writer, r Report) error {
 		return fmt.Errorf("write metrics: %w", err)
 	}
 	return nil
+}
+
+// writeEgress writes the egress_policy counters, per hook, when the
+// egress programs are loaded.
+func writeEgress(p *promWriter, r Report) {
+	p.one("aarsm_component_egress_unavailable", "gauge", "1 when the egress programs could not be loaded (see aarsm status).", b2f(r.EgressError != ""))
+	if r.Egress == nil {
+		return
+	}
+	eg := r.Egress
+	p.one("aarsm_egress_attached", "gauge", "1 while the egress programs are attached (at least one egress policy in force).", b2f(eg.Attached))
+	p.one("aarsm_egress_policies", "gauge", "Egress policies in force.", float64(len(eg.Policies)))
+	p.family("aarsm_egress_connections_total", "counter", "Connects and sendmsgs of processes in an egress policy's scope, by hook and outcome (blocked: refused with EPERM; reported: let through by a monitor policy).")
+	for _, c := range eg.Counters {
+		p.sample("aarsm_egress_connections_total", float64(c.Allowed), "hook", c.Hook, "outcome", "allowed")
+		p.sample("aarsm_egress_connections_total", float64(c.Blocked), "hook", c.Hook, "outcome", "blocked")
+		p.sample("aarsm_egress_connections_total", float64(c.Reported), "hook", c.Hook, "outcome", "reported")
+	}
+	p.one("aarsm_egress_events_lost_total", "counter", "Egress events the ring buffer had no room for (destinations refused but not journaled).", float64(eg.Lost))
+	p.one("aarsm_egress_journal_errors_total", "counter", "Egress journal entries that could not be written.", float64(eg.JournalErrors))
 }
 
 type promWriter struct {

@@ -13,6 +13,7 @@ func TestWritePrometheus(t *testing.T) {
 	r := sample()
 	r.Programs = []Program{{Name: "ssl_write", Missed: 3}, {Name: "sched_exec"}}
 	r.Version = `1.0 "quoted" \ back`
+	r.Egress = &Egress{Attached: true, Policies: []EgressPolicy{{Name: "e"}}, Counters: []EgressCounters{{Hook: "connect4", Allowed: 7, Blocked: 2}}, Lost: 1}
 	var b strings.Builder
 	if err := WritePrometheus(&b, r); err != nil {
 		t.Fatal(err)
@@ -22,22 +23,27 @@ func TestWritePrometheus(t *testing.T) {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
 	for series, want := range map[string]float64{
-		"aarsm_events_lost_total":                                  2,
-		"aarsm_events_seen_total":                                  10,
-		"aarsm_holds_total":                                        3,
-		`aarsm_verdicts_total{decision="block"}`:                   1,
-		`aarsm_verdicts_total{decision="alert"}`:                   1,
-		"aarsm_messages_judged_total":                              3,
-		`aarsm_program_missed_total{program="ssl_write"}`:          3,
-		`aarsm_program_missed_total{program="sched_exec"}`:         0,
-		`aarsm_probed_files{state="attached"}`:                     1,
-		`aarsm_probed_files{state="failed"}`:                       1,
-		`aarsm_policies{mode="monitor"}`:                           1,
-		`aarsm_fail_kills_total`:                                   5,
-		`aarsm_hold_deadline_resolutions_total{outcome="resumed"}`: 4,
-		"aarsm_reload_failed":                                      1,
-		"aarsm_quarantined_cgroups":                                1,
-		`aarsm_info{version="1.0 \"quoted\" \\ back"}`:             1,
+		"aarsm_events_lost_total":                                           2,
+		"aarsm_events_seen_total":                                           10,
+		"aarsm_holds_total":                                                 3,
+		`aarsm_verdicts_total{decision="block"}`:                            1,
+		`aarsm_verdicts_total{decision="alert"}`:                            1,
+		"aarsm_messages_judged_total":                                       3,
+		`aarsm_program_missed_total{program="ssl_write"}`:                   3,
+		`aarsm_program_missed_total{program="sched_exec"}`:                  0,
+		`aarsm_probed_files{state="attached"}`:                              1,
+		`aarsm_probed_files{state="failed"}`:                                1,
+		`aarsm_policies{mode="monitor"}`:                                    1,
+		`aarsm_fail_kills_total`:                                            5,
+		`aarsm_hold_deadline_resolutions_total{outcome="resumed"}`:          4,
+		"aarsm_reload_failed":                                               1,
+		"aarsm_quarantined_cgroups":                                         1,
+		`aarsm_egress_connections_total{hook="connect4",outcome="blocked"}`: 2,
+		`aarsm_egress_connections_total{hook="connect4",outcome="allowed"}`: 7,
+		"aarsm_egress_events_lost_total":                                    1,
+		"aarsm_egress_policies":                                             1,
+		"aarsm_component_egress_unavailable":                                0,
+		`aarsm_info{version="1.0 \"quoted\" \\ back"}`:                      1,
 	} {
 		if got, ok := e.Value(series); !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
