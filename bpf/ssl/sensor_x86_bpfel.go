@@ -66,6 +66,19 @@ type SensorFileEvent struct {
 	Filename [256]int8
 }
 
+type SensorGoReadArgs struct {
+	_    structs.HostLayout
+	Conn uint64
+	Buf  uint64
+}
+
+type SensorGoReadKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	G    uint64
+}
+
 type SensorHold struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -121,6 +134,7 @@ const (
 	SensorMapActive             = "active"
 	SensorMapCounters           = "counters"
 	SensorMapEvents             = "events"
+	SensorMapGoReads            = "go_reads"
 	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
 	SensorMapKnownFiles         = "known_files"
@@ -134,6 +148,10 @@ const (
 	SensorMapStdioWatch         = "stdio_watch"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
+	SensorProgGoTlsClose        = "go_tls_close"
+	SensorProgGoTlsRead         = "go_tls_read"
+	SensorProgGoTlsReadRet      = "go_tls_read_ret"
+	SensorProgGoTlsWrite        = "go_tls_write"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
@@ -200,6 +218,10 @@ type SensorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
 	CgroupMkdir    *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
+	GoTlsClose     *ebpf.ProgramSpec `ebpf:"go_tls_close"`
+	GoTlsRead      *ebpf.ProgramSpec `ebpf:"go_tls_read"`
+	GoTlsReadRet   *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
+	GoTlsWrite     *ebpf.ProgramSpec `ebpf:"go_tls_write"`
 	ProbeFloor     *ebpf.ProgramSpec `ebpf:"probe_floor"`
 	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -223,6 +245,7 @@ type SensorMapSpecs struct {
 	Active     *ebpf.MapSpec `ebpf:"active"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	GoReads    *ebpf.MapSpec `ebpf:"go_reads"`
 	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
 	Holds      *ebpf.MapSpec `ebpf:"holds"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
@@ -273,6 +296,7 @@ type SensorMaps struct {
 	Active     *ebpf.Map `ebpf:"active"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
+	GoReads    *ebpf.Map `ebpf:"go_reads"`
 	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
 	Holds      *ebpf.Map `ebpf:"holds"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
@@ -292,6 +316,7 @@ func (m *SensorMaps) Close() error {
 		m.Active,
 		m.Counters,
 		m.Events,
+		m.GoReads,
 		m.Heartbeat,
 		m.Holds,
 		m.KnownFiles,
@@ -325,6 +350,10 @@ type SensorVariables struct {
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
 	CgroupMkdir    *ebpf.Program `ebpf:"cgroup_mkdir"`
+	GoTlsClose     *ebpf.Program `ebpf:"go_tls_close"`
+	GoTlsRead      *ebpf.Program `ebpf:"go_tls_read"`
+	GoTlsReadRet   *ebpf.Program `ebpf:"go_tls_read_ret"`
+	GoTlsWrite     *ebpf.Program `ebpf:"go_tls_write"`
 	ProbeFloor     *ebpf.Program `ebpf:"probe_floor"`
 	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
@@ -344,6 +373,10 @@ type SensorPrograms struct {
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupMkdir,
+		p.GoTlsClose,
+		p.GoTlsRead,
+		p.GoTlsReadRet,
+		p.GoTlsWrite,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,
