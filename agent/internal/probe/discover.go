@@ -265,6 +265,9 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 	}()
 
 	t := Target{ID: id, Path: path}
+	if id == s.selfExe || kid == s.selfExe {
+		info.gotls, info.goErr = nil, nil
+	}
 	switch {
 	case errors.Is(err, errNotELF):
 		return true

@@ -107,11 +107,11 @@ func run() error {
 
 // GoBuild builds Go source (files: name -> content; a go.mod is written
 // if none is given) with this machine's go command into dir and returns
-// the binary's path. Extra arguments go to "go build" (-ldflags=-s -w
+// the path of the binary, dir/name. Extra arguments go to "go build" (-ldflags=-s -w
 // for a stripped binary). The environment's GOPROXY, GOFLAGS and caches
 // are kept; GOTOOLCHAIN=local, no cgo (a static binary, which runs in
 // any mount namespace).
-func GoBuild(t testing.TB, dir string, files map[string]string, args ...string) string {
+func GoBuild(t testing.TB, dir, name string, files map[string]string, args ...string) string {
 	t.Helper()
 	SkipShort(t, "builds a Go program")
 	gocmd, err := exec.LookPath("go")
@@ -124,8 +124,8 @@ func GoBuild(t testing.TB, dir string, files map[string]string, args ...string) 
 	if _, ok := files["go.mod"]; !ok {
 		files["go.mod"] = "module aarsmtest\n\ngo 1.22\n"
 	}
-	for name, src := range files {
-		p := filepath.Join(dir, name)
+	for file, src := range files {
+		p := filepath.Join(dir, file)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func GoBuild(t testing.TB, dir string, files map[string]string, args ...string) 
 			t.Fatal(err)
 		}
 	}
-	bin := filepath.Join(dir, "goclient")
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command(gocmd, append(append([]string{"build", "-o", bin}, args...), ".")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=0", "GOWORK=off")
@@ -152,7 +152,7 @@ func BuildGoClient(t testing.TB, stripped bool) string {
 	if stripped {
 		args = append(args, "-ldflags=-s -w")
 	}
-	return GoBuild(t, stateDir(t, "goclient-"), map[string]string{"main.go": goClient}, args...)
+	return GoBuild(t, stateDir(t, "goclient-"), "goclient", map[string]string{"main.go": goClient}, args...)
 }
 
 // GoClient returns an unstarted command of the Go client bin
