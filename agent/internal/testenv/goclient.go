@@ -203,3 +203,50 @@ func GoClientInMountNS(t testing.TB, bin string, ca *CA, url string, req Request
 	killOnCleanup(t, cmd)
 	return cmd, cp
 }
+
+// goWriter is the Go counterpart of writer.c: COUNT writes of SIZE bytes
+// through crypto/tls's (*Conn).Write after 1,000 warm-up writes, then the
+// mean nanoseconds per write on stdout.
+const goWriter = `package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	count, _ := strconv.Atoi(os.Args[2])
+	size, _ := strconv.Atoi(os.Args[3])
+	c, err := tls.Dial("tcp4", "127.0.0.1:"+os.Args[1], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buf := make([]byte, size)
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	var start time.Time
+	for i := -1000; i < count; i++ {
+		if i == 0 {
+			start = time.Now()
+		}
+		if _, err := c.Write(buf); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("%.1f\n", float64(time.Since(start).Nanoseconds())/float64(count))
+	c.Close()
+}
+`
+
+// GoWriter builds the Go counterpart of CWriter (usage: gowriter PORT
+// COUNT SIZE; no rate) and returns its path.
+func GoWriter(t testing.TB) string {
+	t.Helper()
+	return GoBuild(t, stateDir(t, "gowriter-"), "gowriter", map[string]string{"main.go": goWriter})
+}
