@@ -3,9 +3,15 @@ package probe
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +126,80 @@ func waitProbed(t *testing.T, s *Sensor, bin string) Target {
 		t.Fatalf("%s examined, not probed: %v", bin, tg.Err)
 	}
 	return tg
+}
+
+// A Go executable the register table does not cover (its build info says
+// go1.99) is examined once, logged, left unprobed, and Target.Err says
+// why (ErrGoUnmonitored: what the unmonitored-process report reads); the
+// process runs on.
+func TestGoUnsupportedRelease(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := testenv.BuildGoClient(t, true)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := []byte(runtime.Version()) // the local toolchain built it: go1.26.8
+	if !bytes.HasPrefix(v, []byte("go1.")) || len(v) < 6 || !bytes.Contains(data, v) {
+		t.Fatalf("the client does not carry %q", v)
+	}
+	future := append([]byte("go1.99"), bytes.Repeat([]byte(".9"), 8)...)[:len(v)]
+	if future[len(future)-1] == '.' {
+		future[len(future)-1] = '9'
+	}
+	odd := filepath.Join(t.TempDir(), "goclient-future")
+	if err := os.WriteFile(odd, bytes.ReplaceAll(data, v, future), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	s, err := Load(Options{LibraryDirs: []string{}, Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))})
+	if err != nil {
+		t.Fatalf("load sensor: %v", err)
+	}
+	defer s.Close()
+	id, _, err := proc.StatID(odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if !s.examine(odd, id) {
+			t.Fatal("could not open the file")
+		}
+	}
+	var tg *Target
+	for _, x := range s.Targets() {
+		if x.ID == id {
+			tg = &x
+		}
+	}
+	switch {
+	case tg == nil:
+		t.Fatalf("no target for %s: %+v", odd, s.Targets())
+	case tg.Probed() || !errors.Is(tg.Err, ErrGoUnmonitored) || !strings.Contains(tg.Err.Error(), string(future)):
+		t.Errorf("target %+v: want unprobed, ErrGoUnmonitored naming %s", tg, future)
+	}
+	mu.Lock()
+	n := strings.Count(logs.String(), "cannot probe Go crypto/tls")
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, logs.String())
+	}
+	// And it runs (to its error: no config).
+	out, err := exec.Command(odd, filepath.Join(t.TempDir(), "none.json"), "h1").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("the binary with a patched version: %v\n%s", err, out)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
