@@ -103,6 +103,46 @@ func TestGoTLSEvents(t *testing.T) {
 	if !bytes.Contains(write.Data, req.Body) || write.Len != uint32(len(write.Data)) {
 		t.Errorf("write %d bytes %q", write.Len, write.Data)
 	}
+
+	// (*Conn).Close ends the connection: the Go writer closes its own.
+	gw := testenv.GoWriter(t)
+	gid, _, err := proc.StatID(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.examine(gw, gid) {
+		t.Fatal("cannot open the Go writer")
+	}
+	port := testenv.NewDiscardServer(t, ca)
+	wcmd := exec.Command(gw, port, "3", "100")
+	if err := cg.Start(wcmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := wcmd.Wait(); err != nil {
+		t.Fatalf("go writer: %v", err)
+	}
+	wpid := uint32(wcmd.Process.Pid)
+	testenv.Eventually(t, 10*time.Second, "the Go writer's 1,003 writes and its close, on one connection", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns := map[uint64]int{}
+		var closed []uint64
+		for _, e := range evs {
+			switch {
+			case e.PID != wpid:
+			case e.Kind == KindWrite && e.Len == 100:
+				conns[e.SSL]++
+			case e.Kind == KindFree:
+				closed = append(closed, e.SSL)
+			}
+		}
+		for c, n := range conns {
+			if n == 1003 && len(closed) > 0 && closed[0] == c {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("writes by connection %v, closed %#x", conns, closed)
+	})
 }
 
 // waitProbed waits until the sensor has probed the executable bin.

@@ -1,7 +1,7 @@
 // Package probe is the first stage of the pipeline: it loads the eBPF "ssl"
 // sensor, attaches it to every OpenSSL on the host (shared libssl, and
-// executables such as node that carry OpenSSL and export its functions),
-// follows new processes and libraries, and delivers the plaintext events.
+// executables such as node that carry OpenSSL and export its functions) and
+// to Go's crypto/tls in every Go executable (gotls.go), follows new processes and libraries, and delivers the plaintext events.
 package probe
 
 import (
