@@ -1104,6 +1104,18 @@ struct {
 	__type(value, struct go_read_args);
 } go_reads SEC(".maps");
 
+/* A Go write held, by goroutine: the thread it was held on (the key of
+ * "holds"). A goroutine resumed by someone else may be preempted between
+ * the write probe and its guard and go on on another thread: the guard
+ * finds its hold through the goroutine. LRU: a record the guard never
+ * consumed (no guard attached: fail-open) is dropped in time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct go_read_key);
+	__type(value, __u32);
+} go_held SEC(".maps");
+
 /* The registers of Go's ABIInternal on amd64 (struct pt_regs of the UAPI
  * header, as uprobe programs see it). */
 #define GO_RAX(ctx) ((ctx)->rax)
@@ -1113,9 +1125,8 @@ struct {
 
 /* func (c *Conn) Write(b []byte) (int, error), at its Body: the same
  * event and hold path as SSL_write (on_write), the *Conn as the SSL*. A
- * held Go write stops the whole process as an OpenSSL one does; the hold
- * guard (ssl_write_guard, placed after this site by place.go) works by
- * thread and needs nothing of the registers. */
+ * held Go write stops the whole process as an OpenSSL one does, and is
+ * remembered by goroutine for go_tls_write_guard. */
 SEC("uprobe/go_tls_write")
 int go_tls_write(struct pt_regs *ctx)
 {
@@ -1136,7 +1147,49 @@ int go_tls_write(struct pt_regs *ctx)
 		if (!p && !cfg->copy_all)
 			return 0;
 	}
-	return submit_data(EV_WRITE, conn, buf, (__u64)len, cfg, p);
+	submit_data(EV_WRITE, conn, buf, (__u64)len, cfg, p);
+	if (!p)
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tid = (__u32)id;
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (h && h->kind == HOLD_WRITE && h->ssl == conn) {
+		struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+		bpf_map_update_elem(&go_held, &k, &tid, BPF_ANY);
+	}
+	return 0;
+}
+
+/* The hold guard of a Go write (see ssl_write_guard), at the first
+ * emulated instruction after go_tls_write's on every way out: finds the
+ * hold by goroutine, whichever thread runs it now. */
+SEC("uprobe/go_tls_write_guard")
+int go_tls_write_guard(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+	__u32 *t = bpf_map_lookup_elem(&go_held, &k);
+	if (!t)
+		return 0;
+	__u32 tid = *t;
+	bpf_map_delete_elem(&go_held, &k);
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (!h)
+		return 0; /* released by the agent: it deletes the hold first */
+	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
+	int closed = h->fail_closed;
+	bpf_map_delete_elem(&holds, &tid);
+	if (!mine || !closed)
+		return 0;
+	bpf_send_signal(SIGKILL);
+	count(CNT_GUARD_KILLS);
+	return 0;
 }
 
 /* func (c *Conn) Read(b []byte) (int, error), at its Body: remember the

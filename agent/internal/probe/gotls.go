@@ -20,20 +20,26 @@ import (
 // know which library wrote.
 //
 //   - write: go_tls_write at Write's Body (past the stack check: once per
-//     call), the same event and hold path as SSL_write; the hold guard
-//     after it, placed as for OpenSSL (on every way out of the probed
-//     instruction, at the first instruction the kernel emulates).
+//     call), the same event and hold path as SSL_write; its hold guard
+//     go_tls_write_guard after it, placed as for OpenSSL (on every way
+//     out of the probed instruction, at the first instruction the kernel
+//     emulates).
 //   - read (Options.Reads): go_tls_read at Read's Body keeps (Conn,
 //     buffer) by goroutine (R14), go_tls_read_ret at each of Read's RETs
 //     copies n bytes. Never a uretprobe: Go moves stacks.
 //   - close: go_tls_close at Close's Body, as SSL_free.
 //
-// The hold guard works by thread: it kills a thread that reaches the
-// instruction after the write probe while its hold is still recorded.
-// A Go thread resumed by a foreign SIGCONT runs on from the probe site
-// straight into the guard (the prologue has no call in between, and the
-// runtime does not preempt a goroutine inside a function prologue), so the
-// OpenSSL semantics hold: fail-closed kills, fail-open goes on, counted.
+// The hold guard (Options.WriteGuard, fail-closed policies) keeps
+// OpenSSL's semantics: a write resumed by a SIGCONT that is not the
+// agent's is killed before it runs (fail-closed), or goes on, counted
+// (fail-open, signal_generate). The holds are kept by thread, as for
+// OpenSSL (the agent, the guard process and release-holds resolve them
+// alike), and the held goroutine stays on its thread while the process is
+// stopped. But once resumed, a goroutine may be preempted (SIGURG) between
+// the write probe and the guard a few instructions later and go on on
+// another thread, where ssl_write_guard would find no hold: so the Go
+// guard, go_tls_write_guard, finds the hold through the goroutine
+// (go_held: (tgid, g) -> the thread it was held on).
 
 // goTLS is what examining a Go executable found.
 type goTLS struct {
@@ -93,7 +99,7 @@ func (s *Sensor) attachGo(ex *link.Executable, g *goTLS) ([]link.Link, []string,
 	}
 	if s.opts.WriteGuard {
 		for _, off := range g.guards {
-			if err := up(gosym.SymWrite+" guard", off, s.objs.SslWriteGuard); err != nil {
+			if err := up(gosym.SymWrite+" guard", off, s.objs.GoTlsWriteGuard); err != nil {
 				return fail(err)
 			}
 		}
