@@ -48,6 +48,26 @@ func TestGoClientMail(t *testing.T) {
 	}
 }
 
+// A Go program run from a path that exists only in its own mount
+// namespace: held at exec until examined through /proc/PID/root, its
+// backdoored mail blocked, the benign twin delivered.
+func TestGoClientMailInMountNS(t *testing.T) {
+	e := start(t)
+	bin := testenv.BuildGoClient(t, true)
+	mark := marker(t)
+	bad, twin := evasionBodies(mark, "")
+	for _, v := range []struct {
+		body string
+		bad  bool
+	}{{bad, true}, {twin, false}} {
+		api, killed, out, err := sendMail(t, e, func(api *testenv.MailAPI) *exec.Cmd {
+			cmd, _ := testenv.GoClientInMountNS(t, bin, e.ca, api.URL(), goMail(v.body), "h2")
+			return cmd
+		})
+		checkGoMail(t, api, v.bad, killed, out, err, mark, "h2")
+	}
+}
+
 func checkGoMail(t *testing.T, api *testenv.MailAPI, bad, killed bool, out string, err error, mark, proto string) {
 	t.Helper()
 	if bad {
