@@ -66,6 +66,19 @@ type SensorFileEvent struct {
 	Filename [256]int8
 }
 
+type SensorGoReadArgs struct {
+	_    structs.HostLayout
+	Conn uint64
+	Buf  uint64
+}
+
+type SensorGoReadKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	G    uint64
+}
+
 type SensorHold struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -121,6 +134,8 @@ const (
 	SensorMapActive             = "active"
 	SensorMapCounters           = "counters"
 	SensorMapEvents             = "events"
+	SensorMapGoHeld             = "go_held"
+	SensorMapGoReads            = "go_reads"
 	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
 	SensorMapKnownFiles         = "known_files"
@@ -134,6 +149,11 @@ const (
 	SensorMapStdioWatch         = "stdio_watch"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
+	SensorProgGoTlsClose        = "go_tls_close"
+	SensorProgGoTlsRead         = "go_tls_read"
+	SensorProgGoTlsReadRet      = "go_tls_read_ret"
+	SensorProgGoTlsWrite        = "go_tls_write"
+	SensorProgGoTlsWriteGuard   = "go_tls_write_guard"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
@@ -199,21 +219,26 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
-	CgroupMkdir    *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
-	ProbeFloor     *ebpf.ProgramSpec `ebpf:"probe_floor"`
-	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
-	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
-	SignalGenerate *ebpf.ProgramSpec `ebpf:"signal_generate"`
-	SslFree        *ebpf.ProgramSpec `ebpf:"ssl_free"`
-	SslGetError    *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
-	SslRead        *ebpf.ProgramSpec `ebpf:"ssl_read"`
-	SslReadEx      *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
-	SslReadRet     *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
-	SslWrite       *ebpf.ProgramSpec `ebpf:"ssl_write"`
-	SslWriteEx     *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
-	SslWriteGuard  *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
-	StdioExit      *ebpf.ProgramSpec `ebpf:"stdio_exit"`
-	SysEnterMmap   *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	CgroupMkdir     *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
+	GoTlsClose      *ebpf.ProgramSpec `ebpf:"go_tls_close"`
+	GoTlsRead       *ebpf.ProgramSpec `ebpf:"go_tls_read"`
+	GoTlsReadRet    *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
+	GoTlsWrite      *ebpf.ProgramSpec `ebpf:"go_tls_write"`
+	GoTlsWriteGuard *ebpf.ProgramSpec `ebpf:"go_tls_write_guard"`
+	ProbeFloor      *ebpf.ProgramSpec `ebpf:"probe_floor"`
+	SchedExec       *ebpf.ProgramSpec `ebpf:"sched_exec"`
+	SchedExit       *ebpf.ProgramSpec `ebpf:"sched_exit"`
+	SignalGenerate  *ebpf.ProgramSpec `ebpf:"signal_generate"`
+	SslFree         *ebpf.ProgramSpec `ebpf:"ssl_free"`
+	SslGetError     *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
+	SslRead         *ebpf.ProgramSpec `ebpf:"ssl_read"`
+	SslReadEx       *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
+	SslReadRet      *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
+	SslWrite        *ebpf.ProgramSpec `ebpf:"ssl_write"`
+	SslWriteEx      *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
+	SslWriteGuard   *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
+	StdioExit       *ebpf.ProgramSpec `ebpf:"stdio_exit"`
+	SysEnterMmap    *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
@@ -223,6 +248,8 @@ type SensorMapSpecs struct {
 	Active     *ebpf.MapSpec `ebpf:"active"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	GoHeld     *ebpf.MapSpec `ebpf:"go_held"`
+	GoReads    *ebpf.MapSpec `ebpf:"go_reads"`
 	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
 	Holds      *ebpf.MapSpec `ebpf:"holds"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
@@ -273,6 +300,8 @@ type SensorMaps struct {
 	Active     *ebpf.Map `ebpf:"active"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
+	GoHeld     *ebpf.Map `ebpf:"go_held"`
+	GoReads    *ebpf.Map `ebpf:"go_reads"`
 	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
 	Holds      *ebpf.Map `ebpf:"holds"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
@@ -292,6 +321,8 @@ func (m *SensorMaps) Close() error {
 		m.Active,
 		m.Counters,
 		m.Events,
+		m.GoHeld,
+		m.GoReads,
 		m.Heartbeat,
 		m.Holds,
 		m.KnownFiles,
@@ -324,26 +355,36 @@ type SensorVariables struct {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
-	CgroupMkdir    *ebpf.Program `ebpf:"cgroup_mkdir"`
-	ProbeFloor     *ebpf.Program `ebpf:"probe_floor"`
-	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
-	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
-	SignalGenerate *ebpf.Program `ebpf:"signal_generate"`
-	SslFree        *ebpf.Program `ebpf:"ssl_free"`
-	SslGetError    *ebpf.Program `ebpf:"ssl_get_error"`
-	SslRead        *ebpf.Program `ebpf:"ssl_read"`
-	SslReadEx      *ebpf.Program `ebpf:"ssl_read_ex"`
-	SslReadRet     *ebpf.Program `ebpf:"ssl_read_ret"`
-	SslWrite       *ebpf.Program `ebpf:"ssl_write"`
-	SslWriteEx     *ebpf.Program `ebpf:"ssl_write_ex"`
-	SslWriteGuard  *ebpf.Program `ebpf:"ssl_write_guard"`
-	StdioExit      *ebpf.Program `ebpf:"stdio_exit"`
-	SysEnterMmap   *ebpf.Program `ebpf:"sys_enter_mmap"`
+	CgroupMkdir     *ebpf.Program `ebpf:"cgroup_mkdir"`
+	GoTlsClose      *ebpf.Program `ebpf:"go_tls_close"`
+	GoTlsRead       *ebpf.Program `ebpf:"go_tls_read"`
+	GoTlsReadRet    *ebpf.Program `ebpf:"go_tls_read_ret"`
+	GoTlsWrite      *ebpf.Program `ebpf:"go_tls_write"`
+	GoTlsWriteGuard *ebpf.Program `ebpf:"go_tls_write_guard"`
+	ProbeFloor      *ebpf.Program `ebpf:"probe_floor"`
+	SchedExec       *ebpf.Program `ebpf:"sched_exec"`
+	SchedExit       *ebpf.Program `ebpf:"sched_exit"`
+	SignalGenerate  *ebpf.Program `ebpf:"signal_generate"`
+	SslFree         *ebpf.Program `ebpf:"ssl_free"`
+	SslGetError     *ebpf.Program `ebpf:"ssl_get_error"`
+	SslRead         *ebpf.Program `ebpf:"ssl_read"`
+	SslReadEx       *ebpf.Program `ebpf:"ssl_read_ex"`
+	SslReadRet      *ebpf.Program `ebpf:"ssl_read_ret"`
+	SslWrite        *ebpf.Program `ebpf:"ssl_write"`
+	SslWriteEx      *ebpf.Program `ebpf:"ssl_write_ex"`
+	SslWriteGuard   *ebpf.Program `ebpf:"ssl_write_guard"`
+	StdioExit       *ebpf.Program `ebpf:"stdio_exit"`
+	SysEnterMmap    *ebpf.Program `ebpf:"sys_enter_mmap"`
 }
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupMkdir,
+		p.GoTlsClose,
+		p.GoTlsRead,
+		p.GoTlsReadRet,
+		p.GoTlsWrite,
+		p.GoTlsWriteGuard,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,

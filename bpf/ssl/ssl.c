@@ -1086,3 +1086,183 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 	count(CNT_STDIO);
 	return submit_data(kind, fd, (const void *)regs->si, (__u64)ret, NULL, NULL);
 }
+
+/* ------------------------------------------------------------------------
+ * Go crypto/tls (agent/internal/gosym finds the sites; issue 15).
+ *
+ * Go links its own TLS and passes arguments in registers (ABIInternal,
+ * Go 1.17+ on amd64): at the first instruction past the stack check of
+ * crypto/tls.(*Conn).Write and Read ("Body": runs once per call, also when
+ * the goroutine's stack had to grow first), RAX is the *Conn, RBX the
+ * buffer, RCX its length; R14 is the goroutine (g) throughout. A result is
+ * read at each RET of the function (an ordinary uprobe there, RAX = n):
+ * never a uretprobe on Go, whose stacks move. The *Conn is the
+ * connection's identity, where OpenSSL's is the SSL*: one Conn is one TLS
+ * connection for its whole life, and Go's heap does not move.
+ * ------------------------------------------------------------------------ */
+
+/* A Go Read in progress, by goroutine: its goroutine may run on another
+ * thread when it returns, and HTTP/2 reads and writes one Conn from two
+ * goroutines at once. LRU: a goroutine that panics out of Read never
+ * reaches a RET. */
+struct go_read_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+struct go_read_args {
+	__u64 conn;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_read_key);
+	__type(value, struct go_read_args);
+} go_reads SEC(".maps");
+
+/* A Go write held, by goroutine: the thread it was held on (the key of
+ * "holds"). A goroutine resumed by someone else may be preempted between
+ * the write probe and its guard and go on on another thread: the guard
+ * finds its hold through the goroutine. LRU: a record the guard never
+ * consumed (no guard attached: fail-open) is dropped in time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct go_read_key);
+	__type(value, __u32);
+} go_held SEC(".maps");
+
+/* The registers of Go's ABIInternal on amd64 (struct pt_regs of the UAPI
+ * header, as uprobe programs see it). */
+#define GO_RAX(ctx) ((ctx)->rax)
+#define GO_RBX(ctx) ((ctx)->rbx)
+#define GO_RCX(ctx) ((ctx)->rcx)
+#define GO_G(ctx) ((ctx)->r14)
+
+/* func (c *Conn) Write(b []byte) (int, error), at its Body: the same
+ * event and hold path as SSL_write (on_write), the *Conn as the SSL*. A
+ * held Go write stops the whole process as an OpenSSL one does, and is
+ * remembered by goroutine for go_tls_write_guard. */
+SEC("uprobe/go_tls_write")
+int go_tls_write(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	long len = (long)GO_RCX(ctx);
+	if (len <= 0)
+		return 0;
+	__u64 conn = GO_RAX(ctx);
+	const void *buf = (const void *)GO_RBX(ctx);
+
+	/* As on_write (keep the two alike). */
+	count(CNT_WRITES);
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct hold_policy *p = NULL;
+	if (cfg && cfg->holds) {
+		p = hold_policy_of(cfg);
+		if (!p && !cfg->copy_all)
+			return 0;
+		if (!p && ring_crowded()) { /* ring headroom (harden) */
+			count(CNT_LOST);
+			return 0;
+		}
+	}
+	submit_data(EV_WRITE, conn, buf, (__u64)len, cfg, p);
+	if (!p)
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tid = (__u32)id;
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (h && h->kind == HOLD_WRITE && h->ssl == conn) {
+		struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+		bpf_map_update_elem(&go_held, &k, &tid, BPF_ANY);
+	}
+	return 0;
+}
+
+/* The hold guard of a Go write (see ssl_write_guard), at the first
+ * emulated instruction after go_tls_write's on every way out: finds the
+ * hold by goroutine, whichever thread runs it now. */
+SEC("uprobe/go_tls_write_guard")
+int go_tls_write_guard(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+	__u32 *t = bpf_map_lookup_elem(&go_held, &k);
+	if (!t)
+		return 0;
+	__u32 tid = *t;
+	bpf_map_delete_elem(&go_held, &k);
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (!h)
+		return 0; /* released by the agent: it deletes the hold first */
+	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
+	int closed = h->fail_closed;
+	bpf_map_delete_elem(&holds, &tid);
+	if (!mine || !closed)
+		return 0;
+	bpf_send_signal(SIGKILL);
+	count(CNT_GUARD_KILLS);
+	return 0;
+}
+
+/* func (c *Conn) Read(b []byte) (int, error), at its Body: remember the
+ * connection and the buffer until a RET of the same goroutine. */
+SEC("uprobe/go_tls_read")
+int go_tls_read(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct go_read_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = GO_G(ctx)};
+	struct go_read_args a = {.conn = GO_RAX(ctx), .buf = GO_RBX(ctx)};
+	bpf_map_update_elem(&go_reads, &k, &a, BPF_ANY);
+	return 0;
+}
+
+/* At each RET of (*Conn).Read: RAX is n. */
+SEC("uprobe/go_tls_read_ret")
+int go_tls_read_ret(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct go_read_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = GO_G(ctx)};
+	struct go_read_args *a = bpf_map_lookup_elem(&go_reads, &k);
+	if (!a)
+		return 0;
+	struct go_read_args args = *a;
+	bpf_map_delete_elem(&go_reads, &k);
+	long n = (long)GO_RAX(ctx);
+	if (n <= 0)
+		return 0;
+	count(CNT_READS);
+	return submit_data(EV_READ, args.conn, (const void *)args.buf, (__u64)n, NULL, NULL);
+}
+
+/* func (c *Conn) Close() error, at its Body: the connection ends, as at
+ * SSL_free (Close may come more than once: user space forgets a
+ * connection it does not know). */
+SEC("uprobe/go_tls_close")
+int go_tls_close(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct event_header h = {};
+	if (fill_header(&h, EV_FREE) < 0)
+		return 0;
+	h.ssl = GO_RAX(ctx);
+	struct conn_key ck = {.pid = h.pid, .ssl = h.ssl};
+	bpf_map_delete_elem(&watch, &ck);
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
+		count(CNT_LOST);
+	return 0;
+}

@@ -265,13 +265,16 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 	}()
 
 	t := Target{ID: id, Path: path}
+	if id == s.selfExe || kid == s.selfExe {
+		info.gotls, info.goErr = nil, nil
+	}
 	switch {
 	case errors.Is(err, errNotELF):
 		return true
 	case err != nil:
 		t.Err = err
 		s.log.Info("cannot examine file; skipped", "path", path, "file", id, "err", err)
-	case info.writes():
+	case info.writes() || info.gotls != nil:
 		var links []link.Link
 		links, t.Symbols, t.Err = s.attach(path, info)
 		if t.Err != nil {
@@ -287,6 +290,11 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 			_ = closeLinks(links)
 		}
 		s.mu.Unlock()
+	case info.goErr != nil:
+		// Logged once: the file is examined once. Target.Err says why
+		// its TLS writes go unseen.
+		t.Err = info.goErr
+		s.log.Warn("cannot probe Go crypto/tls; skipped", "path", path, "file", id, "err", t.Err)
 	case info.embedsOpenSSL:
 		t.Err = errors.New("carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)")
 		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
@@ -347,6 +355,12 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 	}
 	var links []link.Link
 	var attached []string
+	if info.gotls != nil {
+		links, attached, err = s.attachGo(ex, info.gotls)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 	// The hold guards, after each write probe (see placeWrite).
 	guarded := map[uint64]bool{}
 	for _, sym := range []string{symWrite, symWriteEx} {

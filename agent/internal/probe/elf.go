@@ -30,6 +30,11 @@ type elfInfo struct {
 	// OpenSSL version string: a statically linked, stripped copy that
 	// cannot be probed by symbol.
 	embedsOpenSSL bool
+	// gotls: where Go's crypto/tls is in a Go executable (nil: not Go, or
+	// Go without crypto/tls); goErr: why a Go executable's crypto/tls
+	// cannot be probed (an unsupported release, damaged tables).
+	gotls *goTLS
+	goErr error
 }
 
 func (i elfInfo) writes() bool { return i.symbols[symWrite] != 0 || i.symbols[symWriteEx] != 0 }
@@ -68,6 +73,7 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 			info.places[sym] = placeWrite(r, off)
 		}
 	}
+	info.gotls, info.goErr = examineGo(f, r)
 	return info, nil
 }
 

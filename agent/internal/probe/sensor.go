@@ -1,7 +1,7 @@
 // Package probe is the first stage of the pipeline: it loads the eBPF "ssl"
 // sensor, attaches it to every OpenSSL on the host (shared libssl, and
-// executables such as node that carry OpenSSL and export its functions),
-// follows new processes and libraries, and delivers the plaintext events.
+// executables such as node that carry OpenSSL and export its functions) and
+// to Go's crypto/tls in every Go executable (gotls.go), follows new processes and libraries, and delivers the plaintext events.
 package probe
 
 import (
@@ -182,6 +182,11 @@ type Sensor struct {
 	gen          uint32
 	prev         *predecessor
 	stopDiscover sync.Once
+
+	// selfExe is this process's own executable: its Go crypto/tls is
+	// never probed (the agent's guard runs it too; a test binary serves
+	// TLS to the clients under test).
+	selfExe proc.FileID
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
@@ -240,6 +245,9 @@ func Load(opts Options) (*Sensor, error) {
 		files:  map[proc.FileID]*Target{},
 		flinks: map[proc.FileID][]link.Link{},
 		born:   time.Now(),
+	}
+	if id, _, err := proc.StatID("/proc/self/exe"); err == nil {
+		s.selfExe = id
 	}
 	if err := s.loadObjects(spec); err != nil {
 		if opts.Handover != nil {
