@@ -87,6 +87,12 @@ type SensorHoldPolicy struct {
 	Pending    uint32
 }
 
+type SensorHttpPortKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Port uint32
+}
+
 type SensorInodeKey struct {
 	_   structs.HostLayout
 	Ino uint64
@@ -123,6 +129,8 @@ const (
 	SensorMapEvents             = "events"
 	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
+	SensorMapHttpPorts          = "http_ports"
+	SensorMapHttpWatch          = "http_watch"
 	SensorMapKnownFiles         = "known_files"
 	SensorMapLastOps            = "last_ops"
 	SensorMapReads              = "reads"
@@ -134,6 +142,7 @@ const (
 	SensorMapStdioWatch         = "stdio_watch"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
+	SensorProgHttpListen        = "http_listen"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
@@ -200,6 +209,7 @@ type SensorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
 	CgroupMkdir    *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
+	HttpListen     *ebpf.ProgramSpec `ebpf:"http_listen"`
 	ProbeFloor     *ebpf.ProgramSpec `ebpf:"probe_floor"`
 	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -225,6 +235,8 @@ type SensorMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
 	Holds      *ebpf.MapSpec `ebpf:"holds"`
+	HttpPorts  *ebpf.MapSpec `ebpf:"http_ports"`
+	HttpWatch  *ebpf.MapSpec `ebpf:"http_watch"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
 	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
 	Reads      *ebpf.MapSpec `ebpf:"reads"`
@@ -275,6 +287,8 @@ type SensorMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
 	Holds      *ebpf.Map `ebpf:"holds"`
+	HttpPorts  *ebpf.Map `ebpf:"http_ports"`
+	HttpWatch  *ebpf.Map `ebpf:"http_watch"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
 	LastOps    *ebpf.Map `ebpf:"last_ops"`
 	Reads      *ebpf.Map `ebpf:"reads"`
@@ -294,6 +308,8 @@ func (m *SensorMaps) Close() error {
 		m.Events,
 		m.Heartbeat,
 		m.Holds,
+		m.HttpPorts,
+		m.HttpWatch,
 		m.KnownFiles,
 		m.LastOps,
 		m.Reads,
@@ -325,6 +341,7 @@ type SensorVariables struct {
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
 	CgroupMkdir    *ebpf.Program `ebpf:"cgroup_mkdir"`
+	HttpListen     *ebpf.Program `ebpf:"http_listen"`
 	ProbeFloor     *ebpf.Program `ebpf:"probe_floor"`
 	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
@@ -344,6 +361,7 @@ type SensorPrograms struct {
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupMkdir,
+		p.HttpListen,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,

@@ -47,6 +47,8 @@ type Options struct {
 	// Stdio attaches the program that copies the stdin reads and stdout
 	// writes of the processes named by WatchStdio (MCP servers): it runs
 	// at the exit of every system call of the host (BenchmarkStdioCost).
+	// With it, the loopback socket calls of the processes that listen on
+	// loopback (WatchHTTP: MCP over streamable HTTP) are copied too.
 	Stdio bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
@@ -131,6 +133,7 @@ type Stats struct {
 	ForeignConts   uint64 // SIGCONTs to a held process from someone else than the agent
 	HeldExits      uint64 // held threads that exited while held
 	Stdio          uint64 // stdin reads and stdout writes of watched processes copied (WatchStdio)
+	Sock           uint64 // loopback socket reads and writes of HTTP candidates copied (WatchHTTP)
 	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
@@ -412,7 +415,10 @@ func (s *Sensor) attachTracepoints() error {
 		tps = append(tps, struct {
 			name string
 			prog *ebpf.Program
-		}{"sys_exit", s.objs.StdioExit})
+		}{"sys_exit", s.objs.StdioExit}, struct {
+			name string
+			prog *ebpf.Program
+		}{"inet_sock_set_state", s.objs.HttpListen})
 	}
 	for _, p := range tps {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
@@ -554,7 +560,7 @@ func (s *Sensor) enqueue(d discovery) {
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
 	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
-		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio} {
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio, &st.Sock} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)
