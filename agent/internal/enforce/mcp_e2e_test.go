@@ -258,7 +258,11 @@ func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%+v; stats %+v", e.agent.MCPServers(), e.agent.StdioStats().HTTP)
 	})
-	t.Logf("listed %v after the client had the initialize result (upper bound of the time to know a server)", listedAt.Sub(readyAt).Round(time.Microsecond))
+	t.Logf("listed %v after the client had the initialize result; known %v after the server's read of its initialize request",
+		listedAt.Sub(readyAt).Round(time.Microsecond), seen.KnownAfter.Round(time.Microsecond))
+	if seen.KnownAfter <= 0 {
+		t.Errorf("KnownAfter %v", seen.KnownAfter)
+	}
 	if seen.Transport != "http" || seen.Name != "postmark-mcp" || seen.Version != "1.0.16" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.16") {
 		t.Errorf("listed %+v", seen)
 	}
@@ -293,5 +297,36 @@ func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
 	s.Wait(t, time.Minute).Succeeded(t, 1)
 	if got := sentBcc(t, api); len(got) != 1 || got[0] != "archive@partner.example" {
 		t.Errorf("the declared mail reached the API with Bcc %q, want archive@partner.example once", got)
+	}
+}
+
+// A streamable-HTTP server that listened before the agent started is
+// found at start (its listening socket in /proc/net/tcp, its fd): its
+// tool call, on a connection opened before the agent too, is tied to its
+// mail and the undeclared Bcc is blocked.
+func TestMCPHTTPServerStartedBeforeAgent(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testenv.NewCgroup(t)
+	ca := testenv.NewCA(t)
+	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
+	api := testenv.NewMailAPI(t, ca)
+	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 http early", "textBody": "The numbers."}
+	s := testenv.MCPHTTP(t, ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 20 * time.Second})
+	ready := s.Ready(t, time.Minute)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	s.Go(t)
+	out := s.Wait(t, time.Minute)
+	if len(out.Results) == 1 && !out.Results[0].IsError {
+		t.Errorf("the undeclared Bcc went through: %+v", out)
+	}
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
+		t.Errorf("rules %q, want undeclared_recipients", rules)
+	}
+	if got := fmt.Sprint(rec["AARSM_TOOL"]); got != "send_email" {
+		t.Errorf("AARSM_TOOL %q", got)
+	}
+	if got := sentBcc(t, api); len(got) != 0 {
+		t.Errorf("the API received %q", got)
 	}
 }

@@ -22,6 +22,9 @@ type MCPServer struct {
 	// Transport is how it speaks MCP: "stdio" or "http" (streamable HTTP
 	// on a loopback port).
 	Transport string
+	// KnownAfter: an HTTP server's time from the read of its first
+	// JSON-RPC message to the agent knowing it (pipeline.MCPServer).
+	KnownAfter time.Duration
 }
 
 // MCPServers returns the MCP servers the agent has seen, by pid. Safe to
@@ -40,7 +43,7 @@ func (a *Agent) publishMCP() {
 	for _, s := range a.pipe.MCPServers() {
 		id := s.Server.Identity()
 		m := MCPServer{PID: s.PID, Name: id.Server.Name, Version: id.Server.Version, Client: s.Client,
-			Calls: s.Server.Stats().Calls, Transport: "stdio"}
+			Calls: s.Server.Stats().Calls, Transport: "stdio", KnownAfter: s.KnownAfter}
 		if s.HTTP {
 			m.Transport = "http"
 		}

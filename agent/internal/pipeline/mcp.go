@@ -41,6 +41,10 @@ type MCPServer struct {
 	// HTTP: it speaks streamable HTTP on a loopback port (mcphttp.go),
 	// not stdio; Client is then "".
 	HTTP bool
+	// KnownAfter is, for an HTTP server, the time from the system call
+	// that read its first JSON-RPC message (its kernel timestamp) to the
+	// pipeline knowing it as an MCP server.
+	KnownAfter time.Duration
 
 	in, out *mcp.Decoder
 	known   bool // a JSON-RPC message was seen

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/aarsm/aarsm/agent/internal/mcp"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 )
@@ -158,6 +160,10 @@ func (p *Pipeline) sockData(ev *probe.Event) []mcp.Message {
 	if len(msgs) > 0 && !s.known {
 		s.known = true
 		s.Package, s.PackageErr = p.packages.Lookup(ev.PID)
+		var ts unix.Timespec
+		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil && uint64(ts.Nano()) > ev.Mono {
+			s.KnownAfter = time.Duration(uint64(ts.Nano()) - ev.Mono)
+		}
 	}
 	return msgs
 }

@@ -149,3 +149,109 @@ func cutStr(s string, n int) string {
 	}
 	return s
 }
+
+// pingPong is a python3 process that listens on loopback, connects to
+// itself and, once told "go" on stdin, passes 1 KiB back and forth: the
+// client sends, the server reads and sends it back, the client reads. Per
+// round trip: two 1 KiB socket calls on the server's side (a candidate's
+// calls that are copied) and two on the client's (a candidate's calls on a
+// connection of no port it listens on: looked at, not copied). It prints
+// its pid, then the ns per round trip.
+const pingPong = `
+import os, socket, sys, time
+n = int(sys.argv[1])
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+buf = b"x" * 1024; rb = bytearray(1024)
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+def full(sock):
+    got = 0
+    while got < 1024:
+        got += sock.recv_into(memoryview(rb)[got:])
+t = time.perf_counter_ns()
+for _ in range(n):
+    c.sendall(buf); full(s); s.sendall(buf); full(c)
+print((time.perf_counter_ns() - t) / n, flush=True)
+`
+
+// BenchmarkHTTPCost prints what the loopback-socket copy adds to 1 KiB
+// socket reads and writes (python3 through a loopback connection to
+// itself): with no sensor, with the sensor but no stdio program, for a
+// process that is no candidate (every host process pays that: one lookup
+// per socket call), and for a candidate whose server side is copied.
+// Modes interleaved, median of the rounds.
+func BenchmarkHTTPCost(b *testing.B) {
+	testenv.RequireRoot(b)
+	const rounds, trips = 7, 20000
+	modes := []string{"off", "sensor, no stdio", "not a candidate", "candidate"}
+	results := map[string][]float64{}
+	run := func(s *benchSensorHandle, watch bool) float64 {
+		cmd := exec.Command("python3", "-c", pingPong, strconv.Itoa(trips))
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		r := bufio.NewReader(out)
+		if _, err := r.ReadString('\n'); err != nil {
+			b.Fatal(err)
+		}
+		pid := uint32(cmd.Process.Pid)
+		if s != nil {
+			// It listened with the sensor loaded: a candidate already.
+			if s.HTTPWatched(pid) != watch {
+				if err := s.UnwatchHTTP(pid); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if s.HTTPWatched(pid) != watch {
+				b.Fatalf("pid %d watched %v, want %v", pid, s.HTTPWatched(pid), watch)
+			}
+		}
+		if _, err := io.WriteString(in, "go\n"); err != nil {
+			b.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		ns, err := strconv.ParseFloat(strings.TrimSpace(line), 64)
+		if err != nil {
+			b.Fatalf("ping-pong printed %q", line)
+		}
+		return ns
+	}
+	for range rounds {
+		for _, mode := range modes {
+			var s *benchSensorHandle
+			switch mode {
+			case "sensor, no stdio":
+				s = traceSensor(b)
+			case "not a candidate", "candidate":
+				s = stdioSensor(b)
+			}
+			results[mode] = append(results[mode], run(s, mode == "candidate"))
+			if s != nil {
+				st, _ := s.stop()
+				if mode == "candidate" && st.Sock < 2*trips {
+					b.Fatalf("candidate: %d socket calls copied, want %d", st.Sock, 2*trips)
+				}
+			}
+		}
+	}
+	off := median(results["off"])
+	fmt.Printf("\nadded cost of the loopback-socket copy per round trip of 1 KiB (4 socket calls: 2 copied for a candidate), python3 over loopback, median of %d rounds\n", rounds)
+	for _, mode := range modes {
+		m := median(results[mode])
+		fmt.Printf("%-18s %8.0f ns  (%+6.0f ns per round trip, %+5.0f ns per call, ratio %.2f)\n", mode, m, m-off, (m-off)/4, m/off)
+		b.ReportMetric(m/off, "ratio-"+strings.NewReplacer(" ", "-", ",", "").Replace(mode))
+	}
+}
