@@ -159,6 +159,7 @@ const (
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
+	SensorVarHttpOn             = "http_on"
 	SensorVarPidnsDev           = "pidns_dev"
 	SensorVarPidnsIno           = "pidns_ino"
 	SensorVarUnusedEventHeader  = "unused_event_header"
@@ -255,6 +256,7 @@ type SensorMapSpecs struct {
 type SensorVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.VariableSpec `ebpf:"http_on"`
 	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.VariableSpec `ebpf:"unused_event_header"`
@@ -329,6 +331,7 @@ func (m *SensorMaps) Close() error {
 type SensorVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.Variable `ebpf:"http_on"`
 	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.Variable `ebpf:"unused_event_header"`

@@ -1084,6 +1084,10 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
  * per buffer of a vector call). A process that is not a candidate pays,
  * for each of these calls, one lookup in http_watch; any other call
  * nothing more than before. */
+/* 0: the HTTP branch is off (set by the loader): sock_exit is dead code
+ * the verifier removes, stdio_exit is what it was without it. */
+const volatile __u32 http_on = 1;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -1151,7 +1155,7 @@ static __always_inline int any6(const struct in6_addr *a)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(http_listen, struct sock___http *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_LISTEN || retired())
+	if (!http_on || newstate != TCP_LISTEN || retired())
 		return 0;
 	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family == AF_INET) {
@@ -1222,6 +1226,8 @@ static __noinline int sock_copy(__u8 kind, __u64 conn, __u64 buf, __u64 len)
 
 static __always_inline int sock_exit(struct pt_regs___kernel *regs, unsigned long nr, unsigned long fd, long ret)
 {
+	if (!http_on)
+		return 0;
 	__u8 kind;
 	switch (nr) {
 	case NR_read:

@@ -177,14 +177,15 @@ print((time.perf_counter_ns() - t) / n, flush=True)
 
 // BenchmarkHTTPCost prints what the loopback-socket copy adds to 1 KiB
 // socket reads and writes (python3 through a loopback connection to
-// itself): with no sensor, with the sensor but no stdio program, for a
+// itself): with no sensor, with the sensor but no stdio program, with the
+// stdio program without the loopback-socket branch (NoHTTP), for a
 // process that is no candidate (every host process pays that: one lookup
 // per socket call), and for a candidate whose server side is copied.
 // Modes interleaved, median of the rounds.
 func BenchmarkHTTPCost(b *testing.B) {
 	testenv.RequireRoot(b)
 	const rounds, trips = 7, 20000
-	modes := []string{"off", "sensor, no stdio", "not a candidate", "candidate"}
+	modes := []string{"off", "sensor, no stdio", "stdio, no http", "not a candidate", "candidate"}
 	results := map[string][]float64{}
 	run := func(s *benchSensorHandle, watch bool) float64 {
 		cmd := exec.Command("python3", "-c", pingPong, strconv.Itoa(trips))
@@ -235,6 +236,8 @@ func BenchmarkHTTPCost(b *testing.B) {
 			switch mode {
 			case "sensor, no stdio":
 				s = traceSensor(b)
+			case "stdio, no http":
+				s = stdioSensorOpts(b, Options{Stdio: true, NoHTTP: true})
 			case "not a candidate", "candidate":
 				s = stdioSensor(b)
 			}
@@ -251,7 +254,7 @@ func BenchmarkHTTPCost(b *testing.B) {
 	fmt.Printf("\nadded cost of the loopback-socket copy per round trip of 1 KiB (4 socket calls: 2 copied for a candidate), python3 over loopback, median of %d rounds\n", rounds)
 	for _, mode := range modes {
 		m := median(results[mode])
-		fmt.Printf("%-18s %8.0f ns  (%+6.0f ns per round trip, %+5.0f ns per call, ratio %.2f)\n", mode, m, m-off, (m-off)/4, m/off)
+		fmt.Printf("%-22s %8.0f ns  (%+6.0f ns per round trip, %+5.0f ns per call, ratio %.2f)\n", mode, m, m-off, (m-off)/4, m/off)
 		b.ReportMetric(m/off, "ratio-"+strings.NewReplacer(" ", "-", ",", "").Replace(mode))
 	}
 }

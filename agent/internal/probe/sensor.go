@@ -50,6 +50,9 @@ type Options struct {
 	// With it, the loopback socket calls of the processes that listen on
 	// loopback (WatchHTTP: MCP over streamable HTTP) are copied too.
 	Stdio bool
+	// NoHTTP leaves the loopback socket calls out (the stdio program is
+	// then what it was without them: BenchmarkStdioCost's baseline).
+	NoHTTP bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
@@ -212,6 +215,11 @@ func Load(opts Options) (*Sensor, error) {
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+	if opts.NoHTTP {
+		if err := spec.Variables["http_on"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("set http_on: %w", err)
+		}
 	}
 	if ns, err := ownPIDNamespace(); err != nil {
 		return nil, err
@@ -415,10 +423,13 @@ func (s *Sensor) attachTracepoints() error {
 		tps = append(tps, struct {
 			name string
 			prog *ebpf.Program
-		}{"sys_exit", s.objs.StdioExit}, struct {
-			name string
-			prog *ebpf.Program
-		}{"inet_sock_set_state", s.objs.HttpListen})
+		}{"sys_exit", s.objs.StdioExit})
+		if !s.opts.NoHTTP {
+			tps = append(tps, struct {
+				name string
+				prog *ebpf.Program
+			}{"inet_sock_set_state", s.objs.HttpListen})
+		}
 	}
 	for _, p := range tps {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
