@@ -45,7 +45,7 @@ type Record struct {
 	Mail   *mail.Message
 	// RPC is an MCP server's JSON-RPC message (Options.MCP); Server its
 	// serverInfo name.
-	RPC    *mcp.Message
+	RPC *mcp.Message
 	// RPCOut: RPC is a message the server sent (stdout, or a response
 	// it wrote on a loopback connection).
 	RPCOut bool
