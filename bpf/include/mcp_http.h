@@ -25,7 +25,8 @@ struct file___http {
 struct sock_common___http {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
-	__u16 skc_num; /* local port, host order */
+	__be16 skc_dport; /* peer port */
+	__u16 skc_num;    /* local port, host order */
 	unsigned short skc_family;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;

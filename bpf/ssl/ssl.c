@@ -1080,8 +1080,8 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
  * write, writev, sendto and sendmsg calls, those on a TCP socket whose
  * local port is one it listens on and whose peer is loopback are copied at
  * the syscall's exit as EV_SOCK_IN / EV_SOCK_OUT (ssl: the socket's
- * kernel address, which names the connection across fd reuse; one event
- * per buffer of a vector call). A process that is not a candidate pays,
+ * kernel address xor the peer port, which names the connection across fd
+ * and socket reuse; one event per buffer of a vector call). A process that is not a candidate pays,
  * for each of these calls, one lookup in http_watch; any other call
  * nothing more than before. */
 /* 0: the HTTP branch is off (set by the loader): sock_exit is dead code
@@ -1184,8 +1184,8 @@ int BPF_PROG(http_listen, struct sock___http *sk, int oldstate, int newstate)
 	return 0;
 }
 
-/* The socket of fd when it is a connection of a port the process listens
- * on with a loopback peer, else 0. */
+/* The name of fd's connection when it is a connection of a port the
+ * process listens on with a loopback peer, else 0. */
 static __always_inline __u64 loopback_conn(__u32 tgid, unsigned long fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -1216,7 +1216,11 @@ static __always_inline __u64 loopback_conn(__u32 tgid, unsigned long fd)
 	} else {
 		return 0;
 	}
-	return (__u64)sk;
+	/* The connection's name: the socket's address, its top 16 bits
+	 * (all ones in a kernel address) replaced by the peer's port, so that
+	 * a new connection in a freed socket's memory is another connection. */
+	__u64 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	return (__u64)sk ^ (dport << 48);
 }
 
 static __noinline int sock_copy(__u8 kind, __u64 conn, __u64 buf, __u64 len)

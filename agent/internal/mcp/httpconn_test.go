@@ -116,3 +116,26 @@ func TestHTTPConnOversize(t *testing.T) {
 		t.Errorf("decoded %+v, stats %+v", msgs, c.Stats())
 	}
 }
+
+// Whatever the bytes and their split, HTTPConn neither panics nor holds
+// more than its bounds.
+func FuzzHTTPConn(f *testing.F) {
+	f.Add([]byte("POST /mcp HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}"),
+		[]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata:\r\n0\r\n\r\n"), uint8(3))
+	f.Add([]byte("GET /mcp HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n"), []byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"), uint8(1))
+	f.Fuzz(func(t *testing.T, in, out []byte, split uint8) {
+		c := NewHTTPConn(1 << 10)
+		n := int(split)%16 + 1
+		for len(in) > 0 || len(out) > 0 {
+			k := min(n, len(in))
+			c.Feed(FromClient, in[:k])
+			in = in[k:]
+			k = min(n, len(out))
+			c.Feed(FromServer, out[:k])
+			out = out[k:]
+			if b := c.Buffered(); b > 64<<10 {
+				t.Fatalf("holds %d bytes", b)
+			}
+		}
+	})
+}

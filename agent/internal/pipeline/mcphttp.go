@@ -168,17 +168,25 @@ func (p *Pipeline) sockData(ev *probe.Event) []mcp.Message {
 	return msgs
 }
 
-// evictOldest drops the connection used least recently.
+// evictOldest drops the connection used least recently among those given
+// up (closed ones mostly: the sensor does not report a close), or else
+// among all.
 func (h *httpBranch) evictOldest() {
-	var oldest httpConnKey
-	first := true
-	var at uint64
+	var oldest, oldestUp httpConnKey
+	var at, atUp uint64
+	found, foundUp := false, false
 	for k, c := range h.conns {
-		if first || c.used < at {
-			oldest, at, first = k, c.used, false
+		if !found || c.used < at {
+			oldest, at, found = k, c.used, true
+		}
+		if c.dec.GivenUp() && (!foundUp || c.used < atUp) {
+			oldestUp, atUp, foundUp = k, c.used, true
 		}
 	}
-	if !first {
+	switch {
+	case foundUp:
+		h.dropConn(oldestUp)
+	case found:
 		h.dropConn(oldest)
 	}
 }
