@@ -554,6 +554,21 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	return 0;
 }
 
+/* ---- Ring headroom (harden) ----
+ * While holding is on, a write copied only for a monitoring policy (no
+ * hold policy: nothing can stop it) is dropped, and counted lost, once the
+ * ring is three quarters full: the last quarter stays for what enforcement
+ * needs (held writes, writes of processes in an enforcing scope, exec and
+ * mmap events). A process out of scope flooding TLS writes cannot crowd
+ * out a held write. */
+static __always_inline int ring_crowded(void)
+{
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return size && used > size / 4 * 3;
+}
+/* ---- end of ring headroom ---- */
+
 static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 {
 	__u64 ssl = PT_REGS_PARM1(ctx);
@@ -569,6 +584,10 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 		 * policy wants its writes: not even a copy. */
 		if (!p && !cfg->copy_all)
 			return 0;
+		if (!p && ring_crowded()) { /* ring headroom (harden) */
+			count(CNT_LOST);
+			return 0;
+		}
 	}
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
 	return submit_data(EV_WRITE, ssl, buf, len, cfg, p);

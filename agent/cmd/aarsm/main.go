@@ -210,6 +210,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	vaultMax := fs.Int("quarantine-max-messages", vault.DefaultMaxEntries, "at most this many quarantined messages are kept; further ones are refused (logged)")
 	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
+	extras := addRunExtras(fs)
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "narrow the policies' hold scope to these cgroup v2 directories (comma-separated or repeated)")
 	fs.Usage = func() {
@@ -295,6 +296,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		exec.Vault = messages
 		src.vault = v
 	}
+	reportRecovered(log, exec.Quarantine, src.vault)
 	housekeeping := &housekeeper{vault: src.vault, quarantine: exec.Quarantine, interval: max(*purgeInterval, minHousekeeping), log: log}
 	housekeeping.start()
 	defer housekeeping.Stop()
@@ -355,12 +357,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if *statusSocket != "" {
 		// Enforcement matters more than the report: the agent runs on
 		// without it.
-		if srv, err = status.Listen(*statusSocket, src.report); err != nil {
+		if srv, err = listenStatus(*statusSocket, *extras.statusGroup, src.report); err != nil {
 			log.Warn("no status socket: aarsm status will not answer", "err", err)
 		} else {
 			defer srv.Close()
+			src.srv.Store(srv)
 		}
 	}
+	metrics := startMetrics(*extras.metricsFile, *extras.metricsInterval, src.report, log)
+	defer metrics.Stop()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -400,6 +405,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	} else if err == nil && handingOver.Load() {
 		// The new image does not inherit goroutines.
 		housekeeping.Stop()
+		metrics.Stop()
 		if messages != nil {
 			messages.Close()
 		}

@@ -129,6 +129,7 @@ type statusSource struct {
 	verr       error // why there is no vault
 	reloads    atomic.Uint64
 	handovers  uint64 // in-place replacements since started
+	srv        atomic.Pointer[status.Server]
 }
 
 func (s *statusSource) report() status.Report {
@@ -174,6 +175,14 @@ func (s *statusSource) report() status.Report {
 		}
 		r.Stdio.Copied = st.Stdio
 		r.MCPHTTP.Copied = st.Sock
+	}
+	if progs, err := sensor.ProgramStats(); err == nil {
+		for _, p := range progs {
+			r.Programs = append(r.Programs, status.Program{Name: p.Name, Missed: p.Missed})
+		}
+	}
+	if srv := s.srv.Load(); srv != nil {
+		r.StatusRefused = srv.Refused()
 	}
 	if res, err := sensor.Resolved(); err == nil {
 		r.Events.DeadlineResumed, r.Events.DeadlineKilled, r.Events.DeadlineGone = res.Resumed, res.Killed, res.Gone
@@ -275,9 +284,10 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	socket := fs.String("status-socket", status.DefaultSocket, "the running agent's status socket")
 	asJSON := fs.Bool("json", false, "print the report as JSON (for scripts)")
+	asProm := fs.Bool("prometheus", false, "print the counters in the Prometheus text format (what --metrics-textfile writes)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up when the agent does not answer within this time")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: aarsm status [--json] [--status-socket PATH]\n\n"+
+		fmt.Fprintf(stderr, "usage: aarsm status [--json|--prometheus] [--status-socket PATH]\n\n"+
 			"Asks the running agent (aarsm run) over its root-only unix socket what it\n"+
 			"is doing: probes attached, policies loaded, events seen and lost, holds,\n"+
 			"verdicts, network quarantines in force, quarantined messages, uptime.\n"+
@@ -295,7 +305,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if *asJSON {
+	if *asProm {
+		err = status.WritePrometheus(stdout, r)
+	} else if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(r)

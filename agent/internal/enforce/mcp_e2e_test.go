@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/baseline"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
@@ -226,6 +227,10 @@ func TestMCPRugPull(t *testing.T) {
 	}
 	if n := len(copyTo.Requests()); n != 0 {
 		t.Errorf("the new host received %d requests", n)
+	}
+	f := e.agent.base.Snapshot()
+	if i := f.Find("npm:postmark-mcp"); i < 0 || f.Packages[i].Kind() != baseline.KindMCP {
+		t.Errorf("postmark-mcp not kept as an MCP server's package: %+v", f.Packages)
 	}
 }
 

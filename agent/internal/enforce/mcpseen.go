@@ -59,6 +59,9 @@ func (a *Agent) publishMCP() {
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(x, y MCPServer) int { return int(x.PID) - int(y.PID) })
+	if old := a.mcpSeen.Load(); old == nil || !slices.EqualFunc(*old, out, func(x, y MCPServer) bool { return x.PID == y.PID }) {
+		a.mcpGen++ // the processes found to be no MCP server are looked at again
+	}
 	a.mcpSeen.Store(&out)
 	st := a.pipe.StdioStats()
 	a.mcpStats.Store(&st)

@@ -135,6 +135,18 @@ func unwrapPathError(err error) string {
 func expand(paths []string) ([]string, hcl.Diagnostics) {
 	var out []string
 	var diags hcl.Diagnostics
+	checked := map[string]bool{}
+	unsafe := func(p string) bool {
+		u := checkSafe(p, checked)
+		if u != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Unsafe policy path",
+				Detail:   fmt.Sprintf("Refused %s.", u.Error()),
+			})
+		}
+		return u != nil
+	}
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -143,6 +155,9 @@ func expand(paths []string) ([]string, hcl.Diagnostics) {
 				Summary:  "Cannot read policy path",
 				Detail:   fmt.Sprintf("Reading %s: %s.", p, unwrapPathError(err)),
 			})
+			continue
+		}
+		if unsafe(p) {
 			continue
 		}
 		if !st.IsDir() {
@@ -166,7 +181,9 @@ func expand(paths []string) ([]string, hcl.Diagnostics) {
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			out = append(out, filepath.Join(p, n))
+			if f := filepath.Join(p, n); !unsafe(f) {
+				out = append(out, f)
+			}
 		}
 	}
 	return out, diags

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,6 +79,12 @@ type Report struct {
 	// MCPHTTP counts the observation of loopback connections of processes
 	// listening on loopback (MCP over streamable HTTP).
 	MCPHTTP MCPHTTP `json:"mcp_http"`
+	// Programs are the sensor's BPF programs and the runs the kernel
+	// missed of each.
+	Programs []Program `json:"programs,omitempty"`
+	// StatusRefused counts the connections to the status socket refused
+	// for their peer's credentials.
+	StatusRefused uint64 `json:"status_refused"`
 }
 
 // MCPHTTP counts the observation of loopback connections for MCP over
@@ -90,6 +97,14 @@ type MCPHTTP struct {
 	GivenUp      uint64 `json:"given_up"`       // processes dropped: no JSON-RPC on their connections
 	Messages     uint64 `json:"messages"`       // JSON-RPC messages decoded
 	Skipped      uint64 `json:"skipped"`        // bodies or events skipped: malformed or over the bound
+}
+
+// Program is one of the sensor's BPF programs.
+type Program struct {
+	Name string `json:"name"`
+	// Missed counts the runs the kernel skipped (another BPF program ran
+	// on the CPU): writes neither seen nor held.
+	Missed uint64 `json:"missed"`
 }
 
 // Stdio counts the observation of processes' stdio for MCP.
@@ -177,7 +192,7 @@ type Probe struct {
 // Events are the sensor's counters since the agent started.
 type Events struct {
 	Seen       uint64 `json:"seen"`        // events delivered to the pipeline
-	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full
+	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full (or monitoring copies shed at 3/4)
 	Writes     uint64 `json:"writes"`      // TLS writes seen in the kernel
 	Truncated  uint64 `json:"truncated"`   // writes longer than the copy limit
 	Holds      uint64 `json:"holds"`       // writes held for judgement
@@ -230,10 +245,20 @@ type Quarantine struct {
 
 // Server answers status requests on a unix socket.
 type Server struct {
-	ln     *net.UnixListener
-	path   string
-	report func() Report
-	wg     sync.WaitGroup
+	ln      *net.UnixListener
+	path    string
+	group   int // gid whose members may ask besides root; -1: none
+	report  func() Report
+	wg      sync.WaitGroup
+	refused atomic.Uint64
+}
+
+// Options configure ListenWith.
+type Options struct {
+	// Group is a group id whose processes may ask too (the peer's
+	// primary group, from SO_PEERCRED): the socket is then 0660 of that
+	// group. -1 (or Listen): root only.
+	Group int
 }
 
 // Listen creates the socket at path (mode 0600; its directory, mode 0700,
@@ -241,8 +266,21 @@ type Server struct {
 // Close. A socket file left by an agent that died is replaced; one that
 // another agent answers on is not.
 func Listen(path string, report func() Report) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	return ListenWith(path, Options{Group: -1}, report)
+}
+
+// ListenWith is Listen with options. A directory of the socket that
+// others may write (without the sticky bit) is refused: they could
+// replace the socket.
+func ListenWith(path string, opts Options, report func() Report) (*Server, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	} else if st.Mode().Perm()&0o022 != 0 && st.Mode()&os.ModeSticky == 0 {
+		return nil, fmt.Errorf("status socket: directory %s is writable by group or others (mode %04o)", dir, st.Mode().Perm())
 	}
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.Dial("unix", path); err == nil {
@@ -259,15 +297,26 @@ func Listen(path string, report func() Report) (*Server, error) {
 	}
 	// Connections accepted before the chmod are still checked by
 	// credentials (serve).
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if opts.Group >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, opts.Group); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("status socket: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
 	}
-	s := &Server{ln: ln, path: path, report: report}
+	s := &Server{ln: ln, path: path, group: opts.Group, report: report}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
+
+// Refused counts the connections refused for their peer's credentials.
+func (s *Server) Refused() uint64 { return s.refused.Load() }
 
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
@@ -290,15 +339,17 @@ func (s *Server) serve() {
 // A client that does not read cannot hold the agent up for long.
 func (s *Server) answer(c *net.UnixConn) {
 	defer c.Close()
-	if !allowed(c) {
+	if !allowed(c, s.group) {
+		s.refused.Add(1)
 		return
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = json.NewEncoder(c).Encode(s.report())
 }
 
-// allowed reports whether the peer is root or the agent's own user.
-func allowed(c *net.UnixConn) bool {
+// allowed reports whether the peer is root, the agent's own user or, if
+// group is not -1, of that (primary) group.
+func allowed(c *net.UnixConn, group int) bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false
@@ -310,7 +361,7 @@ func allowed(c *net.UnixConn) bool {
 	}); err != nil || cerr != nil {
 		return false
 	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (group >= 0 && int(cred.Gid) == group)
 }
 
 // Close stops answering and removes the socket file.
@@ -424,7 +475,16 @@ func Format(w io.Writer, r Report) error {
 	}
 	e := r.Events
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
-	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full, or monitoring copies shed), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	var missed []string
+	for _, p := range r.Programs {
+		if p.Missed > 0 {
+			missed = append(missed, fmt.Sprintf("%s %d", p.Name, p.Missed))
+		}
+	}
+	if len(missed) > 0 {
+		fmt.Fprintf(&b, "  runs missed by the kernel (another BPF program on the CPU): %s\n", strings.Join(missed, ", "))
+	}
 	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
 	fmt.Fprintf(&b, "deadlines:   %d resumed unjudged, %d killed unjudged, %d dropped (thread gone); %d left by a previous agent\n",
 		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
