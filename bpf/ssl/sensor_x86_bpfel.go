@@ -100,6 +100,12 @@ type SensorHoldPolicy struct {
 	Pending    uint32
 }
 
+type SensorHttpPortKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Port uint32
+}
+
 type SensorInodeKey struct {
 	_   structs.HostLayout
 	Ino uint64
@@ -138,6 +144,8 @@ const (
 	SensorMapGoReads            = "go_reads"
 	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
+	SensorMapHttpPorts          = "http_ports"
+	SensorMapHttpWatch          = "http_watch"
 	SensorMapKnownFiles         = "known_files"
 	SensorMapLastOps            = "last_ops"
 	SensorMapReads              = "reads"
@@ -154,6 +162,7 @@ const (
 	SensorProgGoTlsReadRet      = "go_tls_read_ret"
 	SensorProgGoTlsWrite        = "go_tls_write"
 	SensorProgGoTlsWriteGuard   = "go_tls_write_guard"
+	SensorProgHttpListen        = "http_listen"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
@@ -170,6 +179,7 @@ const (
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
+	SensorVarHttpOn             = "http_on"
 	SensorVarPidnsDev           = "pidns_dev"
 	SensorVarPidnsIno           = "pidns_ino"
 	SensorVarUnusedEventHeader  = "unused_event_header"
@@ -225,6 +235,7 @@ type SensorProgramSpecs struct {
 	GoTlsReadRet    *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
 	GoTlsWrite      *ebpf.ProgramSpec `ebpf:"go_tls_write"`
 	GoTlsWriteGuard *ebpf.ProgramSpec `ebpf:"go_tls_write_guard"`
+	HttpListen      *ebpf.ProgramSpec `ebpf:"http_listen"`
 	ProbeFloor      *ebpf.ProgramSpec `ebpf:"probe_floor"`
 	SchedExec       *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit       *ebpf.ProgramSpec `ebpf:"sched_exit"`
@@ -252,6 +263,8 @@ type SensorMapSpecs struct {
 	GoReads    *ebpf.MapSpec `ebpf:"go_reads"`
 	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
 	Holds      *ebpf.MapSpec `ebpf:"holds"`
+	HttpPorts  *ebpf.MapSpec `ebpf:"http_ports"`
+	HttpWatch  *ebpf.MapSpec `ebpf:"http_watch"`
 	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
 	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
 	Reads      *ebpf.MapSpec `ebpf:"reads"`
@@ -270,6 +283,7 @@ type SensorMapSpecs struct {
 type SensorVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.VariableSpec `ebpf:"http_on"`
 	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.VariableSpec `ebpf:"unused_event_header"`
@@ -304,6 +318,8 @@ type SensorMaps struct {
 	GoReads    *ebpf.Map `ebpf:"go_reads"`
 	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
 	Holds      *ebpf.Map `ebpf:"holds"`
+	HttpPorts  *ebpf.Map `ebpf:"http_ports"`
+	HttpWatch  *ebpf.Map `ebpf:"http_watch"`
 	KnownFiles *ebpf.Map `ebpf:"known_files"`
 	LastOps    *ebpf.Map `ebpf:"last_ops"`
 	Reads      *ebpf.Map `ebpf:"reads"`
@@ -325,6 +341,8 @@ func (m *SensorMaps) Close() error {
 		m.GoReads,
 		m.Heartbeat,
 		m.Holds,
+		m.HttpPorts,
+		m.HttpWatch,
 		m.KnownFiles,
 		m.LastOps,
 		m.Reads,
@@ -344,6 +362,7 @@ func (m *SensorMaps) Close() error {
 type SensorVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.Variable `ebpf:"http_on"`
 	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.Variable `ebpf:"unused_event_header"`
@@ -361,6 +380,7 @@ type SensorPrograms struct {
 	GoTlsReadRet    *ebpf.Program `ebpf:"go_tls_read_ret"`
 	GoTlsWrite      *ebpf.Program `ebpf:"go_tls_write"`
 	GoTlsWriteGuard *ebpf.Program `ebpf:"go_tls_write_guard"`
+	HttpListen      *ebpf.Program `ebpf:"http_listen"`
 	ProbeFloor      *ebpf.Program `ebpf:"probe_floor"`
 	SchedExec       *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit       *ebpf.Program `ebpf:"sched_exit"`
@@ -385,6 +405,7 @@ func (p *SensorPrograms) Close() error {
 		p.GoTlsReadRet,
 		p.GoTlsWrite,
 		p.GoTlsWriteGuard,
+		p.HttpListen,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,

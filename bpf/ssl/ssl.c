@@ -18,6 +18,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "aarsm.h"
+#include "mcp_http.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -190,6 +191,7 @@ enum {
 	CNT_FOREIGN_CONT, /* SIGCONTs from someone else than the agent to a held process */
 	CNT_HELD_EXITS,   /* held threads that exited (killed) while held */
 	CNT_STDIO,        /* stdin reads and stdout writes of watched processes copied (MCP) */
+	CNT_SOCK,         /* loopback socket reads and writes of listening candidates copied (MCP over HTTP) */
 	CNT_MAX,
 };
 
@@ -1074,7 +1076,7 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 		kind = EV_STDOUT;
 		bit = STDIO_OUT;
 	} else {
-		return 0;
+		return sock_exit(regs, nr, fd, ret); /* MCP over HTTP, below */
 	}
 	__u64 id;
 	if (current_id(&id) < 0)
@@ -1085,6 +1087,225 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 		return 0;
 	count(CNT_STDIO);
 	return submit_data(kind, fd, (const void *)regs->si, (__u64)ret, NULL, NULL);
+}
+
+/* ---- MCP over streamable HTTP on loopback ----
+ * A process that starts listening on a TCP port reachable from loopback
+ * (bound to 127/8, ::1, or any address) becomes a candidate: the
+ * inet_sock_set_state tracepoint, in the listening process, adds its tgid
+ * to http_watch and (tgid, port) to http_ports; user space adds the
+ * listeners it finds at start and removes processes that are gone or
+ * carry no JSON-RPC. Of a candidate's read, readv, recvfrom, recvmsg,
+ * write, writev, sendto and sendmsg calls, those on a TCP socket whose
+ * local port is one it listens on and whose peer is loopback are copied at
+ * the syscall's exit as EV_SOCK_IN / EV_SOCK_OUT (ssl: the socket's
+ * kernel address xor the peer port, which names the connection across fd
+ * and socket reuse; one event per buffer of a vector call). A process that is not a candidate pays,
+ * for each of these calls, one lookup in http_watch; any other call
+ * nothing more than before. */
+/* 0: the HTTP branch is off (set by the loader): sock_exit is dead code
+ * the verifier removes, stdio_exit is what it was without it. */
+const volatile __u32 http_on = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} http_watch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct http_port_key);
+	__type(value, __u8);
+} http_ports SEC(".maps");
+
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_LISTEN 10
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+/* Buffers of a vector call copied; the bytes of the rest are reported lost. */
+#define SOCK_MAX_IOV 8
+
+struct iovec___http {
+	__u64 base;
+	__u64 len;
+};
+
+struct msghdr___user {
+	__u64 name;
+	__u32 namelen;
+	__u32 _pad;
+	__u64 iov;
+	__u64 iovlen;
+};
+
+/* 127.0.0.0/8, ::1 or ::ffff:127.x.y.z (addresses in network order). */
+static __always_inline int loopback4(__be32 a)
+{
+	return (bpf_ntohl(a) >> 24) == 127;
+}
+
+static __always_inline int loopback6(const struct in6_addr *a)
+{
+	__u32 w0 = a->in6_u.u6_addr32[0], w1 = a->in6_u.u6_addr32[1];
+	__u32 w2 = a->in6_u.u6_addr32[2], w3 = a->in6_u.u6_addr32[3];
+	if (w0 || w1)
+		return 0;
+	if (w2 == 0)
+		return w3 == bpf_htonl(1);
+	return w2 == bpf_htonl(0xffff) && loopback4(w3);
+}
+
+static __always_inline int any6(const struct in6_addr *a)
+{
+	return !(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(http_listen, struct sock___http *sk, int oldstate, int newstate)
+{
+	if (!http_on || newstate != TCP_LISTEN || retired())
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		if (a != 0 && !loopback4(a))
+			return 0;
+	} else if (family == AF_INET6) {
+		struct in6_addr a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		if (!any6(&a) && !loopback6(&a))
+			return 0;
+	} else {
+		return 0;
+	}
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tgid = id >> 32;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (cfg && cfg->agent_tgid == tgid)
+		return 0;
+	struct http_port_key k = {.tgid = tgid, .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
+	__u8 one = 1;
+	bpf_map_update_elem(&http_ports, &k, &one, BPF_ANY);
+	bpf_map_update_elem(&http_watch, &tgid, &one, BPF_ANY);
+	return 0;
+}
+
+/* The name of fd's connection when it is a connection of a port the
+ * process listens on with a loopback peer, else 0. */
+static __always_inline __u64 loopback_conn(__u32 tgid, unsigned long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file___http *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) < 0 || !f)
+		return 0;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket___http *sock = BPF_CORE_READ(f, private_data);
+	struct sock___http *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	struct http_port_key k = {.tgid = tgid, .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
+	if (!bpf_map_lookup_elem(&http_ports, &k))
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		if (!loopback4(BPF_CORE_READ(sk, __sk_common.skc_daddr)))
+			return 0;
+	} else if (family == AF_INET6) {
+		struct in6_addr a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+		if (!loopback6(&a))
+			return 0;
+	} else {
+		return 0;
+	}
+	/* The connection's name: the socket's address, its top 16 bits
+	 * (all ones in a kernel address) replaced by the peer's port, so that
+	 * a new connection in a freed socket's memory is another connection. */
+	__u64 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	return (__u64)sk ^ (dport << 48);
+}
+
+static __noinline int sock_copy(__u8 kind, __u64 conn, __u64 buf, __u64 len)
+{
+	return submit_data(kind, conn, (const void *)buf, len, NULL, NULL);
+}
+
+static __always_inline int sock_exit(struct pt_regs___kernel *regs, unsigned long nr, unsigned long fd, long ret)
+{
+	if (!http_on)
+		return 0;
+	__u8 kind;
+	switch (nr) {
+	case NR_read:
+	case NR_readv:
+	case NR_recvfrom:
+	case NR_recvmsg:
+		kind = EV_SOCK_IN;
+		break;
+	case NR_write:
+	case NR_writev:
+	case NR_sendto:
+	case NR_sendmsg:
+		kind = EV_SOCK_OUT;
+		break;
+	default:
+		return 0;
+	}
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tgid = id >> 32;
+	if (!bpf_map_lookup_elem(&http_watch, &tgid) || retired())
+		return 0;
+	__u64 sk = loopback_conn(tgid, fd);
+	if (!sk)
+		return 0;
+	count(CNT_SOCK);
+	__u64 arg = regs->si;
+	if (nr == NR_read || nr == NR_write || nr == NR_recvfrom || nr == NR_sendto)
+		return sock_copy(kind, sk, arg, (__u64)ret);
+	__u64 iov, cnt;
+	if (nr == NR_readv || nr == NR_writev) {
+		iov = arg;
+		cnt = ((struct pt_regs___http *)regs)->dx;
+	} else {
+		struct msghdr___user mh;
+		if (bpf_probe_read_user(&mh, sizeof(mh), (const void *)arg) < 0)
+			return sock_copy(kind, sk, 0, (__u64)ret);
+		iov = mh.iov;
+		cnt = mh.iovlen;
+	}
+	__u64 left = (__u64)ret;
+	for (int i = 0; i < SOCK_MAX_IOV; i++) {
+		if (i >= cnt || left == 0)
+			break;
+		struct iovec___http v;
+		if (bpf_probe_read_user(&v, sizeof(v), (const void *)(iov + i * sizeof(v))) < 0)
+			break;
+		__u64 n = v.len < left ? v.len : left;
+		sock_copy(kind, sk, v.base, n);
+		left -= n;
+	}
+	if (left > 0)
+		sock_copy(kind, sk, 0, left); /* not copied: user space counts it lost */
+	return 0;
 }
 
 /* ------------------------------------------------------------------------

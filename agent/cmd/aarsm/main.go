@@ -131,7 +131,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "show headers, bodies and responses")
 	debug := fs.Bool("debug", false, "log every file examined")
-	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio), and for each request the tool call it was made for")
+	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio, and streamable HTTP on loopback), and for each request the tool call it was made for")
 	var pids, comms listFlag
 	fs.Var(&pids, "pid", "only these process IDs (comma-separated or repeated)")
 	fs.Var(&comms, "comm", "only these command names (comma-separated or repeated)")
@@ -206,7 +206,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	debugLog := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine and the hold map are pinned (survive restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (network quarantine list, quarantined messages in quarantine/, kept across reboots)")
-	withMCP := fs.Bool("mcp", true, "observe the stdio of processes that may be MCP servers (pipes or sockets on stdin and stdout): tool calls give the judge its MCP context; -mcp=false removes the program that runs at every system call's exit")
+	withMCP := fs.Bool("mcp", true, "observe the stdio of processes that may be MCP servers (pipes or sockets on stdin and stdout), and the loopback connections of processes that listen on loopback (streamable HTTP): tool calls give the judge its MCP context; -mcp=false removes the program that runs at every system call's exit")
 	purgeInterval := fs.Duration("purge-interval", time.Minute, "how often expired quarantined messages and network quarantines are purged (also at start, and at the soonest expiry)")
 	vaultMax := fs.Int("quarantine-max-messages", vault.DefaultMaxEntries, "at most this many quarantined messages are kept; further ones are refused (logged)")
 	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")

@@ -177,6 +177,7 @@ func (s *statusSource) report() status.Report {
 			ForeignConts: st.ForeignConts, HeldExits: st.HeldExits, Predecessor: st.Predecessor,
 		}
 		r.Stdio.Copied = st.Stdio
+		r.MCPHTTP.Copied = st.Sock
 	}
 	if progs, err := sensor.ProgramStats(); err == nil {
 		for _, p := range progs {
@@ -191,11 +192,14 @@ func (s *statusSource) report() status.Report {
 	}
 	for _, m := range s.agent.MCPServers() {
 		r.MCPServers = append(r.MCPServers, status.MCPServer{PID: int(m.PID), Name: m.Name, Version: m.Version,
-			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall})
+			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall, Transport: m.Transport})
 	}
 	sd := s.agent.StdioStats()
 	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
 	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize
+	hd := sd.HTTP
+	r.MCPHTTP.Watched, r.MCPHTTP.Conns, r.MCPHTTP.ConnsGivenUp, r.MCPHTTP.GivenUp = hd.Watched, hd.Conns, hd.ConnsGivenUp, hd.GivenUp
+	r.MCPHTTP.Messages, r.MCPHTTP.Skipped = hd.Messages, hd.Malformed+hd.Oversize
 	hs := s.agent.HoldScope()
 	r.HoldScope = status.HoldScope{
 		EveryProcess: hs.All, Cgroups: hs.Cgroups, Widened: hs.Widened, Narrowed: hs.Narrowed,

@@ -489,7 +489,8 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // handle judges what a write completed and acts on the verdicts. Reads
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
-	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || (ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
+	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || ev.Kind == probe.KindSockIn || ev.Kind == probe.KindSockOut ||
+		(ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
 		a.publishMCP() // a server gone leaves the list
 	}
 	if ev.Kind != probe.KindWrite {

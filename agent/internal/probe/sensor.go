@@ -47,7 +47,12 @@ type Options struct {
 	// Stdio attaches the program that copies the stdin reads and stdout
 	// writes of the processes named by WatchStdio (MCP servers): it runs
 	// at the exit of every system call of the host (BenchmarkStdioCost).
+	// With it, the loopback socket calls of the processes that listen on
+	// loopback (WatchHTTP: MCP over streamable HTTP) are copied too.
 	Stdio bool
+	// NoHTTP leaves the loopback socket calls out (the stdio program is
+	// then what it was without them: BenchmarkStdioCost's baseline).
+	NoHTTP bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
@@ -131,6 +136,7 @@ type Stats struct {
 	ForeignConts   uint64 // SIGCONTs to a held process from someone else than the agent
 	HeldExits      uint64 // held threads that exited while held
 	Stdio          uint64 // stdin reads and stdout writes of watched processes copied (WatchStdio)
+	Sock           uint64 // loopback socket reads and writes of HTTP candidates copied (WatchHTTP)
 	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
@@ -214,6 +220,11 @@ func Load(opts Options) (*Sensor, error) {
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+	if opts.NoHTTP {
+		if err := spec.Variables["http_on"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("set http_on: %w", err)
+		}
 	}
 	if ns, err := ownPIDNamespace(); err != nil {
 		return nil, err
@@ -421,6 +432,12 @@ func (s *Sensor) attachTracepoints() error {
 			name string
 			prog *ebpf.Program
 		}{"sys_exit", s.objs.StdioExit})
+		if !s.opts.NoHTTP {
+			tps = append(tps, struct {
+				name string
+				prog *ebpf.Program
+			}{"inet_sock_set_state", s.objs.HttpListen})
+		}
 	}
 	for _, p := range tps {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
@@ -562,7 +579,7 @@ func (s *Sensor) enqueue(d discovery) {
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
 	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
-		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio} {
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio, &st.Sock} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

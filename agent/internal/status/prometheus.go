@@ -92,7 +92,7 @@ func WritePrometheus(w io.Writer, r Report) error {
 	p.sample("aarsm_component_unavailable", b2f(r.QuarantineError != ""), "component", "network_quarantine")
 	p.sample("aarsm_component_unavailable", b2f(r.VaultError != ""), "component", "message_vault")
 
-	p.one("aarsm_mcp_servers", "gauge", "Processes seen speaking MCP on their stdio.", float64(len(r.MCPServers)))
+	p.one("aarsm_mcp_servers", "gauge", "Processes seen speaking MCP (stdio, or streamable HTTP on loopback).", float64(len(r.MCPServers)))
 	p.one("aarsm_stdio_watched_processes", "gauge", "Processes whose stdio is copied now.", float64(sd.Watched))
 	p.one("aarsm_stdio_copied_total", "counter", "Stdin reads and stdout writes of watched processes copied.", float64(sd.Copied))
 	p.one("aarsm_stdio_given_up_total", "counter", "Processes no longer watched: no JSON-RPC on their stdin.", float64(sd.GivenUp))
@@ -100,6 +100,13 @@ func WritePrometheus(w io.Writer, r Report) error {
 	p.family("aarsm_stdio_frames_skipped_total", "counter", "Stdio frames skipped, by reason.")
 	p.sample("aarsm_stdio_frames_skipped_total", float64(sd.Malformed), "reason", "malformed")
 	p.sample("aarsm_stdio_frames_skipped_total", float64(sd.Oversize), "reason", "oversize")
+	hd := r.MCPHTTP
+	p.one("aarsm_mcp_http_watched_processes", "gauge", "Processes listening on loopback whose loopback connections are followed (MCP over streamable HTTP).", float64(hd.Watched))
+	p.one("aarsm_mcp_http_connections", "gauge", "Loopback connections of listening processes tracked now.", float64(hd.Conns))
+	p.one("aarsm_mcp_http_copied_total", "counter", "Loopback socket reads and writes of listening processes copied.", float64(hd.Copied))
+	p.one("aarsm_mcp_http_connections_given_up_total", "counter", "Loopback connections dropped: not MCP over HTTP/1.x, or bytes lost.", float64(hd.ConnsGivenUp))
+	p.one("aarsm_mcp_http_given_up_total", "counter", "Listening processes no longer watched: no JSON-RPC on their connections.", float64(hd.GivenUp))
+	p.one("aarsm_mcp_http_messages_total", "counter", "JSON-RPC messages decoded from loopback connections.", float64(hd.Messages))
 
 	writeEgress(p, r)
 

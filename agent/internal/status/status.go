@@ -76,6 +76,9 @@ type Report struct {
 	MCPServers []MCPServer `json:"mcp_servers"`
 	// Stdio counts the observation of processes' stdio for MCP.
 	Stdio Stdio `json:"stdio"`
+	// MCPHTTP counts the observation of loopback connections of processes
+	// listening on loopback (MCP over streamable HTTP).
+	MCPHTTP MCPHTTP `json:"mcp_http"`
 	// Programs are the sensor's BPF programs and the runs the kernel
 	// missed of each.
 	Programs []Program `json:"programs,omitempty"`
@@ -130,6 +133,18 @@ type EgressCounters struct {
 	Reported uint64 `json:"reported"`
 }
 
+// MCPHTTP counts the observation of loopback connections for MCP over
+// streamable HTTP.
+type MCPHTTP struct {
+	Watched      int    `json:"watched"`        // listening processes with a connection seen
+	Conns        int    `json:"conns"`          // connections tracked now
+	Copied       uint64 `json:"copied"`         // socket reads and writes copied
+	ConnsGivenUp uint64 `json:"conns_given_up"` // connections dropped: not MCP over HTTP/1.x, or bytes lost
+	GivenUp      uint64 `json:"given_up"`       // processes dropped: no JSON-RPC on their connections
+	Messages     uint64 `json:"messages"`       // JSON-RPC messages decoded
+	Skipped      uint64 `json:"skipped"`        // bodies or events skipped: malformed or over the bound
+}
+
 // Program is one of the sensor's BPF programs.
 type Program struct {
 	Name string `json:"name"`
@@ -159,6 +174,8 @@ type MCPServer struct {
 	// Hash its content hash.
 	Package string `json:"package,omitempty"`
 	Hash    string `json:"hash,omitempty"`
+	// Transport is "stdio" or "http" (streamable HTTP on loopback).
+	Transport string `json:"transport,omitempty"`
 	// Client is the executable of the process that started it.
 	Client string `json:"client,omitempty"`
 	// Calls counts the tool calls seen; LastTool names the last one.
@@ -557,6 +574,9 @@ func Format(w io.Writer, r Report) error {
 	sd := r.Stdio
 	fmt.Fprintf(&b, "stdio:       %d processes watched, %d calls copied, %d given up (no JSON-RPC), %d JSON-RPC messages, %d frames skipped (%d malformed, %d oversize)\n",
 		sd.Watched, sd.Copied, sd.GivenUp, sd.Messages, sd.Malformed+sd.Oversize, sd.Malformed, sd.Oversize)
+	hd := r.MCPHTTP
+	fmt.Fprintf(&b, "mcp http:    %d listening processes watched, %d connections, %d calls copied, %d connections and %d processes given up (no MCP), %d JSON-RPC messages, %d skipped\n",
+		hd.Watched, hd.Conns, hd.Copied, hd.ConnsGivenUp, hd.GivenUp, hd.Messages, hd.Skipped)
 	if len(r.MCPServers) == 0 {
 		b.WriteString("mcp servers: none seen\n")
 	} else {
@@ -569,6 +589,9 @@ func Format(w io.Writer, r Report) error {
 				name += "@" + s.Version
 			}
 			fmt.Fprintf(&b, "  pid %d %s", s.PID, name)
+			if s.Transport == "http" {
+				b.WriteString(" over streamable HTTP")
+			}
 			if s.Package != "" {
 				fmt.Fprintf(&b, " package %s", s.Package)
 			}
