@@ -30,6 +30,11 @@ type elfInfo struct {
 	// OpenSSL version string: a statically linked, stripped copy that
 	// cannot be probed by symbol.
 	embedsOpenSSL bool
+	// stack names the TLS library when its functions were found without
+	// symbols ("boringssl"), build describes it; unprobed: why a library
+	// that is there could not be probed.
+	stack, build string
+	unprobed     error
 }
 
 func (i elfInfo) writes() bool { return i.symbols[symWrite] != 0 || i.symbols[symWriteEx] != 0 }
@@ -62,6 +67,9 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 	}
 	if !info.writes() {
 		info.embedsOpenSSL = carriesOpenSSL(f)
+		if info.embedsOpenSSL {
+			info.findBoringSSL(f, r)
+		}
 	}
 	for _, sym := range []string{symWrite, symWriteEx} {
 		if off := info.symbols[sym]; off != 0 {
