@@ -140,9 +140,11 @@ func fetchTarball(root string, p NPMTarball) (dir string, took time.Duration, er
 
 // bunClient is the Bun client: fetch() with the config of the other
 // clients (scriptConfig); the CA comes through NODE_EXTRA_CA_CERTS, which
-// Bun honours. With wait set it first reads a line from stdin.
+// Bun honours. With wait set it first prints "READY <pid>" and reads a
+// line from stdin (NewGate).
 const bunClient = `const cfg = JSON.parse(await Bun.file(process.argv[2]).text());
 if (cfg.wait) {
+  process.stdout.write("READY " + process.pid + "\n");
   const reader = Bun.stdin.stream().getReader();
   let seen = "";
   while (!seen.includes("\n")) {
