@@ -1,7 +1,9 @@
 package trace
 
 import (
+	"bytes"
 	"fmt"
+	"os/exec"
 	"slices"
 	"testing"
 
@@ -70,4 +72,48 @@ func TestBun(t *testing.T) {
 			t.Errorf("executable %q, want %q", r.Exe, cmd.Path)
 		}
 	}
+}
+
+// Claude Code's native executable is built by Bun (a newer one): its
+// requests to the (fake) Anthropic API are seen.
+func TestClaudeCode(t *testing.T) {
+	h := startTracer(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cg := testenv.NewCgroup(t)
+	marker := newMarker(t)
+	cmd := testenv.ClaudeCode(t, ca, srv.URL(), "Say hello to "+marker)
+	// Probed before it runs: examined through a first run that only
+	// prints its version.
+	version := exec.Command(cmd.Path, "--version")
+	version.Env = cmd.Env
+	run(t, cg, version)
+	h.waitProbed(cmd.Path)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // fails: the fake API's answer is no model's
+	got := srv.WaitFor(t, func(rec testenv.Recorded) bool { return bytes.Contains(rec.Body, []byte(marker)) }, waitRecord)
+	var r Record
+	testenv.Eventually(t, waitRecord, "claude's request to the API", func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, rec := range h.records {
+			if rec.Cgroup == cg.ID() && rec.Msg != nil && !rec.Msg.Response && rec.Msg.Target == got.Path {
+				r = rec
+				return true, ""
+			}
+		}
+		return false, "records: " + h.seenLocked() + "; claude: " + stderr.String()
+	})
+	m := r.Msg
+	if m.Method != "POST" || m.Header.Get("X-Api-Key") != "sk-ant-aarsm-test-fake" || r.Exe != cmd.Path {
+		t.Errorf("traced %s %s exe %s key %q", m.Method, m.Target, r.Exe, m.Header.Get("X-Api-Key"))
+	}
+	if !bytes.Contains(m.Data, []byte(marker)) && !m.Truncated {
+		t.Errorf("body of %d bytes (server got %d) lacks the prompt's marker", len(m.Data), len(got.Body))
+	}
+	t.Logf("claude: %s %s, body %d bytes traced (truncated %v), %d at the server", m.Method, m.Target, len(m.Data), m.Truncated, len(got.Body))
 }
