@@ -179,16 +179,17 @@ func Bun(t testing.TB, ca *CA, url string, req Request) *exec.Cmd {
 }
 
 // ClaudeCode returns an unstarted command running Claude Code (its native
-// package from npm: a Bun single-file executable) once, non-interactive,
-// with prompt, against the Anthropic API at baseURL (a fake one on
+// package from npm: a Bun single-file executable) once, non-interactive
+// ("-p"), with the prompt it reads from stdin (until EOF: a test can hold
+// it there), against the Anthropic API at baseURL (a fake one on
 // loopback: ANTHROPIC_BASE_URL), with a fake key, trusting ca, in a home
 // directory of its own, with telemetry and updates off. It exits non-zero
 // when the fake API's answer is not a model's.
-func ClaudeCode(t testing.TB, ca *CA, baseURL, prompt string) *exec.Cmd {
+func ClaudeCode(t testing.TB, ca *CA, baseURL string) *exec.Cmd {
 	t.Helper()
 	bin := NPMExecutable(t, ClaudeCodePackage)
 	home := stateDir(t, "claude-")
-	cmd := exec.Command(bin, "-p", prompt)
+	cmd := exec.Command(bin, "-p")
 	cmd.Env = append(os.Environ(), "HOME="+home, "ANTHROPIC_BASE_URL="+baseURL, "ANTHROPIC_API_KEY=sk-ant-aarsm-test-fake",
 		"NODE_EXTRA_CA_CERTS="+ca.CAFile, "DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "DISABLE_AUTOUPDATER=1")
 	killOnCleanup(t, cmd)

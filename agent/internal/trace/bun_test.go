@@ -3,7 +3,7 @@ package trace
 import (
 	"bytes"
 	"fmt"
-	"os/exec"
+	"io"
 	"slices"
 	"testing"
 
@@ -82,16 +82,22 @@ func TestClaudeCode(t *testing.T) {
 	srv := testenv.NewServer(t, ca)
 	cg := testenv.NewCgroup(t)
 	marker := newMarker(t)
-	cmd := testenv.ClaudeCode(t, ca, srv.URL(), "Say hello to "+marker)
-	// Probed before it runs: examined through a first run that only
-	// prints its version.
-	version := exec.Command(cmd.Path, "--version")
-	version.Env = cmd.Env
-	run(t, cg, version)
-	h.waitProbed(cmd.Path)
+	cmd := testenv.ClaudeCode(t, ca, srv.URL())
+	// Probed before it sends: it reads its prompt from stdin until EOF.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	h.waitProbed(cmd.Path)
+	if _, err := io.WriteString(stdin, "Say hello to "+marker+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stdin.Close(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait() // fails: the fake API's answer is no model's
