@@ -23,8 +23,9 @@
 //
 // Anything else, more than one candidate, or a candidate whose code does
 // not decode to the sites, is "BoringSSL build not recognised": never a
-// guess. Cost: two sequential reads of the code (1 MiB at a time) and one
-// of the read-only data until the file name is found.
+// guess. Cost: one sequential read of the code (1 MiB at a time) and one
+// of the read-only data; memory: 2 MiB of buffers and 1/64 of the code's
+// size in bitmaps of call targets.
 package boring
 
 import (
@@ -76,8 +77,6 @@ type Func struct {
 	Name   string
 	Addr   uint64 // virtual address of the entry
 	Offset uint64 // file offset of the entry: where its uprobe attaches
-	// Calls: the direct calls of the function found in the code.
-	Calls int
 }
 
 // Build describes the BoringSSL found, for the log.
@@ -170,7 +169,8 @@ func Find(f *elf.File, r io.ReaderAt) (Result, error) {
 		return res, err
 	}
 	res.Build = Build{ID: buildID(f), Source: source}
-	sites, err := findSites(r, code, names)
+	targets := newCallTargets(code)
+	sites, err := findSites(r, code, names, f.Type == elf.ET_DYN, targets)
 	if err != nil {
 		return res, err
 	}
@@ -186,28 +186,20 @@ func Find(f *elf.File, r io.ReaderAt) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	// Both entries must be called directly, and nothing between an entry
-	// and its first site may be: else the entry is not where it was put.
-	checks := []*function{write, read}
-	calls, err := countCalls(r, code, checks)
-	if err != nil {
-		return res, err
-	}
-	for i, fn := range checks {
-		name := []string{"SSL_write", "SSL_read"}[i]
-		if calls[i].entry == 0 {
-			return res, fmt.Errorf("%s candidate at %#x is never called directly: %w", name, fn.entry, ErrUnrecognised)
-		}
-		if calls[i].inside != 0 {
-			return res, fmt.Errorf("%s candidate at %#x: a call targets %#x inside it: %w", name, fn.entry, calls[i].inside, ErrUnrecognised)
+	for _, c := range []struct {
+		name string
+		fn   *function
+	}{{"SSL_write", write}, {"SSL_read", read}} {
+		if err := targets.check(c.name, c.fn); err != nil {
+			return res, err
 		}
 	}
 	for _, s := range write.sites {
 		res.Build.WriteLines = append(res.Build.WriteLines, s.line)
 	}
 	sort.Ints(res.Build.WriteLines)
-	res.Write = Func{Name: "SSL_write", Addr: write.entry, Offset: fileOffset(code, write.entry), Calls: calls[0].entry}
-	res.Read = Func{Name: "SSL_read", Addr: read.entry, Offset: fileOffset(code, read.entry), Calls: calls[1].entry}
+	res.Write = Func{Name: "SSL_write", Addr: write.entry, Offset: fileOffset(code, write.entry)}
+	res.Read = Func{Name: "SSL_read", Addr: read.entry, Offset: fileOffset(code, read.entry)}
 	return res, nil
 }
 
@@ -265,19 +257,20 @@ func findFileName(r io.ReaderAt, data []segment) ([]uint64, string, error) {
 	return addrs, source, nil
 }
 
-// findSites scans the code for the file name passed as ERR_put_error's
-// fourth argument (RCX): "mov $imm32, %ecx" (non-PIE) or
-// "lea rel32(%rip), %rcx", and reads the reason and line around each.
-func findSites(r io.ReaderAt, code []segment, names []uint64) ([]site, error) {
+// findSites records the code's call targets, and scans it for the file name passed as ERR_put_error's
+// fourth argument (RCX): "mov $imm32, %ecx" in a fixed-address executable,
+// "lea rel32(%rip), %rcx" in position-independent code (pic), and reads
+// the reason and line after each.
+func findSites(r io.ReaderAt, code []segment, names []uint64, pic bool, targets *callTargets) ([]site, error) {
 	var sites []site
 	var imms [][]byte
 	for _, a := range names {
-		if a < 1<<32 {
+		if a < 1<<32 && !pic {
 			imms = append(imms, binary.LittleEndian.AppendUint32([]byte{0xb9}, uint32(a)))
 		}
 	}
-	lea := []byte{0x48, 0x8d, 0x0d}
-	const tail = 64 // bytes after a hit decoded to find the call
+	lea := []byte{0x8d, 0x0d} // after REX.W (0x48): searched from the rarer byte
+	const tail = 64           // bytes after a hit decoded to find the call
 	buf := make([]byte, chunk+tail)
 	for _, seg := range code {
 		for pos := uint64(0); pos < seg.size; pos += chunk {
@@ -287,6 +280,7 @@ func findSites(r io.ReaderAt, code []segment, names []uint64) ([]site, error) {
 				return nil, fmt.Errorf("read code at %#x: %w", seg.off+pos, orEOF(err))
 			}
 			limit := min(len(b), chunk)
+			targets.scan(b, seg.addr+pos, min(limit, len(b)-4))
 			var hits []int
 			for _, imm := range imms {
 				for i := 0; i < limit; {
@@ -298,18 +292,21 @@ func findSites(r io.ReaderAt, code []segment, names []uint64) ([]site, error) {
 					i += j + 1
 				}
 			}
-			for i := 0; i < limit; {
+			for i := 1; pic && i < limit; {
 				j := bytes.Index(b[i:], lea)
-				if j < 0 || i+j >= limit || i+j+7 > len(b) {
+				if j < 0 || i+j >= limit || i+j+6 > len(b) {
 					break
 				}
-				at := i + j
+				at := i + j - 1
+				i += j + 1
+				if b[at] != 0x48 {
+					continue
+				}
 				rel := int32(binary.LittleEndian.Uint32(b[at+3:]))
 				target := seg.addr + pos + uint64(at) + 7 + uint64(int64(rel))
 				if slices.Contains(names, target) {
 					hits = append(hits, at)
 				}
-				i = at + 1
 			}
 			for _, h := range hits {
 				s, ok := readSite(b[h:])
@@ -505,43 +502,74 @@ func pickRead(funcs []*function, write *function) (*function, error) {
 	return nil, fmt.Errorf("%d functions report SSL_read's errors: %w", len(found), ErrUnrecognised)
 }
 
-type callCount struct {
-	entry  int    // direct calls and jumps to the entry
-	inside uint64 // a 16-byte aligned call target between entry and first site
+// callTargets records, per code segment, the 16-byte aligned addresses
+// that direct calls (E8) and jumps (E9) of the code target: one bit each,
+// a bitmap of 1/128 of the code's size for each kind.
+type callTargets struct {
+	segs           []segment
+	jumped, called [][]uint64 // E8 or E9; E8
 }
 
-// countCalls scans the code for direct calls (E8) and jumps (E9) to the
-// functions' entries, and direct calls into their first bytes.
-func countCalls(r io.ReaderAt, code []segment, funcs []*function) ([]callCount, error) {
-	out := make([]callCount, len(funcs))
-	buf := make([]byte, chunk+4)
-	for _, seg := range code {
-		for pos := uint64(0); pos < seg.size; pos += chunk {
-			n := min(seg.size-pos, uint64(len(buf)))
-			b := buf[:n]
-			if got, err := r.ReadAt(b, int64(seg.off+pos)); got < len(b) {
-				return nil, fmt.Errorf("read code at %#x: %w", seg.off+pos, orEOF(err))
+func newCallTargets(code []segment) *callTargets {
+	c := &callTargets{segs: code}
+	for _, s := range code {
+		n := (s.size/16 + 63) / 64
+		c.jumped = append(c.jumped, make([]uint64, n))
+		c.called = append(c.called, make([]uint64, n))
+	}
+	return c
+}
+
+// scan records the targets of the E8 and E9 in b, the code at addr
+// (followed by 4 more bytes).
+func (c *callTargets) scan(b []byte, addr uint64, limit int) {
+	for _, op := range []byte{0xe8, 0xe9} {
+		for i := 0; i < limit; i++ {
+			j := bytes.IndexByte(b[i:limit], op)
+			if j < 0 {
+				break
 			}
-			limit := min(len(b)-4, chunk)
-			base := seg.addr + pos + 5
-			for i := 0; i < limit; i++ {
-				op := b[i]
-				if op != 0xe8 && op != 0xe9 {
-					continue
-				}
-				target := base + uint64(i) + uint64(int64(int32(binary.LittleEndian.Uint32(b[i+1:]))))
-				for k, fn := range funcs {
-					switch {
-					case target == fn.entry:
-						out[k].entry++
-					case op == 0xe8 && target > fn.entry && target <= fn.sites[0].addr && target&15 == 0:
-						out[k].inside = target
+			i += j
+			target := addr + uint64(i) + 5 + uint64(int64(int32(binary.LittleEndian.Uint32(b[i+1:]))))
+			if target&15 != 0 {
+				continue
+			}
+			for k, s := range c.segs {
+				if target >= s.addr && target < s.addr+s.size {
+					bit := (target - s.addr) / 16
+					c.jumped[k][bit/64] |= 1 << (bit % 64)
+					if op == 0xe8 {
+						c.called[k][bit/64] |= 1 << (bit % 64)
 					}
 				}
 			}
 		}
 	}
-	return out, nil
+}
+
+func (c *callTargets) is(maps [][]uint64, addr uint64) bool {
+	for k, s := range c.segs {
+		if addr >= s.addr && addr < s.addr+s.size && addr&15 == 0 {
+			bit := (addr - s.addr) / 16
+			return maps[k][bit/64]&(1<<(bit%64)) != 0
+		}
+	}
+	return false
+}
+
+// check: the entry is called (or jumped to) directly, and nothing between
+// it and the function's first site is called: else the entry is not
+// where it was put.
+func (c *callTargets) check(name string, fn *function) error {
+	if !c.is(c.jumped, fn.entry) {
+		return fmt.Errorf("%s candidate at %#x is never called directly: %w", name, fn.entry, ErrUnrecognised)
+	}
+	for a := fn.entry + 16; a <= fn.sites[0].addr; a += 16 {
+		if c.is(c.called, a) {
+			return fmt.Errorf("%s candidate at %#x: a call targets %#x inside it: %w", name, fn.entry, a, ErrUnrecognised)
+		}
+	}
+	return nil
 }
 
 func segmentOf(segs []segment, addr uint64) (segment, bool) {
