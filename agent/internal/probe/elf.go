@@ -70,6 +70,9 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 		if info.embedsOpenSSL {
 			info.findBoringSSL(f, r)
 		}
+		if !info.writes() {
+			info.findRustls(f)
+		}
 	}
 	for _, sym := range []string{symWrite, symWriteEx} {
 		if off := info.symbols[sym]; off != 0 {
