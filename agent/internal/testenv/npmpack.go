@@ -181,7 +181,8 @@ func Bun(t testing.TB, ca *CA, url string, req Request) *exec.Cmd {
 // ClaudeCode returns an unstarted command running Claude Code (its native
 // package from npm: a Bun single-file executable) once, non-interactive
 // ("-p"), with the prompt it reads from stdin (until EOF: a test can hold
-// it there), against the Anthropic API at baseURL (a fake one on
+// it there, once it has written something within 3 s, after which Claude
+// Code gives up on stdin), against the Anthropic API at baseURL (a fake one on
 // loopback: ANTHROPIC_BASE_URL), with a fake key, trusting ca, in a home
 // directory of its own, with telemetry and updates off. It exits non-zero
 // when the fake API's answer is not a model's.

@@ -83,7 +83,9 @@ func TestClaudeCode(t *testing.T) {
 	cg := testenv.NewCgroup(t)
 	marker := newMarker(t)
 	cmd := testenv.ClaudeCode(t, ca, srv.URL())
-	// Probed before it sends: it reads its prompt from stdin until EOF.
+	// Probed before it sends: it reads its prompt from stdin until EOF
+	// (giving up on stdin if nothing comes in its first 3 s: the start of
+	// the prompt is written at once, the marker once it is probed).
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -93,9 +95,12 @@ func TestClaudeCode(t *testing.T) {
 	if err := cg.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	h.waitProbed(cmd.Path)
-	if _, err := io.WriteString(stdin, "Say hello to "+marker+"\n"); err != nil {
+	if _, err := io.WriteString(stdin, "Say hello to "); err != nil {
 		t.Fatal(err)
+	}
+	h.waitProbed(cmd.Path)
+	if _, err := io.WriteString(stdin, marker+"\n"); err != nil {
+		t.Fatalf("write the prompt: %v; claude: %s", err, stderr.String())
 	}
 	if err := stdin.Close(); err != nil {
 		t.Fatal(err)
