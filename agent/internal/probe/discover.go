@@ -280,7 +280,7 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 		if t.Err != nil {
 			s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
 		} else {
-			s.log.Info("probing TLS library", "path", path, "file", id, "functions", strings.Join(t.Symbols, ","))
+			s.log.Info("probing TLS library", "path", path, "file", id, "functions", strings.Join(t.Symbols, ","), "build", info.build)
 		}
 		s.mu.Lock()
 		if s.flinks != nil && t.Err == nil {
@@ -295,6 +295,9 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 		// its TLS writes go unseen.
 		t.Err = info.goErr
 		s.log.Warn("cannot probe Go crypto/tls; skipped", "path", path, "file", id, "err", t.Err)
+	case info.unprobed != nil:
+		t.Err = info.unprobed
+		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
 	case info.embedsOpenSSL:
 		t.Err = errors.New("carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)")
 		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
@@ -400,7 +403,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		}
 		links = append(links, l)
 		if !p.ret {
-			attached = append(attached, p.sym)
+			attached = append(attached, strings.TrimSpace(info.stack+" "+p.sym))
 		}
 	}
 	return links, attached, nil

@@ -35,6 +35,11 @@ type elfInfo struct {
 	// cannot be probed (an unsupported release, damaged tables).
 	gotls *goTLS
 	goErr error
+	// stack names the TLS library when its functions were found without
+	// symbols ("boringssl"), build describes it; unprobed: why a library
+	// that is there could not be probed.
+	stack, build string
+	unprobed     error
 }
 
 func (i elfInfo) writes() bool { return i.symbols[symWrite] != 0 || i.symbols[symWriteEx] != 0 }
@@ -65,15 +70,25 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 			info.symbols[name] = off
 		}
 	}
-	if !info.writes() {
+	// A Go executable's TLS is Go's own (crypto/tls): its strings may
+	// name anything (the agent's own name OpenSSL's source files), so the
+	// fingerprints of statically linked C stacks are not looked for.
+	var isGo bool
+	info.gotls, isGo, info.goErr = examineGo(f, r)
+	if !info.writes() && !isGo {
 		info.embedsOpenSSL = carriesOpenSSL(f)
+		if info.embedsOpenSSL {
+			info.findBoringSSL(f, r)
+		}
+		if !info.writes() {
+			info.findRustls(f)
+		}
 	}
 	for _, sym := range []string{symWrite, symWriteEx} {
 		if off := info.symbols[sym]; off != 0 {
 			info.places[sym] = placeWrite(r, off)
 		}
 	}
-	info.gotls, info.goErr = examineGo(f, r)
 	return info, nil
 }
 

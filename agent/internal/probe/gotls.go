@@ -57,19 +57,21 @@ var ErrGoUnmonitored = errors.New("go crypto/tls not probed")
 
 // examineGo looks for Go's crypto/tls in f (read through r). Not a Go
 // executable, or Go without crypto/tls: nil, nil.
-func examineGo(f *elf.File, r io.ReaderAt) (*goTLS, error) {
+func examineGo(f *elf.File, r io.ReaderAt) (t *goTLS, isGo bool, err error) {
 	g, err := gosym.FindTLS(f, r)
 	switch {
-	case errors.Is(err, gosym.ErrNotGo), errors.Is(err, gosym.ErrNoTLS):
-		return nil, nil
+	case errors.Is(err, gosym.ErrNotGo):
+		return nil, false, nil
+	case errors.Is(err, gosym.ErrNoTLS):
+		return nil, true, nil
 	case err != nil:
 		v := "go (version unknown)"
 		if g.Binary.BuildInfo != nil {
 			v = g.Binary.BuildInfo.GoVersion
 		}
-		return nil, fmt.Errorf("%w: %s: %w", ErrGoUnmonitored, v, err)
+		return nil, true, fmt.Errorf("%w: %s: %w", ErrGoUnmonitored, v, err)
 	}
-	t := &goTLS{version: g.Binary.Version.String(), write: g.Write, read: g.Read, close: g.Close}
+	t = &goTLS{version: g.Binary.Version.String(), write: g.Write, read: g.Read, close: g.Close}
 	if inst, ok := decodeAt(r, g.Write.Body); ok {
 		for _, next := range successors(inst, g.Write.Body) {
 			if off, ok := firstEmulated(r, next); ok {
@@ -77,7 +79,7 @@ func examineGo(f *elf.File, r io.ReaderAt) (*goTLS, error) {
 			}
 		}
 	}
-	return t, nil
+	return t, true, nil
 }
 
 // attachGo probes Go's crypto/tls in ex; it returns the links and what
