@@ -25,6 +25,10 @@ const (
 	KindCgroup      Kind = 8  // a cgroup was created: Cgroup and Filename (its path); in scope until judged
 	KindStdin       Kind = 9  // a watched process read its stdin (WatchStdio): Data, Len; SSL is the fd (0)
 	KindStdout      Kind = 10 // a watched process wrote its stdout (WatchStdio): Data, Len; SSL is the fd (1)
+	// KindConnect: a process opened a TCP connection to a TLS port (SSL
+	// is the port), first time for its image (bpf/include/unmonitored.h;
+	// handled by the sensor: AARSM_UNMONITORED).
+	KindConnect Kind = 32
 )
 
 func (k Kind) String() string {
@@ -49,6 +53,8 @@ func (k Kind) String() string {
 		return "stdin"
 	case KindStdout:
 		return "stdout"
+	case KindConnect:
+		return "connect"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -177,7 +183,7 @@ func (e *Event) decode(raw []byte) error {
 		e.Filename = string(name)
 		e.UnknownFile = h.Flags&flagUnknownFile != 0
 		e.Held = h.Flags&flagHeld != 0
-	case KindWriteFailed, KindFree, KindExit:
+	case KindWriteFailed, KindFree, KindExit, KindConnect:
 	default:
 		return fmt.Errorf("unknown event kind %d", h.Kind)
 	}
