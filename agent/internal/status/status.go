@@ -75,6 +75,18 @@ type Report struct {
 	MCPServers []MCPServer `json:"mcp_servers"`
 	// Stdio counts the observation of processes' stdio for MCP.
 	Stdio Stdio `json:"stdio"`
+	// Unmonitored are the last processes seen doing TLS that AARSM cannot
+	// read (bounded), oldest first.
+	Unmonitored []Unmonitored `json:"unmonitored"`
+}
+
+// Unmonitored is a process doing TLS through a library AARSM cannot probe.
+type Unmonitored struct {
+	PID       int       `json:"pid"`
+	Exe       string    `json:"exe"`
+	Stack     string    `json:"stack"`
+	Reason    string    `json:"reason"`
+	FirstSeen time.Time `json:"first_seen"`
 }
 
 // Stdio counts the observation of processes' stdio for MCP.
@@ -450,6 +462,14 @@ func Format(w io.Writer, r Report) error {
 	sd := r.Stdio
 	fmt.Fprintf(&b, "stdio:       %d processes watched, %d calls copied, %d given up (no JSON-RPC), %d JSON-RPC messages, %d frames skipped (%d malformed, %d oversize)\n",
 		sd.Watched, sd.Copied, sd.GivenUp, sd.Messages, sd.Malformed+sd.Oversize, sd.Malformed, sd.Oversize)
+	if len(r.Unmonitored) == 0 {
+		b.WriteString("unmonitored: none seen\n")
+	} else {
+		fmt.Fprintf(&b, "unmonitored: %d (TLS through a library AARSM cannot read)\n", len(r.Unmonitored))
+		for _, u := range r.Unmonitored {
+			fmt.Fprintf(&b, "  pid %d %s: %s (%s), first seen %s\n", u.PID, u.Exe, u.Stack, u.Reason, u.FirstSeen.UTC().Format(time.DateTime+" MST"))
+		}
+	}
 	if len(r.MCPServers) == 0 {
 		b.WriteString("mcp servers: none seen\n")
 	} else {
