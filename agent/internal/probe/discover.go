@@ -376,6 +376,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		// the same way; gnutls_deinit(session) ends the connection as
 		// SSL_free does.
 		{symGnuSend, s.objs.SslWriteEx, false},
+		{symGnuSend2, s.objs.SslWriteEx, false}, // instead of gnutls_record_send (gnutls.go)
 		{symGnuDeinit, s.objs.SslFree, false},
 	}
 	if s.opts.Reads {

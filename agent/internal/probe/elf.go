@@ -33,7 +33,7 @@ const (
 var tlsSymbols = []string{symWrite, symWriteEx, symRead, symReadEx, symGetError, symFree, symGnuSend, symGnuRecv, symGnuDeinit}
 
 // writeSymbols are the functions whose plaintext is what a process sends.
-var writeSymbols = []string{symWrite, symWriteEx, symGnuSend}
+var writeSymbols = []string{symWrite, symWriteEx, symGnuSend, symGnuSend2}
 
 // elfInfo is what examining a file tells.
 type elfInfo struct {
@@ -103,6 +103,7 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 			info.places[sym] = placeWrite(r, off)
 		}
 	}
+	followGnuSend(f, r, &info)
 	return info, nil
 }
 
