@@ -94,9 +94,9 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 		}
 	}
 	if !info.writes() {
-		marks := scanRodata(f)
+		var marks rodataMarks
+		info.stack, info.stackWhy, marks = classifyStack(f, r)
 		info.embedsOpenSSL = marks.openssl
-		info.stack, info.stackWhy = classifyStack(f, r, marks)
 	}
 	for _, sym := range writeSymbols {
 		if off := info.symbols[sym]; off != 0 {

@@ -24,6 +24,12 @@ import (
 // it sees the direct callers of gnutls_record_send2 as well. A build that
 // calls it otherwise (inlined, no PLT) keeps the probe on
 // gnutls_record_send.
+//
+// Retries: after GNUTLS_E_AGAIN or GNUTLS_E_INTERRUPTED (a non-blocking
+// socket that is full, a signal) GnuTLS wants the same call again, and the
+// probe sees the same bytes a second time; GnuTLS has no SSL_get_error to
+// tell the stream so. Blocking clients (wget, gnutls-cli) retry only after a signal; a
+// return probe to catch them would cost a uretprobe on every write.
 const symGnuSend2 = "gnutls_record_send2"
 
 // followGnuSend moves the write probe of gnutls_record_send to

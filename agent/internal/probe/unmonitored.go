@@ -125,38 +125,53 @@ func readerFind(r io.Reader, patterns [][]byte, chunk int) []bool {
 }
 
 // classifyStack names the TLS stack of a file that exports no function
-// the sensor probes, and why it is not read; "" when it shows none.
-func classifyStack(f *elf.File, r io.ReaderAt, marks rodataMarks) (stack, why string) {
+// the sensor probes, and why it is not read; "" when it shows none. A Go
+// executable is classified by its build info and function table alone:
+// its read-only data holds any string its code names (the agent's own
+// holds these fingerprints).
+func classifyStack(f *elf.File, r io.ReaderAt) (stack, why string, marks rodataMarks) {
+	if stack, why, isGo := classifyGo(f, r); isGo {
+		return stack, why, rodataMarks{}
+	}
 	if names, err := f.DynString(elf.DT_SONAME); err == nil {
 		for _, n := range names {
 			// NSS's TLS library: its sockets are written with NSPR's
 			// PR_Write, which the sensor does not probe. (libnss3 alone
 			// is certificates and crypto, not TLS.)
 			if strings.HasPrefix(n, "libssl3.so") {
-				return StackNSS, "NSS (libssl3) is not probed"
+				return StackNSS, "NSS (libssl3) is not probed", rodataMarks{}
 			}
 		}
 	}
+	marks = scanRodata(f)
 	switch {
 	case marks.boring:
-		return StackBoringSSL, "carries BoringSSL but exports no SSL_write symbol"
+		return StackBoringSSL, "carries BoringSSL but exports no SSL_write symbol", marks
 	case marks.openssl:
-		return StackOpenSSLStatic, "carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)"
+		return StackOpenSSLStatic, "carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)", marks
 	case marks.rustls:
-		return StackRustls, "rustls is not probed"
+		return StackRustls, "rustls is not probed", marks
 	}
+	return "", "", marks
+}
+
+// classifyGo tells a Go executable (isGo) and, if it has crypto/tls, its
+// stack.
+func classifyGo(f *elf.File, r io.ReaderAt) (stack, why string, isGo bool) {
 	g, err := gosym.FindTLS(f, r)
 	switch {
-	case errors.Is(err, gosym.ErrNotGo), errors.Is(err, gosym.ErrNoTLS):
-		return "", ""
+	case errors.Is(err, gosym.ErrNotGo):
+		return "", "", false
+	case errors.Is(err, gosym.ErrNoTLS):
+		return "", "", true
 	case err == nil:
 		// The sensor does not attach Go probes on this branch: every Go
 		// executable with crypto/tls is unmonitored.
-		return StackGo, fmt.Sprintf("crypto/tls of %s is not probed", g.Binary.Version)
+		return StackGo, fmt.Sprintf("crypto/tls of %s is not probed", g.Binary.Version), true
 	case errors.Is(err, gosym.ErrStackABI), errors.Is(err, gosym.ErrTooNew), errors.Is(err, gosym.ErrNoRegABI):
-		return fmt.Sprintf("go (unsupported version %s)", g.Binary.Version), err.Error()
+		return fmt.Sprintf("go (unsupported version %s)", g.Binary.Version), err.Error(), true
 	default:
-		return StackGo, "crypto/tls not located: " + err.Error()
+		return StackGo, "crypto/tls not located: " + err.Error(), true
 	}
 }
 
