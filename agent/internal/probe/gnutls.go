@@ -83,11 +83,11 @@ func pltTarget(f *elf.File, r io.ReaderAt, off uint64) (string, bool) {
 		return "", false
 	}
 	slot := uint64(int64(pc) + int64(inst.Len) + mem.Disp)
-	rela := f.Section(".rela.plt")
-	if rela == nil || rela.Type != elf.SHT_RELA || rela.Size > 1<<20 || f.Class != elf.ELFCLASS64 {
+	relocs := f.Section(".rela.plt")
+	if relocs == nil || relocs.Type != elf.SHT_RELA || relocs.Size > 1<<20 || f.Class != elf.ELFCLASS64 {
 		return "", false
 	}
-	data, err := rela.Data()
+	data, err := relocs.Data()
 	if err != nil {
 		return "", false
 	}
