@@ -83,8 +83,10 @@ func pltTarget(f *elf.File, r io.ReaderAt, off uint64) (string, bool) {
 		return "", false
 	}
 	slot := uint64(int64(pc) + int64(inst.Len) + mem.Disp)
+	// x86-64 PLT relocations: entries of 24 bytes, with addend (offset,
+	// info, addend).
 	relocs := f.Section(".rela.plt")
-	if relocs == nil || relocs.Type != elf.SHT_RELA || relocs.Size > 1<<20 || f.Class != elf.ELFCLASS64 {
+	if relocs == nil || relocs.Size > 1<<20 || f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 {
 		return "", false
 	}
 	data, err := relocs.Data()
