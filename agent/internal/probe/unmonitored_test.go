@@ -78,3 +78,47 @@ func TestClassifyStack(t *testing.T) {
 		t.Errorf("libssl3.so: stack %q, want %q", stack, StackNSS)
 	}
 }
+
+// BenchmarkExamineUnprobed prints what classifying the TLS stack adds to
+// the examination of a file that exports nothing probed (a process in
+// scope waits for it at its exec): examineELF against what it did before
+// (the dynamic symbols and one search of .rodata for OpenSSL), on this Go
+// test binary, the static OpenSSL client and a C program linked to libc.
+func BenchmarkExamineUnprobed(b *testing.B) {
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct{ name, path string }{
+		{"go-test-binary", self},
+		{"static-openssl", testenv.StaticOpenSSLClient(b)},
+		{"c-libc", "/usr/bin/ls"},
+	} {
+		f, err := os.Open(tc.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		b.Run(tc.name+"/before", func(b *testing.B) {
+			for b.Loop() {
+				ef, err := elf.NewFile(f)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := dynamicFunctions(ef, tlsSymbols); err != nil {
+					b.Fatal(err)
+				}
+				if sec := ef.Section(".rodata"); sec != nil {
+					readerContains(sec.Open(), markOpenSSL, 1<<20)
+				}
+			}
+		})
+		b.Run(tc.name+"/classified", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := examineELF(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
