@@ -98,7 +98,7 @@ func BenchmarkExamineUnprobed(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
+		b.Cleanup(func() { _ = f.Close() })
 		b.Run(tc.name+"/before", func(b *testing.B) {
 			for b.Loop() {
 				ef, err := elf.NewFile(f)
