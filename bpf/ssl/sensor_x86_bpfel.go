@@ -155,6 +155,8 @@ const (
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
 	SensorMapStdioWatch         = "stdio_watch"
+	SensorMapTlsConnects        = "tls_connects"
+	SensorMapTlsPorts           = "tls_ports"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
 	SensorProgGoTlsClose        = "go_tls_close"
@@ -177,6 +179,7 @@ const (
 	SensorProgSslWriteGuard     = "ssl_write_guard"
 	SensorProgStdioExit         = "stdio_exit"
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
+	SensorProgTlsConnect        = "tls_connect"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
 	SensorVarHttpOn             = "http_on"
@@ -250,31 +253,34 @@ type SensorProgramSpecs struct {
 	SslWriteGuard   *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
 	StdioExit       *ebpf.ProgramSpec `ebpf:"stdio_exit"`
 	SysEnterMmap    *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	TlsConnect      *ebpf.ProgramSpec `ebpf:"tls_connect"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorMapSpecs struct {
-	Active     *ebpf.MapSpec `ebpf:"active"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	GoHeld     *ebpf.MapSpec `ebpf:"go_held"`
-	GoReads    *ebpf.MapSpec `ebpf:"go_reads"`
-	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
-	Holds      *ebpf.MapSpec `ebpf:"holds"`
-	HttpPorts  *ebpf.MapSpec `ebpf:"http_ports"`
-	HttpWatch  *ebpf.MapSpec `ebpf:"http_watch"`
-	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
-	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
-	Reads      *ebpf.MapSpec `ebpf:"reads"`
-	Resolved   *ebpf.MapSpec `ebpf:"resolved"`
-	Resolving  *ebpf.MapSpec `ebpf:"resolving"`
-	Scope      *ebpf.MapSpec `ebpf:"scope"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	Settings   *ebpf.MapSpec `ebpf:"settings"`
-	StdioWatch *ebpf.MapSpec `ebpf:"stdio_watch"`
-	Watch      *ebpf.MapSpec `ebpf:"watch"`
+	Active      *ebpf.MapSpec `ebpf:"active"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	GoHeld      *ebpf.MapSpec `ebpf:"go_held"`
+	GoReads     *ebpf.MapSpec `ebpf:"go_reads"`
+	Heartbeat   *ebpf.MapSpec `ebpf:"heartbeat"`
+	Holds       *ebpf.MapSpec `ebpf:"holds"`
+	HttpPorts   *ebpf.MapSpec `ebpf:"http_ports"`
+	HttpWatch   *ebpf.MapSpec `ebpf:"http_watch"`
+	KnownFiles  *ebpf.MapSpec `ebpf:"known_files"`
+	LastOps     *ebpf.MapSpec `ebpf:"last_ops"`
+	Reads       *ebpf.MapSpec `ebpf:"reads"`
+	Resolved    *ebpf.MapSpec `ebpf:"resolved"`
+	Resolving   *ebpf.MapSpec `ebpf:"resolving"`
+	Scope       *ebpf.MapSpec `ebpf:"scope"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Settings    *ebpf.MapSpec `ebpf:"settings"`
+	StdioWatch  *ebpf.MapSpec `ebpf:"stdio_watch"`
+	TlsConnects *ebpf.MapSpec `ebpf:"tls_connects"`
+	TlsPorts    *ebpf.MapSpec `ebpf:"tls_ports"`
+	Watch       *ebpf.MapSpec `ebpf:"watch"`
 }
 
 // SensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -311,25 +317,27 @@ func (o *SensorObjects) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorMaps struct {
-	Active     *ebpf.Map `ebpf:"active"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	GoHeld     *ebpf.Map `ebpf:"go_held"`
-	GoReads    *ebpf.Map `ebpf:"go_reads"`
-	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
-	Holds      *ebpf.Map `ebpf:"holds"`
-	HttpPorts  *ebpf.Map `ebpf:"http_ports"`
-	HttpWatch  *ebpf.Map `ebpf:"http_watch"`
-	KnownFiles *ebpf.Map `ebpf:"known_files"`
-	LastOps    *ebpf.Map `ebpf:"last_ops"`
-	Reads      *ebpf.Map `ebpf:"reads"`
-	Resolved   *ebpf.Map `ebpf:"resolved"`
-	Resolving  *ebpf.Map `ebpf:"resolving"`
-	Scope      *ebpf.Map `ebpf:"scope"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	Settings   *ebpf.Map `ebpf:"settings"`
-	StdioWatch *ebpf.Map `ebpf:"stdio_watch"`
-	Watch      *ebpf.Map `ebpf:"watch"`
+	Active      *ebpf.Map `ebpf:"active"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	GoHeld      *ebpf.Map `ebpf:"go_held"`
+	GoReads     *ebpf.Map `ebpf:"go_reads"`
+	Heartbeat   *ebpf.Map `ebpf:"heartbeat"`
+	Holds       *ebpf.Map `ebpf:"holds"`
+	HttpPorts   *ebpf.Map `ebpf:"http_ports"`
+	HttpWatch   *ebpf.Map `ebpf:"http_watch"`
+	KnownFiles  *ebpf.Map `ebpf:"known_files"`
+	LastOps     *ebpf.Map `ebpf:"last_ops"`
+	Reads       *ebpf.Map `ebpf:"reads"`
+	Resolved    *ebpf.Map `ebpf:"resolved"`
+	Resolving   *ebpf.Map `ebpf:"resolving"`
+	Scope       *ebpf.Map `ebpf:"scope"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Settings    *ebpf.Map `ebpf:"settings"`
+	StdioWatch  *ebpf.Map `ebpf:"stdio_watch"`
+	TlsConnects *ebpf.Map `ebpf:"tls_connects"`
+	TlsPorts    *ebpf.Map `ebpf:"tls_ports"`
+	Watch       *ebpf.Map `ebpf:"watch"`
 }
 
 func (m *SensorMaps) Close() error {
@@ -352,6 +360,8 @@ func (m *SensorMaps) Close() error {
 		m.Scratch,
 		m.Settings,
 		m.StdioWatch,
+		m.TlsConnects,
+		m.TlsPorts,
 		m.Watch,
 	)
 }
@@ -395,6 +405,7 @@ type SensorPrograms struct {
 	SslWriteGuard   *ebpf.Program `ebpf:"ssl_write_guard"`
 	StdioExit       *ebpf.Program `ebpf:"stdio_exit"`
 	SysEnterMmap    *ebpf.Program `ebpf:"sys_enter_mmap"`
+	TlsConnect      *ebpf.Program `ebpf:"tls_connect"`
 }
 
 func (p *SensorPrograms) Close() error {
@@ -420,6 +431,7 @@ func (p *SensorPrograms) Close() error {
 		p.SslWriteGuard,
 		p.StdioExit,
 		p.SysEnterMmap,
+		p.TlsConnect,
 	)
 }
 

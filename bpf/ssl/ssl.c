@@ -1487,3 +1487,69 @@ int go_tls_close(struct pt_regs *ctx)
 		count(CNT_LOST);
 	return 0;
 }
+
+/* ---- Unmonitored TLS: connections to TLS ports (AARSM_UNMONITORED) ----
+ *
+ * A process that connects to a TLS port (tls_ports: 443 unless user space
+ * names others) is reported once per process image (EV_CONNECT), so that
+ * user space can check whether any file it maps is probed: if none is,
+ * its TLS goes unseen and it is reported unmonitored. The tracepoint fires
+ * on every TCP state change of the host; all but an active open to a
+ * listed port return after two compares and a lookup. */
+#include "unmonitored.h"
+
+#define TCP_SYN_SENT 2
+#define IPPROTO_TCP_ 6
+
+/* Destination ports (host order) that carry TLS. Written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} tls_ports SEC(".maps");
+
+/* Processes already reported, by tgid: the address of their memory map,
+ * which an exec replaces (so a new image, or a reused pid, is reported
+ * again). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_connects SEC(".maps");
+
+/* Layout of tracepoint/sock/inet_sock_set_state (the fields read). */
+struct inet_sock_set_state_args {
+	__u64 _common;
+	__u64 skaddr;
+	__s32 oldstate;
+	__s32 newstate;
+	__u16 sport;
+	__u16 dport; /* host order */
+	__u16 family;
+	__u16 protocol;
+};
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tls_connect(struct inet_sock_set_state_args *args)
+{
+	if (args->newstate != TCP_SYN_SENT || args->protocol != IPPROTO_TCP_)
+		return 0;
+	__u16 port = args->dport;
+	if (!bpf_map_lookup_elem(&tls_ports, &port) || retired())
+		return 0;
+	struct event_header h = {};
+	if (fill_header(&h, EV_CONNECT) < 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 image = (__u64)BPF_CORE_READ(task, mm);
+	__u64 *seen = bpf_map_lookup_elem(&tls_connects, &h.pid);
+	if (seen && *seen == image)
+		return 0;
+	bpf_map_update_elem(&tls_connects, &h.pid, &image, BPF_ANY);
+	h.ssl = port;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP) < 0)
+		count(CNT_LOST);
+	return 0;
+}

@@ -212,6 +212,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
 	extras := addRunExtras(fs)
+	tlsPorts := fs.String("tls-ports", "443", "TCP ports whose connections tell that a process does TLS: one that connects to them while no file it maps is probed is reported unmonitored (AARSM_UNMONITORED)")
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "narrow the policies' hold scope to these cgroup v2 directories (comma-separated or repeated)")
 	fs.Usage = func() {
@@ -227,6 +228,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if !parseFlags(fs, args) {
+		return 2
+	}
+	ports, err := parseTLSPorts(*tlsPorts)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 2
 	}
 	// Before anything can ask for a handover: SIGUSR2 would kill.
@@ -340,7 +346,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		Logger:      log,
 		Executor:    exec,
 		DiagOut:     stderr,
-		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted},
+		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted, TLSPorts: ports},
 		Fault:       os.Getenv("AARSM_TEST_FAULT"),
 		NoMCP:       !*withMCP,
 		Egress:      egressApplier(egressEnf),

@@ -194,6 +194,10 @@ func (s *statusSource) report() status.Report {
 		r.MCPServers = append(r.MCPServers, status.MCPServer{PID: int(m.PID), Name: m.Name, Version: m.Version,
 			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall, Transport: m.Transport})
 	}
+	r.Unmonitored = []status.Unmonitored{}
+	for _, u := range s.agent.Unmonitored() {
+		r.Unmonitored = append(r.Unmonitored, status.Unmonitored{PID: int(u.PID), Exe: u.Exe, Stack: u.Stack, Reason: u.Reason, FirstSeen: u.First})
+	}
 	sd := s.agent.StdioStats()
 	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
 	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize

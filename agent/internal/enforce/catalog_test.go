@@ -146,6 +146,9 @@ func TestVerdictMatchesCatalog(t *testing.T) {
 			for _, f := range []string{"AARSM_BASELINE", "AARSM_BASELINE_PACKAGE", "AARSM_BASELINE_PREVIOUS"} {
 				absentHere[f] = "the client has no baseline (no MCP server)"
 			}
+			for _, f := range []string{"AARSM_UNMONITORED", "AARSM_STACK", "AARSM_UNMONITORED_REASON"} {
+				absentHere[f] = "the entry is a verdict, not an unmonitored-process report"
+			}
 			listed := map[string]bool{}
 			for _, f := range catalog {
 				listed[f.name] = true

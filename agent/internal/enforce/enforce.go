@@ -247,6 +247,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	opts.Sensor.Logger = opts.Logger
 	opts.Sensor.Holds = true
+	if next := opts.Sensor.OnUnmonitored; next != nil {
+		opts.Sensor.OnUnmonitored = func(u probe.Unmonitored) { a.reportUnmonitored(u); next(u) }
+	} else {
+		opts.Sensor.OnUnmonitored = a.reportUnmonitored
+	}
 	opts.Sensor.Stdio = !opts.NoMCP
 	set := a.loaded.Load().Set
 	// The write guard only for a fail-closed policy: it costs a second

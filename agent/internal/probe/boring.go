@@ -25,6 +25,6 @@ func (i *elfInfo) findBoringSSL(f *elf.File, r io.ReaderAt) {
 	}
 	i.symbols[symWrite] = res.Write.Offset
 	i.symbols[symRead] = res.Read.Offset
-	i.stack = "boringssl"
+	i.lib = "boringssl"
 	i.build = res.Build.String()
 }

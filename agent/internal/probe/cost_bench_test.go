@@ -22,7 +22,8 @@ import (
 
 // BenchmarkWriteCost prints, from one run, what the sensor adds to a 1 KiB
 // SSL_write of a C client on libssl and of node, and to a 1 KiB
-// crypto/tls (*Conn).Write of a Go client, beside the same writes
+// crypto/tls (*Conn).Write of a Go client and gnutls_record_send of a C
+// client on libgnutls, beside the same writes
 // with no probe at all and with a probe that does nothing at the same
 // sites (the kernel's floor). Modes are interleaved over several rounds and
 // the median of each is kept: the machines are noisy, the ratios are what
@@ -30,9 +31,11 @@ import (
 func BenchmarkWriteCost(b *testing.B) {
 	testenv.RequireRoot(b)
 	const rounds, size = 9, 1024
-	writes := map[string]int{"libssl": 20000, "node": 5000, "go": 20000}
+	writes := map[string]int{"libssl": 20000, "node": 5000, "go": 20000, "gnutls": 20000}
 	libssl := systemLibssl(b)
+	libgnutls := systemLibgnutls(b)
 	writer := testenv.CWriter(b)
+	gnutlsWriter := testenv.GnuTLSWriter(b)
 	node, err := exec.LookPath("node")
 	if err != nil {
 		b.Fatalf("node: %v (apt-get install -y nodejs)", err)
@@ -42,7 +45,7 @@ func BenchmarkWriteCost(b *testing.B) {
 	scoped := testenv.NewCgroup(b)
 	other := testenv.NewCgroup(b)
 
-	clients := []string{"libssl", "node", "go"}
+	clients := []string{"libssl", "node", "go", "gnutls"}
 	run := func(client string, cg *testenv.Cgroup) float64 {
 		var cmd *exec.Cmd
 		switch client {
@@ -50,6 +53,8 @@ func BenchmarkWriteCost(b *testing.B) {
 			cmd = exec.Command(writer, port, strconv.Itoa(writes[client]), strconv.Itoa(size), "0")
 		case "go":
 			cmd = exec.Command(gowriter, port, strconv.Itoa(writes[client]), strconv.Itoa(size))
+		case "gnutls":
+			cmd = exec.Command(gnutlsWriter, port, strconv.Itoa(writes[client]), strconv.Itoa(size), "0")
 		default:
 			cmd = exec.Command(node, "testdata/writer.js", port, strconv.Itoa(writes[client]), strconv.Itoa(size))
 		}
@@ -83,9 +88,9 @@ func BenchmarkWriteCost(b *testing.B) {
 			cg := scoped
 			switch mode {
 			case "floor":
-				cleanup = attachFloor(b, false, libssl, node, gowriter)
+				cleanup = attachFloor(b, false, libssl, node, gowriter, libgnutls)
 			case "entry floor":
-				cleanup = attachFloor(b, true, libssl, node, gowriter)
+				cleanup = attachFloor(b, true, libssl, node, gowriter, libgnutls)
 			case "trace":
 				s := traceSensor(b)
 				// A new executable is probed while it runs when nothing

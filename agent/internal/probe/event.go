@@ -27,6 +27,10 @@ const (
 	KindStdout      Kind = 10 // a watched process wrote its stdout (WatchStdio): Data, Len; SSL is the fd (1)
 	KindSockIn      Kind = 11 // an HTTP candidate (WatchHTTP) read a loopback connection of a port it listens on: Data, Len; SSL names the socket
 	KindSockOut     Kind = 12 // an HTTP candidate wrote such a connection: Data, Len; SSL names the socket
+	// KindConnect: a process opened a TCP connection to a TLS port (SSL
+	// is the port), first time for its image (bpf/include/unmonitored.h;
+	// handled by the sensor: AARSM_UNMONITORED).
+	KindConnect Kind = 32
 )
 
 func (k Kind) String() string {
@@ -55,6 +59,8 @@ func (k Kind) String() string {
 		return "sock-in"
 	case KindSockOut:
 		return "sock-out"
+	case KindConnect:
+		return "connect"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -183,7 +189,7 @@ func (e *Event) decode(raw []byte) error {
 		e.Filename = string(name)
 		e.UnknownFile = h.Flags&flagUnknownFile != 0
 		e.Held = h.Flags&flagHeld != 0
-	case KindWriteFailed, KindFree, KindExit:
+	case KindWriteFailed, KindFree, KindExit, KindConnect:
 	default:
 		return fmt.Errorf("unknown event kind %d", h.Kind)
 	}

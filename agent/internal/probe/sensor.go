@@ -79,6 +79,14 @@ type Options struct {
 	// OnAttach, if set, is called (from the discovery goroutine) after a
 	// file has been examined and, if it has TLS functions, probed.
 	OnAttach func(Target)
+	// OnUnmonitored, if set, is called (from the discovery goroutine) once
+	// per (executable, stack) for a process doing TLS the sensor cannot
+	// read (unmonitored.go).
+	OnUnmonitored func(Unmonitored)
+	// TLSPorts are the TCP ports whose connections tell that a process
+	// does TLS: one that connects to them while no file it maps is
+	// probed is reported unmonitored. Default 443.
+	TLSPorts []uint16
 
 	// beforeExamine, if set, runs before a file is examined (tests use it
 	// to make the examination slow).
@@ -116,6 +124,9 @@ type Target struct {
 	Path    string   // the path it was opened through
 	Symbols []string // TLS functions probed; empty if none
 	Err     error    // why it could not be probed, if it could not
+	// Stack names the TLS stack of a file that cannot be probed (Stack*
+	// values, StackWhy why not); "" when none is recognised.
+	Stack, StackWhy string
 }
 
 // Probed reports whether the target has at least one probe attached.
@@ -148,6 +159,7 @@ type discovery struct {
 	pid, tid uint32
 	file     proc.FileID // as reported by the kernel
 	held     bool        // the process is stopped until the file is examined
+	port     uint16      // KindConnect: the TLS port it connected to (no file)
 }
 
 // Sensor is the loaded "ssl" sensor: programs, maps and links that live and
@@ -167,6 +179,7 @@ type Sensor struct {
 	files   map[proc.FileID]*Target // examined files
 	flinks  map[proc.FileID][]link.Link
 	targets int
+	unmon   unmonState
 
 	events, malformed, drops atomic.Uint64
 	closeOnce                sync.Once
@@ -267,6 +280,10 @@ func Load(opts Options) (*Sensor, error) {
 		return nil, err
 	}
 	if err := s.attachTracepoints(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.attachConnect(); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
@@ -514,6 +531,9 @@ func (s *Sensor) deliver(raw []byte, ev *Event, handle func(*Event)) {
 	case KindMmap:
 		s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
 		return
+	case KindConnect:
+		s.enqueue(discovery{pid: ev.PID, tid: ev.TID, port: uint16(ev.SSL)})
+		return
 	case KindExec:
 		if ev.UnknownFile || ev.Held {
 			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
@@ -545,7 +565,7 @@ func (s *Sensor) Drain(handle func(*Event), max time.Duration) {
 		if ev.Mono > until {
 			return
 		}
-		if ev.Kind == KindMmap {
+		if ev.Kind == KindMmap || ev.Kind == KindConnect {
 			continue // no new discoveries: the files are released below
 		}
 		s.events.Add(1)

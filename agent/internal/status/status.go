@@ -89,6 +89,18 @@ type Report struct {
 	// nil when the egress programs could not be loaded (EgressError).
 	Egress      *Egress `json:"egress,omitempty"`
 	EgressError string  `json:"egress_error,omitempty"`
+	// Unmonitored are the last processes seen doing TLS that AARSM cannot
+	// read (bounded), oldest first.
+	Unmonitored []Unmonitored `json:"unmonitored"`
+}
+
+// Unmonitored is a process doing TLS through a library AARSM cannot probe.
+type Unmonitored struct {
+	PID       int       `json:"pid"`
+	Exe       string    `json:"exe"`
+	Stack     string    `json:"stack"`
+	Reason    string    `json:"reason"`
+	FirstSeen time.Time `json:"first_seen"`
 }
 
 // Egress is the egress_policy state.
@@ -577,6 +589,14 @@ func Format(w io.Writer, r Report) error {
 	hd := r.MCPHTTP
 	fmt.Fprintf(&b, "mcp http:    %d listening processes watched, %d connections, %d calls copied, %d connections and %d processes given up (no MCP), %d JSON-RPC messages, %d skipped\n",
 		hd.Watched, hd.Conns, hd.Copied, hd.ConnsGivenUp, hd.GivenUp, hd.Messages, hd.Skipped)
+	if len(r.Unmonitored) == 0 {
+		b.WriteString("unmonitored: none seen\n")
+	} else {
+		fmt.Fprintf(&b, "unmonitored: %d (TLS through a library AARSM cannot read)\n", len(r.Unmonitored))
+		for _, u := range r.Unmonitored {
+			fmt.Fprintf(&b, "  pid %d %s: %s (%s), first seen %s\n", u.PID, u.Exe, u.Stack, u.Reason, u.FirstSeen.UTC().Format(time.DateTime+" MST"))
+		}
+	}
 	if len(r.MCPServers) == 0 {
 		b.WriteString("mcp servers: none seen\n")
 	} else {

@@ -98,7 +98,10 @@ func TestStaleSocketReplaced(t *testing.T) {
 
 func TestFormat(t *testing.T) {
 	var b strings.Builder
-	if err := Format(&b, sample()); err != nil {
+	r := sample()
+	r.Unmonitored = []Unmonitored{{PID: 77, Exe: "/opt/bun", Stack: "BoringSSL (static, stripped)",
+		Reason: "carries BoringSSL but exports no SSL_write symbol: /opt/bun", FirstSeen: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}}
+	if err := Format(&b, r); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -124,6 +127,8 @@ func TestFormat(t *testing.T) {
 		"/system.slice/mcp.service until 2026-11-27 09:00:00 UTC",
 		"messages:    1 quarantined",
 		"01795000000000000000-0123456789abcdef  until 2026-11-27 09:00:00 UTC  policy company  to api.postmarkapp.com  2 recipients",
+		"unmonitored: 1 (TLS through a library AARSM cannot read)",
+		"  pid 77 /opt/bun: BoringSSL (static, stripped) (carries BoringSSL but exports no SSL_write symbol: /opt/bun), first seen 2026-11-27 08:00:00 UTC",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
