@@ -363,8 +363,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")`, script, cfg}
 		if r.PID != a.cmd.Process.Pid {
 			t.Fatalf("another agent answers: %d", r.PID)
 		}
+		// The helper itself is a Go test binary with crypto/tls: probed
+		// as Go, rightly. The crafted files must not be.
 		for _, p := range r.Probes {
-			if strings.HasPrefix(p.Path, dir) && p.Error == "" {
+			if strings.HasPrefix(p.Path, dir) && p.Path != helper && p.Error == "" {
 				t.Errorf("a crafted file was probed: %+v", p)
 			}
 		}
