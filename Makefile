@@ -106,18 +106,26 @@ FUZZ_TARGETS := \
 	./agent/internal/mcp:FuzzSSE \
 	./agent/internal/mcp:FuzzRecipients \
 	./agent/internal/baseline:FuzzBaselineFile \
-	./agent/internal/gosym:FuzzGoTables
+	./agent/internal/gosym:FuzzGoTables \
+	./agent/internal/parse/mail:FuzzMultipart \
+	./agent/internal/policy:FuzzPolicyDir \
+	./agent/internal/mcp:FuzzParseResponse \
+	./agent/internal/probe:FuzzExamineELF \
+	./agent/internal/probe:FuzzEventDecode \
+	./agent/internal/stream:FuzzAssembler \
+	./agent/internal/act:FuzzQuarantineState \
+	./agent/internal/act/vault:FuzzVaultEntry \
+	./agent/internal/journal:FuzzVerdictFields \
+	./agent/internal/pkgid:FuzzCommandLine
 
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
+# One table at the end: executions, new interesting inputs, coverage bits
+# and crashers per target (.ci/fuzz). A crasher is written under the
+# package's testdata/fuzz/<Target>/: commit it with the fix.
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || \
-			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
-	done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz $(FUZZ_TARGETS)
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
