@@ -407,10 +407,10 @@ func (s *soakRun) sentID(id, warm int, cfg soakConfig, p1, p2, p3 phaseResult) b
 }
 
 type phaseResult struct {
-	name                     string
-	n                        int
-	wall                     time.Duration
-	cpuPer10k                float64 // agent CPU seconds per 10,000 mails
+	name                      string
+	n                         int
+	wall                      time.Duration
+	cpuPer10k                 float64 // agent CPU seconds per 10,000 mails
 	rssStart, rssPeak, rssEnd int
 }
 
