@@ -82,8 +82,10 @@ type soakRun struct {
 }
 
 type rssSample struct {
-	at  time.Duration
-	kib int
+	at   time.Duration
+	kib  int
+	seen uint64 // the sensor's events delivered so far
+	lost uint64 // and dropped (ring buffer full)
 }
 
 // bitmap is a fixed set of ids, safe for concurrent use.
@@ -261,6 +263,13 @@ func TestSoak(t *testing.T) {
 	wg.Wait()
 	base := s.waitState(t, "after the warm-up", status.State{})
 	rssBase := s.lastRSS()
+	// The machine's own background, for comparison: the sensor sees
+	// every process on the host (execs, exits, library mappings, stdio of
+	// piped processes), whatever the soak does.
+	idle := s.phase(t, pid, "idle (no soak client) for SOAK_IDLE", func(time.Time) int {
+		time.Sleep(time.Duration(soakEnv(t, "SOAK_IDLE", 10)) * time.Second)
+		return 0
+	})
 
 	// Phase 1: keep-alive requests from many client processes, each
 	// sending SOAK_CHUNK mails over one connection at a time.
@@ -345,9 +354,11 @@ func TestSoak(t *testing.T) {
 	fmt.Printf("events                   %d seen, %d lost (ring buffer full), %d malformed, %d discovery drops; holds %d, stale skips %d, hold map full %d, deadline resumed/killed %d/%d\n",
 		e.Seen, e.Lost, e.Malformed, e.DiscoveryDrops, e.Holds, e.StaleSkips, e.HoldMapFull, e.DeadlineResumed, e.DeadlineKilled)
 	fmt.Printf("state                    baseline %+v, after phase 2 %+v\n", base, end)
+	fmt.Printf("%-36s %8s in %6.1fs; agent CPU %.1f%% of one core; RSS start %.1f MiB, peak %.1f MiB, end %.1f MiB; events %d seen, %d lost\n",
+		idle.name, "-", idle.wall.Seconds(), idle.cpuPer10k/10000/max(idle.wall.Seconds(), 1e-9)*100, mib(idle.rssStart), mib(idle.rssPeak), mib(idle.rssEnd), idle.seen, idle.lost)
 	for _, p := range []phaseResult{p1, p2, p3} {
-		fmt.Printf("%-36s %8d mails in %6.1fs (%5.0f/s); agent CPU %.2fs per 10k; RSS start %.1f MiB, peak %.1f MiB, end %.1f MiB\n",
-			p.name, p.n, p.wall.Seconds(), float64(p.n)/max(p.wall.Seconds(), 1e-9), p.cpuPer10k, mib(p.rssStart), mib(p.rssPeak), mib(p.rssEnd))
+		fmt.Printf("%-36s %8d mails in %6.1fs (%5.0f/s); agent CPU %.2fs per 10k; RSS start %.1f MiB, peak %.1f MiB, end %.1f MiB; events %d seen, %d lost\n",
+			p.name, p.n, p.wall.Seconds(), float64(p.n)/max(p.wall.Seconds(), 1e-9), p.cpuPer10k, mib(p.rssStart), mib(p.rssPeak), mib(p.rssEnd), p.seen, p.lost)
 	}
 	peak := 0
 	for _, smp := range samples {
@@ -355,6 +366,8 @@ func TestSoak(t *testing.T) {
 	}
 	fmt.Printf("agent RSS                after warm-up %.1f MiB, peak %.1f MiB, end %.1f MiB (%d samples, one a second)\n", mib(rssBase), mib(peak), mib(rssEnd), len(samples))
 	fmt.Printf("RSS over time            %s\n", rssTimeline(samples, 12))
+	fmt.Printf("events lost over time    %s\n", lostTimeline(samples, 12))
+	fmt.Printf("stdio observation        %+v\n", r.Stdio)
 	if len(clientErrs) > 0 {
 		fmt.Printf("client processes that failed: %s\n", strings.Join(clientErrs, "; "))
 	}
@@ -390,6 +403,19 @@ func rssTimeline(s []rssSample, n int) string {
 	return strings.Join(parts, " ") + " MiB"
 }
 
+func lostTimeline(s []rssSample, n int) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	var parts []string
+	step := max(1, len(s)/n)
+	for i := step; i < len(s); i += step {
+		d := s[i].at - s[i-step].at
+		parts = append(parts, fmt.Sprintf("%s:%.0f/%.0f", s[i].at.Round(time.Second), float64(s[i].lost-s[i-step].lost)/d.Seconds(), float64(s[i].seen-s[i-step].seen)/d.Seconds()))
+	}
+	return strings.Join(parts, " ") + " (lost/seen per second)"
+}
+
 // sentID reports whether id was sent: the warm-up, and the start of each
 // phase's range up to what it sent before its time bound.
 func (s *soakRun) sentID(id, warm int, cfg soakConfig, p1, p2, p3 phaseResult) bool {
@@ -411,6 +437,7 @@ type phaseResult struct {
 	n                         int
 	wall                      time.Duration
 	cpuPer10k                 float64 // agent CPU seconds per 10,000 mails
+	seen, lost                uint64  // events delivered and lost during the phase
 	rssStart, rssPeak, rssEnd int
 }
 
@@ -420,9 +447,12 @@ func (s *soakRun) phase(t *testing.T, pid int, name string, send func(deadline t
 	t.Helper()
 	p := phaseResult{name: name, rssStart: s.lastRSS()}
 	from := len(s.samples())
+	r0 := s.status(t)
 	t0, c0 := time.Now(), cpuTicks(t, pid)
 	p.n = send(t0.Add(s.cfg.limit))
 	p.wall = time.Since(t0)
+	r1 := s.status(t)
+	p.seen, p.lost = r1.Events.Seen-r0.Events.Seen, r1.Events.Lost-r0.Events.Lost
 	const hz = 100 // USER_HZ
 	p.cpuPer10k = float64(cpuTicks(t, pid)-c0) / hz / float64(max(p.n, 1)) * 10000
 	for _, smp := range s.samples()[from:] {
@@ -615,8 +645,12 @@ func (s *soakRun) sampleRSS(t *testing.T, pid int, start time.Time) func() {
 		defer tick.Stop()
 		for {
 			if kib := vmRSS(pid); kib > 0 {
+				smp := rssSample{at: time.Since(start), kib: kib}
+				if r, err := status.Query(s.socket, time.Second); err == nil {
+					smp.seen, smp.lost = r.Events.Seen, r.Events.Lost
+				}
 				s.mu.Lock()
-				s.rss = append(s.rss, rssSample{time.Since(start), kib})
+				s.rss = append(s.rss, smp)
 				s.mu.Unlock()
 			}
 			select {
