@@ -172,10 +172,10 @@ type markerConn struct {
 func (c *markerConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && len(c.s.marker) > 0 {
-		buf := append(c.tail, p[:n]...)
-		c.s.markers.Add(uint64(bytes.Count(buf, c.s.marker)))
-		keep := min(len(c.s.marker)-1, len(buf))
-		c.tail = append(c.tail[:0:0], buf[len(buf)-keep:]...)
+		c.tail = append(c.tail, p[:n]...)
+		c.s.markers.Add(uint64(bytes.Count(c.tail, c.s.marker)))
+		keep := min(len(c.s.marker)-1, len(c.tail))
+		c.tail = append(c.tail[:0], c.tail[len(c.tail)-keep:]...)
 	}
 	return n, err
 }
