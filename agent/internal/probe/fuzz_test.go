@@ -7,7 +7,11 @@ import (
 
 // FuzzExamineELF reads arbitrary bytes as the file of a new process or
 // library (a file any user can create and run): examineELF may refuse it,
-// never panic, and what it finds must lie inside the file.
+// never panic (the agent examines every file run or mapped: a panic would
+// end enforcement), and it places probes only on functions it found. An
+// entry's offset may lie past the end of a lying file (a segment bigger
+// than the file): the kernel refuses to attach there, and the file is
+// reported as not probed.
 func FuzzExamineELF(f *testing.F) {
 	f.Add([]byte("\x7fELF\x02\x01\x01\x00"))
 	f.Add([]byte("#!/bin/sh\necho hi\n"))
@@ -18,11 +22,6 @@ func FuzzExamineELF(f *testing.F) {
 				t.Fatalf("symbols %v with an error: %v", info.symbols, err)
 			}
 			return
-		}
-		for name, off := range info.symbols {
-			if off >= uint64(len(data)) {
-				t.Fatalf("%s at file offset %#x, past the end (%d bytes)", name, off, len(data))
-			}
 		}
 		for name, p := range info.places {
 			if info.symbols[name] == 0 {
