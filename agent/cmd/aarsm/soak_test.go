@@ -77,6 +77,7 @@ type soakRun struct {
 	strayBlocks  int            // block verdicts that name no violating id
 	repeats      int            // block verdicts of an id blocked before (curl retries a request its reused connection lost)
 	clientErrors []string       // client processes that did not finish cleanly (first few)
+	unchecked    [][2]int       // id ranges of client processes that did not finish: what they sent is unknown
 	stderr       *tailBuffer
 	rss          []rssSample
 }
@@ -311,8 +312,16 @@ func TestSoak(t *testing.T) {
 	// The verdicts, id by id.
 	var sent, violSent, leaked, wronglyBlocked, missingVerdict, clientMissed int
 	var examples []string
+	s.mu.Lock()
+	unchecked := slices.Clone(s.unchecked)
+	s.mu.Unlock()
+	nUnchecked := 0
 	for id := 0; id < next; id++ {
 		if !s.sentID(id, warm, cfg, p1, p2, p3) {
+			continue
+		}
+		if slices.ContainsFunc(unchecked, func(r [2]int) bool { return id >= r[0] && id < r[1] }) {
+			nUnchecked++
 			continue
 		}
 		sent++
@@ -342,7 +351,7 @@ func TestSoak(t *testing.T) {
 	s.mu.Unlock()
 
 	fmt.Printf("\n=== soak report (%s) ===\n", time.Since(started).Round(time.Second))
-	fmt.Printf("requests sent            %d (warm-up %d, keep-alive %d, short connections %d, short processes %d)\n", sent, 4*warm, p1.n, p2.n, p3.n)
+	fmt.Printf("requests sent            %d (warm-up %d, keep-alive %d, short connections %d, short processes %d); %d more in client processes that did not finish, not checked\n", sent, 4*warm, p1.n, p2.n, p3.n, nUnchecked)
 	fmt.Printf("violating sent           %d (%.2f%%)\n", violSent, 100*float64(violSent)/float64(max(sent, 1)))
 	fmt.Printf("violating that arrived   %d; violating bytes seen by the API (marker count) %d\n", leaked, api.Markers)
 	fmt.Printf("benign that did not      %d\n", wronglyBlocked)
@@ -352,6 +361,8 @@ func TestSoak(t *testing.T) {
 		verdicts, r.Verdicts.Judged, r.Verdicts.Blocked, r.Verdicts.Leaked, r.Verdicts.ActionErrors, r.Verdicts.Expired)
 	fmt.Printf("API                      %d accepted, %d duplicates, %d without id, %d connections\n", api.Requests, api.Duplicates, api.Unknown, api.Conns)
 	e := r.Events
+	fmt.Printf("unjudged                 %d held writes resumed by their deadline (fail-open), %d holds not taken (event loop stale), %d verdicts after the deadline\n",
+		e.DeadlineResumed, e.StaleSkips, r.Verdicts.Expired)
 	fmt.Printf("events                   %d seen, %d lost (ring buffer full), %d malformed, %d discovery drops; holds %d, stale skips %d, hold map full %d, deadline resumed/killed %d/%d\n",
 		e.Seen, e.Lost, e.Malformed, e.DiscoveryDrops, e.Holds, e.StaleSkips, e.HoldMapFull, e.DeadlineResumed, e.DeadlineKilled)
 	fmt.Printf("state                    baseline %+v, after phase 2 %+v\n", base, end)
@@ -571,6 +582,7 @@ func (s *soakRun) runChunk(t *testing.T, kind string, first, n int) {
 	}
 	if werr != nil || okLines != n {
 		s.mu.Lock()
+		s.unchecked = append(s.unchecked, [2]int{first, first + n})
 		if len(s.clientErrors) < 10 {
 			s.clientErrors = append(s.clientErrors, fmt.Sprintf("%s [%d,%d): %v, %d of %d results: %s", kind, first, first+n, werr, okLines, n, strings.TrimSpace(errb.String())))
 		} else if len(s.clientErrors) == 10 {
