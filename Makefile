@@ -110,6 +110,7 @@ FUZZ_TARGETS := \
 	./agent/internal/parse/mail:FuzzMultipart \
 	./agent/internal/policy:FuzzPolicyDir \
 	./agent/internal/mcp:FuzzParseResponse \
+	./agent/internal/mcp:FuzzHTTPConn \
 	./agent/internal/probe:FuzzExamineELF \
 	./agent/internal/probe:FuzzEventDecode \
 	./agent/internal/stream:FuzzAssembler \

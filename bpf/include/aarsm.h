@@ -23,6 +23,8 @@ enum aarsm_event_kind {
 	EV_CGROUP = 8,       /* a cgroup was created while new cgroups are in scope until judged */
 	EV_STDIN = 9,        /* a watched process read its stdin (fd 0): ssl is the fd, len the bytes read */
 	EV_STDOUT = 10,      /* a watched process wrote its stdout (fd 1): ssl is the fd, len the bytes written */
+	EV_SOCK_IN = 11,     /* an HTTP candidate read a loopback connection of a port it listens on: ssl is the socket */
+	EV_SOCK_OUT = 12,    /* an HTTP candidate wrote such a connection: ssl is the socket */
 };
 
 /* Event flags. Keep in sync with agent/internal/probe/event.go. */

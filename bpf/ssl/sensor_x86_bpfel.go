@@ -66,6 +66,19 @@ type SensorFileEvent struct {
 	Filename [256]int8
 }
 
+type SensorGoReadArgs struct {
+	_    structs.HostLayout
+	Conn uint64
+	Buf  uint64
+}
+
+type SensorGoReadKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	G    uint64
+}
+
 type SensorHold struct {
 	_          structs.HostLayout
 	Pid        uint32
@@ -85,6 +98,12 @@ type SensorHoldPolicy struct {
 	ExecMs     uint32
 	WriteMs    uint32
 	Pending    uint32
+}
+
+type SensorHttpPortKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Port uint32
 }
 
 type SensorInodeKey struct {
@@ -121,8 +140,12 @@ const (
 	SensorMapActive             = "active"
 	SensorMapCounters           = "counters"
 	SensorMapEvents             = "events"
+	SensorMapGoHeld             = "go_held"
+	SensorMapGoReads            = "go_reads"
 	SensorMapHeartbeat          = "heartbeat"
 	SensorMapHolds              = "holds"
+	SensorMapHttpPorts          = "http_ports"
+	SensorMapHttpWatch          = "http_watch"
 	SensorMapKnownFiles         = "known_files"
 	SensorMapLastOps            = "last_ops"
 	SensorMapReads              = "reads"
@@ -132,8 +155,16 @@ const (
 	SensorMapScratch            = "scratch"
 	SensorMapSettings           = "settings"
 	SensorMapStdioWatch         = "stdio_watch"
+	SensorMapTlsConnects        = "tls_connects"
+	SensorMapTlsPorts           = "tls_ports"
 	SensorMapWatch              = "watch"
 	SensorProgCgroupMkdir       = "cgroup_mkdir"
+	SensorProgGoTlsClose        = "go_tls_close"
+	SensorProgGoTlsRead         = "go_tls_read"
+	SensorProgGoTlsReadRet      = "go_tls_read_ret"
+	SensorProgGoTlsWrite        = "go_tls_write"
+	SensorProgGoTlsWriteGuard   = "go_tls_write_guard"
+	SensorProgHttpListen        = "http_listen"
 	SensorProgProbeFloor        = "probe_floor"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
@@ -148,8 +179,10 @@ const (
 	SensorProgSslWriteGuard     = "ssl_write_guard"
 	SensorProgStdioExit         = "stdio_exit"
 	SensorProgSysEnterMmap      = "sys_enter_mmap"
+	SensorProgTlsConnect        = "tls_connect"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
+	SensorVarHttpOn             = "http_on"
 	SensorVarPidnsDev           = "pidns_dev"
 	SensorVarPidnsIno           = "pidns_ino"
 	SensorVarUnusedEventHeader  = "unused_event_header"
@@ -199,42 +232,55 @@ type SensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorProgramSpecs struct {
-	CgroupMkdir    *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
-	ProbeFloor     *ebpf.ProgramSpec `ebpf:"probe_floor"`
-	SchedExec      *ebpf.ProgramSpec `ebpf:"sched_exec"`
-	SchedExit      *ebpf.ProgramSpec `ebpf:"sched_exit"`
-	SignalGenerate *ebpf.ProgramSpec `ebpf:"signal_generate"`
-	SslFree        *ebpf.ProgramSpec `ebpf:"ssl_free"`
-	SslGetError    *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
-	SslRead        *ebpf.ProgramSpec `ebpf:"ssl_read"`
-	SslReadEx      *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
-	SslReadRet     *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
-	SslWrite       *ebpf.ProgramSpec `ebpf:"ssl_write"`
-	SslWriteEx     *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
-	SslWriteGuard  *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
-	StdioExit      *ebpf.ProgramSpec `ebpf:"stdio_exit"`
-	SysEnterMmap   *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	CgroupMkdir     *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
+	GoTlsClose      *ebpf.ProgramSpec `ebpf:"go_tls_close"`
+	GoTlsRead       *ebpf.ProgramSpec `ebpf:"go_tls_read"`
+	GoTlsReadRet    *ebpf.ProgramSpec `ebpf:"go_tls_read_ret"`
+	GoTlsWrite      *ebpf.ProgramSpec `ebpf:"go_tls_write"`
+	GoTlsWriteGuard *ebpf.ProgramSpec `ebpf:"go_tls_write_guard"`
+	HttpListen      *ebpf.ProgramSpec `ebpf:"http_listen"`
+	ProbeFloor      *ebpf.ProgramSpec `ebpf:"probe_floor"`
+	SchedExec       *ebpf.ProgramSpec `ebpf:"sched_exec"`
+	SchedExit       *ebpf.ProgramSpec `ebpf:"sched_exit"`
+	SignalGenerate  *ebpf.ProgramSpec `ebpf:"signal_generate"`
+	SslFree         *ebpf.ProgramSpec `ebpf:"ssl_free"`
+	SslGetError     *ebpf.ProgramSpec `ebpf:"ssl_get_error"`
+	SslRead         *ebpf.ProgramSpec `ebpf:"ssl_read"`
+	SslReadEx       *ebpf.ProgramSpec `ebpf:"ssl_read_ex"`
+	SslReadRet      *ebpf.ProgramSpec `ebpf:"ssl_read_ret"`
+	SslWrite        *ebpf.ProgramSpec `ebpf:"ssl_write"`
+	SslWriteEx      *ebpf.ProgramSpec `ebpf:"ssl_write_ex"`
+	SslWriteGuard   *ebpf.ProgramSpec `ebpf:"ssl_write_guard"`
+	StdioExit       *ebpf.ProgramSpec `ebpf:"stdio_exit"`
+	SysEnterMmap    *ebpf.ProgramSpec `ebpf:"sys_enter_mmap"`
+	TlsConnect      *ebpf.ProgramSpec `ebpf:"tls_connect"`
 }
 
 // SensorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SensorMapSpecs struct {
-	Active     *ebpf.MapSpec `ebpf:"active"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Heartbeat  *ebpf.MapSpec `ebpf:"heartbeat"`
-	Holds      *ebpf.MapSpec `ebpf:"holds"`
-	KnownFiles *ebpf.MapSpec `ebpf:"known_files"`
-	LastOps    *ebpf.MapSpec `ebpf:"last_ops"`
-	Reads      *ebpf.MapSpec `ebpf:"reads"`
-	Resolved   *ebpf.MapSpec `ebpf:"resolved"`
-	Resolving  *ebpf.MapSpec `ebpf:"resolving"`
-	Scope      *ebpf.MapSpec `ebpf:"scope"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	Settings   *ebpf.MapSpec `ebpf:"settings"`
-	StdioWatch *ebpf.MapSpec `ebpf:"stdio_watch"`
-	Watch      *ebpf.MapSpec `ebpf:"watch"`
+	Active      *ebpf.MapSpec `ebpf:"active"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	GoHeld      *ebpf.MapSpec `ebpf:"go_held"`
+	GoReads     *ebpf.MapSpec `ebpf:"go_reads"`
+	Heartbeat   *ebpf.MapSpec `ebpf:"heartbeat"`
+	Holds       *ebpf.MapSpec `ebpf:"holds"`
+	HttpPorts   *ebpf.MapSpec `ebpf:"http_ports"`
+	HttpWatch   *ebpf.MapSpec `ebpf:"http_watch"`
+	KnownFiles  *ebpf.MapSpec `ebpf:"known_files"`
+	LastOps     *ebpf.MapSpec `ebpf:"last_ops"`
+	Reads       *ebpf.MapSpec `ebpf:"reads"`
+	Resolved    *ebpf.MapSpec `ebpf:"resolved"`
+	Resolving   *ebpf.MapSpec `ebpf:"resolving"`
+	Scope       *ebpf.MapSpec `ebpf:"scope"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Settings    *ebpf.MapSpec `ebpf:"settings"`
+	StdioWatch  *ebpf.MapSpec `ebpf:"stdio_watch"`
+	TlsConnects *ebpf.MapSpec `ebpf:"tls_connects"`
+	TlsPorts    *ebpf.MapSpec `ebpf:"tls_ports"`
+	Watch       *ebpf.MapSpec `ebpf:"watch"`
 }
 
 // SensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -243,6 +289,7 @@ type SensorMapSpecs struct {
 type SensorVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.VariableSpec `ebpf:"http_on"`
 	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.VariableSpec `ebpf:"unused_event_header"`
@@ -270,21 +317,27 @@ func (o *SensorObjects) Close() error {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorMaps struct {
-	Active     *ebpf.Map `ebpf:"active"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Heartbeat  *ebpf.Map `ebpf:"heartbeat"`
-	Holds      *ebpf.Map `ebpf:"holds"`
-	KnownFiles *ebpf.Map `ebpf:"known_files"`
-	LastOps    *ebpf.Map `ebpf:"last_ops"`
-	Reads      *ebpf.Map `ebpf:"reads"`
-	Resolved   *ebpf.Map `ebpf:"resolved"`
-	Resolving  *ebpf.Map `ebpf:"resolving"`
-	Scope      *ebpf.Map `ebpf:"scope"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	Settings   *ebpf.Map `ebpf:"settings"`
-	StdioWatch *ebpf.Map `ebpf:"stdio_watch"`
-	Watch      *ebpf.Map `ebpf:"watch"`
+	Active      *ebpf.Map `ebpf:"active"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	GoHeld      *ebpf.Map `ebpf:"go_held"`
+	GoReads     *ebpf.Map `ebpf:"go_reads"`
+	Heartbeat   *ebpf.Map `ebpf:"heartbeat"`
+	Holds       *ebpf.Map `ebpf:"holds"`
+	HttpPorts   *ebpf.Map `ebpf:"http_ports"`
+	HttpWatch   *ebpf.Map `ebpf:"http_watch"`
+	KnownFiles  *ebpf.Map `ebpf:"known_files"`
+	LastOps     *ebpf.Map `ebpf:"last_ops"`
+	Reads       *ebpf.Map `ebpf:"reads"`
+	Resolved    *ebpf.Map `ebpf:"resolved"`
+	Resolving   *ebpf.Map `ebpf:"resolving"`
+	Scope       *ebpf.Map `ebpf:"scope"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Settings    *ebpf.Map `ebpf:"settings"`
+	StdioWatch  *ebpf.Map `ebpf:"stdio_watch"`
+	TlsConnects *ebpf.Map `ebpf:"tls_connects"`
+	TlsPorts    *ebpf.Map `ebpf:"tls_ports"`
+	Watch       *ebpf.Map `ebpf:"watch"`
 }
 
 func (m *SensorMaps) Close() error {
@@ -292,8 +345,12 @@ func (m *SensorMaps) Close() error {
 		m.Active,
 		m.Counters,
 		m.Events,
+		m.GoHeld,
+		m.GoReads,
 		m.Heartbeat,
 		m.Holds,
+		m.HttpPorts,
+		m.HttpWatch,
 		m.KnownFiles,
 		m.LastOps,
 		m.Reads,
@@ -303,6 +360,8 @@ func (m *SensorMaps) Close() error {
 		m.Scratch,
 		m.Settings,
 		m.StdioWatch,
+		m.TlsConnects,
+		m.TlsPorts,
 		m.Watch,
 	)
 }
@@ -313,6 +372,7 @@ func (m *SensorMaps) Close() error {
 type SensorVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
+	HttpOn             *ebpf.Variable `ebpf:"http_on"`
 	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedEventHeader  *ebpf.Variable `ebpf:"unused_event_header"`
@@ -324,26 +384,39 @@ type SensorVariables struct {
 //
 // It can be passed to LoadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SensorPrograms struct {
-	CgroupMkdir    *ebpf.Program `ebpf:"cgroup_mkdir"`
-	ProbeFloor     *ebpf.Program `ebpf:"probe_floor"`
-	SchedExec      *ebpf.Program `ebpf:"sched_exec"`
-	SchedExit      *ebpf.Program `ebpf:"sched_exit"`
-	SignalGenerate *ebpf.Program `ebpf:"signal_generate"`
-	SslFree        *ebpf.Program `ebpf:"ssl_free"`
-	SslGetError    *ebpf.Program `ebpf:"ssl_get_error"`
-	SslRead        *ebpf.Program `ebpf:"ssl_read"`
-	SslReadEx      *ebpf.Program `ebpf:"ssl_read_ex"`
-	SslReadRet     *ebpf.Program `ebpf:"ssl_read_ret"`
-	SslWrite       *ebpf.Program `ebpf:"ssl_write"`
-	SslWriteEx     *ebpf.Program `ebpf:"ssl_write_ex"`
-	SslWriteGuard  *ebpf.Program `ebpf:"ssl_write_guard"`
-	StdioExit      *ebpf.Program `ebpf:"stdio_exit"`
-	SysEnterMmap   *ebpf.Program `ebpf:"sys_enter_mmap"`
+	CgroupMkdir     *ebpf.Program `ebpf:"cgroup_mkdir"`
+	GoTlsClose      *ebpf.Program `ebpf:"go_tls_close"`
+	GoTlsRead       *ebpf.Program `ebpf:"go_tls_read"`
+	GoTlsReadRet    *ebpf.Program `ebpf:"go_tls_read_ret"`
+	GoTlsWrite      *ebpf.Program `ebpf:"go_tls_write"`
+	GoTlsWriteGuard *ebpf.Program `ebpf:"go_tls_write_guard"`
+	HttpListen      *ebpf.Program `ebpf:"http_listen"`
+	ProbeFloor      *ebpf.Program `ebpf:"probe_floor"`
+	SchedExec       *ebpf.Program `ebpf:"sched_exec"`
+	SchedExit       *ebpf.Program `ebpf:"sched_exit"`
+	SignalGenerate  *ebpf.Program `ebpf:"signal_generate"`
+	SslFree         *ebpf.Program `ebpf:"ssl_free"`
+	SslGetError     *ebpf.Program `ebpf:"ssl_get_error"`
+	SslRead         *ebpf.Program `ebpf:"ssl_read"`
+	SslReadEx       *ebpf.Program `ebpf:"ssl_read_ex"`
+	SslReadRet      *ebpf.Program `ebpf:"ssl_read_ret"`
+	SslWrite        *ebpf.Program `ebpf:"ssl_write"`
+	SslWriteEx      *ebpf.Program `ebpf:"ssl_write_ex"`
+	SslWriteGuard   *ebpf.Program `ebpf:"ssl_write_guard"`
+	StdioExit       *ebpf.Program `ebpf:"stdio_exit"`
+	SysEnterMmap    *ebpf.Program `ebpf:"sys_enter_mmap"`
+	TlsConnect      *ebpf.Program `ebpf:"tls_connect"`
 }
 
 func (p *SensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupMkdir,
+		p.GoTlsClose,
+		p.GoTlsRead,
+		p.GoTlsReadRet,
+		p.GoTlsWrite,
+		p.GoTlsWriteGuard,
+		p.HttpListen,
 		p.ProbeFloor,
 		p.SchedExec,
 		p.SchedExit,
@@ -358,6 +431,7 @@ func (p *SensorPrograms) Close() error {
 		p.SslWriteGuard,
 		p.StdioExit,
 		p.SysEnterMmap,
+		p.TlsConnect,
 	)
 }
 

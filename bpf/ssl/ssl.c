@@ -18,6 +18,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "aarsm.h"
+#include "mcp_http.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -190,6 +191,7 @@ enum {
 	CNT_FOREIGN_CONT, /* SIGCONTs from someone else than the agent to a held process */
 	CNT_HELD_EXITS,   /* held threads that exited (killed) while held */
 	CNT_STDIO,        /* stdin reads and stdout writes of watched processes copied (MCP) */
+	CNT_SOCK,         /* loopback socket reads and writes of listening candidates copied (MCP over HTTP) */
 	CNT_MAX,
 };
 
@@ -552,6 +554,21 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	return 0;
 }
 
+/* ---- Ring headroom (harden) ----
+ * While holding is on, a write copied only for a monitoring policy (no
+ * hold policy: nothing can stop it) is dropped, and counted lost, once the
+ * ring is three quarters full: the last quarter stays for what enforcement
+ * needs (held writes, writes of processes in an enforcing scope, exec and
+ * mmap events). A process out of scope flooding TLS writes cannot crowd
+ * out a held write. */
+static __always_inline int ring_crowded(void)
+{
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return size && used > size / 4 * 3;
+}
+/* ---- end of ring headroom ---- */
+
 static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 {
 	__u64 ssl = PT_REGS_PARM1(ctx);
@@ -567,6 +584,10 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 		 * policy wants its writes: not even a copy. */
 		if (!p && !cfg->copy_all)
 			return 0;
+		if (!p && ring_crowded()) { /* ring headroom (harden) */
+			count(CNT_LOST);
+			return 0;
+		}
 	}
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
 	return submit_data(EV_WRITE, ssl, buf, len, cfg, p);
@@ -1055,7 +1076,7 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 		kind = EV_STDOUT;
 		bit = STDIO_OUT;
 	} else {
-		return 0;
+		return sock_exit(regs, nr, fd, ret); /* MCP over HTTP, below */
 	}
 	__u64 id;
 	if (current_id(&id) < 0)
@@ -1066,4 +1087,469 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 		return 0;
 	count(CNT_STDIO);
 	return submit_data(kind, fd, (const void *)regs->si, (__u64)ret, NULL, NULL);
+}
+
+/* ---- MCP over streamable HTTP on loopback ----
+ * A process that starts listening on a TCP port reachable from loopback
+ * (bound to 127/8, ::1, or any address) becomes a candidate: the
+ * inet_sock_set_state tracepoint, in the listening process, adds its tgid
+ * to http_watch and (tgid, port) to http_ports; user space adds the
+ * listeners it finds at start and removes processes that are gone or
+ * carry no JSON-RPC. Of a candidate's read, readv, recvfrom, recvmsg,
+ * write, writev, sendto and sendmsg calls, those on a TCP socket whose
+ * local port is one it listens on and whose peer is loopback are copied at
+ * the syscall's exit as EV_SOCK_IN / EV_SOCK_OUT (ssl: the socket's
+ * kernel address xor the peer port, which names the connection across fd
+ * and socket reuse; one event per buffer of a vector call). A process that is not a candidate pays,
+ * for each of these calls, one lookup in http_watch; any other call
+ * nothing more than before. */
+/* 0: the HTTP branch is off (set by the loader): sock_exit is dead code
+ * the verifier removes, stdio_exit is what it was without it. */
+const volatile __u32 http_on = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} http_watch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct http_port_key);
+	__type(value, __u8);
+} http_ports SEC(".maps");
+
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_LISTEN 10
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+/* Buffers of a vector call copied; the bytes of the rest are reported lost. */
+#define SOCK_MAX_IOV 8
+
+struct iovec___http {
+	__u64 base;
+	__u64 len;
+};
+
+struct msghdr___user {
+	__u64 name;
+	__u32 namelen;
+	__u32 _pad;
+	__u64 iov;
+	__u64 iovlen;
+};
+
+/* 127.0.0.0/8, ::1 or ::ffff:127.x.y.z (addresses in network order). */
+static __always_inline int loopback4(__be32 a)
+{
+	return (bpf_ntohl(a) >> 24) == 127;
+}
+
+static __always_inline int loopback6(const struct in6_addr *a)
+{
+	__u32 w0 = a->in6_u.u6_addr32[0], w1 = a->in6_u.u6_addr32[1];
+	__u32 w2 = a->in6_u.u6_addr32[2], w3 = a->in6_u.u6_addr32[3];
+	if (w0 || w1)
+		return 0;
+	if (w2 == 0)
+		return w3 == bpf_htonl(1);
+	return w2 == bpf_htonl(0xffff) && loopback4(w3);
+}
+
+static __always_inline int any6(const struct in6_addr *a)
+{
+	return !(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(http_listen, struct sock___http *sk, int oldstate, int newstate)
+{
+	if (!http_on || newstate != TCP_LISTEN || retired())
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		if (a != 0 && !loopback4(a))
+			return 0;
+	} else if (family == AF_INET6) {
+		struct in6_addr a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		if (!any6(&a) && !loopback6(&a))
+			return 0;
+	} else {
+		return 0;
+	}
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tgid = id >> 32;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (cfg && cfg->agent_tgid == tgid)
+		return 0;
+	struct http_port_key k = {.tgid = tgid, .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
+	__u8 one = 1;
+	bpf_map_update_elem(&http_ports, &k, &one, BPF_ANY);
+	bpf_map_update_elem(&http_watch, &tgid, &one, BPF_ANY);
+	return 0;
+}
+
+/* The name of fd's connection when it is a connection of a port the
+ * process listens on with a loopback peer, else 0. */
+static __always_inline __u64 loopback_conn(__u32 tgid, unsigned long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file___http *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) < 0 || !f)
+		return 0;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket___http *sock = BPF_CORE_READ(f, private_data);
+	struct sock___http *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	struct http_port_key k = {.tgid = tgid, .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
+	if (!bpf_map_lookup_elem(&http_ports, &k))
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		if (!loopback4(BPF_CORE_READ(sk, __sk_common.skc_daddr)))
+			return 0;
+	} else if (family == AF_INET6) {
+		struct in6_addr a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+		if (!loopback6(&a))
+			return 0;
+	} else {
+		return 0;
+	}
+	/* The connection's name: the socket's address, its top 16 bits
+	 * (all ones in a kernel address) replaced by the peer's port, so that
+	 * a new connection in a freed socket's memory is another connection. */
+	__u64 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	return (__u64)sk ^ (dport << 48);
+}
+
+static __noinline int sock_copy(__u8 kind, __u64 conn, __u64 buf, __u64 len)
+{
+	return submit_data(kind, conn, (const void *)buf, len, NULL, NULL);
+}
+
+static __always_inline int sock_exit(struct pt_regs___kernel *regs, unsigned long nr, unsigned long fd, long ret)
+{
+	if (!http_on)
+		return 0;
+	__u8 kind;
+	switch (nr) {
+	case NR_read:
+	case NR_readv:
+	case NR_recvfrom:
+	case NR_recvmsg:
+		kind = EV_SOCK_IN;
+		break;
+	case NR_write:
+	case NR_writev:
+	case NR_sendto:
+	case NR_sendmsg:
+		kind = EV_SOCK_OUT;
+		break;
+	default:
+		return 0;
+	}
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tgid = id >> 32;
+	if (!bpf_map_lookup_elem(&http_watch, &tgid) || retired())
+		return 0;
+	__u64 sk = loopback_conn(tgid, fd);
+	if (!sk)
+		return 0;
+	count(CNT_SOCK);
+	__u64 arg = regs->si;
+	if (nr == NR_read || nr == NR_write || nr == NR_recvfrom || nr == NR_sendto)
+		return sock_copy(kind, sk, arg, (__u64)ret);
+	__u64 iov, cnt;
+	if (nr == NR_readv || nr == NR_writev) {
+		iov = arg;
+		cnt = ((struct pt_regs___http *)regs)->dx;
+	} else {
+		struct msghdr___user mh;
+		if (bpf_probe_read_user(&mh, sizeof(mh), (const void *)arg) < 0)
+			return sock_copy(kind, sk, 0, (__u64)ret);
+		iov = mh.iov;
+		cnt = mh.iovlen;
+	}
+	__u64 left = (__u64)ret;
+	for (int i = 0; i < SOCK_MAX_IOV; i++) {
+		if (i >= cnt || left == 0)
+			break;
+		struct iovec___http v;
+		if (bpf_probe_read_user(&v, sizeof(v), (const void *)(iov + i * sizeof(v))) < 0)
+			break;
+		__u64 n = v.len < left ? v.len : left;
+		sock_copy(kind, sk, v.base, n);
+		left -= n;
+	}
+	if (left > 0)
+		sock_copy(kind, sk, 0, left); /* not copied: user space counts it lost */
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Go crypto/tls (agent/internal/gosym finds the sites; issue 15).
+ *
+ * Go links its own TLS and passes arguments in registers (ABIInternal,
+ * Go 1.17+ on amd64): at the first instruction past the stack check of
+ * crypto/tls.(*Conn).Write and Read ("Body": runs once per call, also when
+ * the goroutine's stack had to grow first), RAX is the *Conn, RBX the
+ * buffer, RCX its length; R14 is the goroutine (g) throughout. A result is
+ * read at each RET of the function (an ordinary uprobe there, RAX = n):
+ * never a uretprobe on Go, whose stacks move. The *Conn is the
+ * connection's identity, where OpenSSL's is the SSL*: one Conn is one TLS
+ * connection for its whole life, and Go's heap does not move.
+ * ------------------------------------------------------------------------ */
+
+/* A Go Read in progress, by goroutine: its goroutine may run on another
+ * thread when it returns, and HTTP/2 reads and writes one Conn from two
+ * goroutines at once. LRU: a goroutine that panics out of Read never
+ * reaches a RET. */
+struct go_read_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+struct go_read_args {
+	__u64 conn;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_read_key);
+	__type(value, struct go_read_args);
+} go_reads SEC(".maps");
+
+/* A Go write held, by goroutine: the thread it was held on (the key of
+ * "holds"). A goroutine resumed by someone else may be preempted between
+ * the write probe and its guard and go on on another thread: the guard
+ * finds its hold through the goroutine. LRU: a record the guard never
+ * consumed (no guard attached: fail-open) is dropped in time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct go_read_key);
+	__type(value, __u32);
+} go_held SEC(".maps");
+
+/* The registers of Go's ABIInternal on amd64 (struct pt_regs of the UAPI
+ * header, as uprobe programs see it). */
+#define GO_RAX(ctx) ((ctx)->rax)
+#define GO_RBX(ctx) ((ctx)->rbx)
+#define GO_RCX(ctx) ((ctx)->rcx)
+#define GO_G(ctx) ((ctx)->r14)
+
+/* func (c *Conn) Write(b []byte) (int, error), at its Body: the same
+ * event and hold path as SSL_write (on_write), the *Conn as the SSL*. A
+ * held Go write stops the whole process as an OpenSSL one does, and is
+ * remembered by goroutine for go_tls_write_guard. */
+SEC("uprobe/go_tls_write")
+int go_tls_write(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	long len = (long)GO_RCX(ctx);
+	if (len <= 0)
+		return 0;
+	__u64 conn = GO_RAX(ctx);
+	const void *buf = (const void *)GO_RBX(ctx);
+
+	/* As on_write (keep the two alike). */
+	count(CNT_WRITES);
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct hold_policy *p = NULL;
+	if (cfg && cfg->holds) {
+		p = hold_policy_of(cfg);
+		if (!p && !cfg->copy_all)
+			return 0;
+		if (!p && ring_crowded()) { /* ring headroom (harden) */
+			count(CNT_LOST);
+			return 0;
+		}
+	}
+	submit_data(EV_WRITE, conn, buf, (__u64)len, cfg, p);
+	if (!p)
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	__u32 tid = (__u32)id;
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (h && h->kind == HOLD_WRITE && h->ssl == conn) {
+		struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+		bpf_map_update_elem(&go_held, &k, &tid, BPF_ANY);
+	}
+	return 0;
+}
+
+/* The hold guard of a Go write (see ssl_write_guard), at the first
+ * emulated instruction after go_tls_write's on every way out: finds the
+ * hold by goroutine, whichever thread runs it now. */
+SEC("uprobe/go_tls_write_guard")
+int go_tls_write_guard(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	__u64 id;
+	if (current_id(&id) < 0)
+		return 0;
+	struct go_read_key k = {.tgid = id >> 32, .g = GO_G(ctx)};
+	__u32 *t = bpf_map_lookup_elem(&go_held, &k);
+	if (!t)
+		return 0;
+	__u32 tid = *t;
+	bpf_map_delete_elem(&go_held, &k);
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (!h)
+		return 0; /* released by the agent: it deletes the hold first */
+	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
+	int closed = h->fail_closed;
+	bpf_map_delete_elem(&holds, &tid);
+	if (!mine || !closed)
+		return 0;
+	bpf_send_signal(SIGKILL);
+	count(CNT_GUARD_KILLS);
+	return 0;
+}
+
+/* func (c *Conn) Read(b []byte) (int, error), at its Body: remember the
+ * connection and the buffer until a RET of the same goroutine. */
+SEC("uprobe/go_tls_read")
+int go_tls_read(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct go_read_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = GO_G(ctx)};
+	struct go_read_args a = {.conn = GO_RAX(ctx), .buf = GO_RBX(ctx)};
+	bpf_map_update_elem(&go_reads, &k, &a, BPF_ANY);
+	return 0;
+}
+
+/* At each RET of (*Conn).Read: RAX is n. */
+SEC("uprobe/go_tls_read_ret")
+int go_tls_read_ret(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct go_read_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = GO_G(ctx)};
+	struct go_read_args *a = bpf_map_lookup_elem(&go_reads, &k);
+	if (!a)
+		return 0;
+	struct go_read_args args = *a;
+	bpf_map_delete_elem(&go_reads, &k);
+	long n = (long)GO_RAX(ctx);
+	if (n <= 0)
+		return 0;
+	count(CNT_READS);
+	return submit_data(EV_READ, args.conn, (const void *)args.buf, (__u64)n, NULL, NULL);
+}
+
+/* func (c *Conn) Close() error, at its Body: the connection ends, as at
+ * SSL_free (Close may come more than once: user space forgets a
+ * connection it does not know). */
+SEC("uprobe/go_tls_close")
+int go_tls_close(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	struct event_header h = {};
+	if (fill_header(&h, EV_FREE) < 0)
+		return 0;
+	h.ssl = GO_RAX(ctx);
+	struct conn_key ck = {.pid = h.pid, .ssl = h.ssl};
+	bpf_map_delete_elem(&watch, &ck);
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), ring_flags()) < 0)
+		count(CNT_LOST);
+	return 0;
+}
+
+/* ---- Unmonitored TLS: connections to TLS ports (AARSM_UNMONITORED) ----
+ *
+ * A process that connects to a TLS port (tls_ports: 443 unless user space
+ * names others) is reported once per process image (EV_CONNECT), so that
+ * user space can check whether any file it maps is probed: if none is,
+ * its TLS goes unseen and it is reported unmonitored. The tracepoint fires
+ * on every TCP state change of the host; all but an active open to a
+ * listed port return after two compares and a lookup. */
+#include "unmonitored.h"
+
+#define TCP_SYN_SENT 2
+#define IPPROTO_TCP_ 6
+
+/* Destination ports (host order) that carry TLS. Written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} tls_ports SEC(".maps");
+
+/* Processes already reported, by tgid: the address of their memory map,
+ * which an exec replaces (so a new image, or a reused pid, is reported
+ * again). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_connects SEC(".maps");
+
+/* Layout of tracepoint/sock/inet_sock_set_state (the fields read). */
+struct inet_sock_set_state_args {
+	__u64 _common;
+	__u64 skaddr;
+	__s32 oldstate;
+	__s32 newstate;
+	__u16 sport;
+	__u16 dport; /* host order */
+	__u16 family;
+	__u16 protocol;
+};
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tls_connect(struct inet_sock_set_state_args *args)
+{
+	if (args->newstate != TCP_SYN_SENT || args->protocol != IPPROTO_TCP_)
+		return 0;
+	__u16 port = args->dport;
+	if (!bpf_map_lookup_elem(&tls_ports, &port) || retired())
+		return 0;
+	struct event_header h = {};
+	if (fill_header(&h, EV_CONNECT) < 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 image = (__u64)BPF_CORE_READ(task, mm);
+	__u64 *seen = bpf_map_lookup_elem(&tls_connects, &h.pid);
+	if (seen && *seen == image)
+		return 0;
+	bpf_map_update_elem(&tls_connects, &h.pid, &image, BPF_ANY);
+	h.ssl = port;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP) < 0)
+		count(CNT_LOST);
+	return 0;
 }

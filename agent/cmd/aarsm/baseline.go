@@ -18,7 +18,8 @@ import (
 
 const baselineUsage = `usage: aarsm baseline COMMAND [OPTIONS]
 
-  show [--json] [PACKAGE]           what every package (or one) has been seen to do
+  show [--json] [PACKAGE]           what every package and executable (or one) has been
+                                    seen to do
   forget PACKAGE                    drop a package's baseline (NAME@VERSION: that version's
                                     only), after a legitimate upgrade for instance
   learn [--for DURATION] [PACKAGE]  let a package learn for DURATION (default 1h; 0 ends
@@ -29,11 +30,17 @@ script:/PATH, as the agent's log names it, or a name or path alone when it
 names one package of the baseline. DURATION is "30m", "2h", "7d"...
 
 The agent records, per package and per version and content hash, the
-destinations (host:port) it sends to and the recipient domains of its mail
-while the package learns; then it flags what the package sends elsewhere,
-as a rug pull when its version or content changed since it learned. A
-package first seen by an enforcing agent learns for an hour, and so does a
-forgotten one from its next use. The baseline is kept root-only in
+destinations (host:port) of every request it sends (HTTP/1.1, HTTP/2,
+WebSocket, SMTP) and the recipient domains of its mail while the package
+learns; then it flags what the package sends elsewhere, as a rug pull when
+its version or content changed since it learned. What it keeps, by kind:
+  mcp      an MCP server's package (npm:, python:, or its exe:/script:)
+  package  the npm package or Python distribution a process in a policy's
+           scope runs
+  script   a script outside any package, by path and content hash
+  exe      any other program in a policy's scope, by path and sha256
+A package first seen by an enforcing agent learns for an hour, and so does
+a forgotten one from its next use. The baseline is kept root-only in
 <state dir>/baseline; these commands work on it whether the agent runs or
 not (a running agent sees a change within a second), and need root.
 
@@ -236,7 +243,7 @@ func formatBaseline(f *baseline.File, total int, path string, now time.Time) str
 		fmt.Fprintf(&b, "every package learns until %s\n", fmtTime(f.LearnUntil))
 	}
 	for _, p := range f.Packages {
-		fmt.Fprintf(&b, "\n%s", clean(p.Name))
+		fmt.Fprintf(&b, "\n%-7s  %s", p.Kind(), clean(p.Name))
 		var notes []string
 		switch {
 		case p.LearnUntil.After(now):

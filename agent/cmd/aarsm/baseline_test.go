@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 
 var (
 	baselineT0 = time.Date(2025, 9, 1, 10, 0, 0, 0, time.UTC)
-	pm15       = baseline.Key{Package: "npm:postmark-mcp", Version: "1.0.15", Hash: "sha256:" + strings.Repeat("a", 64)}
+	pm15       = baseline.Key{Package: "npm:postmark-mcp", Version: "1.0.15", Hash: "sha256:" + strings.Repeat("a", 64), MCP: true}
 	pm17       = baseline.Key{Package: "npm:postmark-mcp", Version: "1.0.17", Hash: "sha256:" + strings.Repeat("b", 64)}
 )
 
@@ -75,11 +76,11 @@ func TestBaselineShow(t *testing.T) {
 	}
 	for _, w := range []string{
 		"baseline: 2 packages in " + baseline.Path(baseline.Dir(state)), "(the agent was in enforce mode)",
-		"npm:postmark-mcp  (enforced; last used 2025-09-01 10:01:00 UTC)",
+		"\nmcp      npm:postmark-mcp  (enforced; last used 2025-09-01 10:01:00 UTC)",
 		"1.0.15 sha256:aaaaaaaaaaaa  seen 2025-09-01 10:00:00 UTC .. 2025-09-01 10:01:00 UTC",
 		"destination  api.postmarkapp.com:443  2×, last 2025-09-01 10:01:00 UTC  (as \"API.postmarkapp.com:443\")",
 		"domain       company.com  2×",
-		"exe:/usr/bin/curl?[31m", // escaped
+		"\nexe      exe:/usr/bin/curl?[31m", // escaped
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("show lacks %q:\n%s", w, out)
@@ -185,6 +186,32 @@ func TestBaselineForgetAndLearn(t *testing.T) {
 	}
 	if code := baselineCommand(nil, &out2, &errb, 0, now); code != 2 {
 		t.Fatalf("no command: exit %d", code)
+	}
+}
+
+// A corrupt baseline file is an error that names it; old files (version
+// 1: MCP servers' packages only) are shown, as MCP servers'.
+func TestBaselineShowFiles(t *testing.T) {
+	state := t.TempDir()
+	dir := baseline.Dir(state)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(baseline.Path(dir), []byte(`{"format":"aarsm-baseline","version":1,"packages":[{"package":"npm:x","builds":[{"version":"1.0","destinations":[{"value":"a.example:443","count":1}],"domains":[]}]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := baselineCLI(t, state, baselineT0, "show")
+	if code != 0 || !strings.Contains(out, "\nmcp      npm:x") {
+		t.Fatalf("version 1 file: exit %d: %s%s", code, out, errs)
+	}
+	if err := os.WriteFile(baseline.Path(dir), []byte(`{"format":"aarsm-baseline","version":2,"packages":[{"package":"exe:"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"show", "forget"} {
+		_, errs, code = baselineCLI(t, state, baselineT0, cmd, "exe:/x")
+		if code != 1 || !strings.Contains(errs, baseline.Path(dir)+": baseline file corrupt") {
+			t.Errorf("%s, corrupt file: exit %d: %s", cmd, code, errs)
+		}
 	}
 }
 

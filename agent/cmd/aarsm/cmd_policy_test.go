@@ -19,7 +19,7 @@ func TestRunPolicy(t *testing.T) {
 		noLines int // exact number of stdout lines, when > 0
 	}{
 		{"clean file", []string{"check", company}, 0, "policy check ok: 1 policy in 1 file: company (enforce, terminate_and_alert)", "", 1},
-		{"shipped directory", []string{"check", filepath.Dir(company)}, 0, "policy check ok: 2 policies in 2 files", "", 0},
+		{"shipped directory", []string{"check", filepath.Dir(company)}, 0, "policy check ok: 3 policies in 3 files", "", 0},
 		{"broken file", []string{"check", broken}, 1, "line 2, column 10", "", 0},
 		{"missing file", []string{"check", "does-not-exist.hcl"}, 1, "Cannot read policy path", "", 0},
 		{"no path", []string{"check"}, 2, "", "no PATH given", 0},

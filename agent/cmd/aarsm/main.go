@@ -35,6 +35,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/act/vault"
 	"github.com/aarsm/aarsm/agent/internal/bpffs"
+	"github.com/aarsm/aarsm/agent/internal/egress"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/journal"
 	"github.com/aarsm/aarsm/agent/internal/probe"
@@ -130,7 +131,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "show headers, bodies and responses")
 	debug := fs.Bool("debug", false, "log every file examined")
-	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio), and for each request the tool call it was made for")
+	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio, and streamable HTTP on loopback), and for each request the tool call it was made for")
 	var pids, comms listFlag
 	fs.Var(&pids, "pid", "only these process IDs (comma-separated or repeated)")
 	fs.Var(&comms, "comm", "only these command names (comma-separated or repeated)")
@@ -205,11 +206,13 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	debugLog := fs.Bool("debug", false, "log every file examined")
 	pinDir := fs.String("pin-dir", act.DefaultPinDir, "bpffs directory where the network quarantine and the hold map are pinned (survive restarts)")
 	stateDir := fs.String("state-dir", act.DefaultStateDir, "state directory (network quarantine list, quarantined messages in quarantine/, kept across reboots)")
-	withMCP := fs.Bool("mcp", true, "observe the stdio of processes that may be MCP servers (pipes or sockets on stdin and stdout): tool calls give the judge its MCP context; -mcp=false removes the program that runs at every system call's exit")
+	withMCP := fs.Bool("mcp", true, "observe the stdio of processes that may be MCP servers (pipes or sockets on stdin and stdout), and the loopback connections of processes that listen on loopback (streamable HTTP): tool calls give the judge its MCP context; -mcp=false removes the program that runs at every system call's exit")
 	purgeInterval := fs.Duration("purge-interval", time.Minute, "how often expired quarantined messages and network quarantines are purged (also at start, and at the soonest expiry)")
 	vaultMax := fs.Int("quarantine-max-messages", vault.DefaultMaxEntries, "at most this many quarantined messages are kept; further ones are refused (logged)")
 	vaultMaxBytes := fs.Int64("quarantine-max-bytes", vault.DefaultMaxBytes, "at most this many bytes of quarantined messages are kept; further ones are refused (logged)")
 	statusSocket := fs.String("status-socket", status.DefaultSocket, `unix socket (mode 0600) that "aarsm status" asks; empty: none`)
+	extras := addRunExtras(fs)
+	tlsPorts := fs.String("tls-ports", "443", "TCP ports whose connections tell that a process does TLS: one that connects to them while no file it maps is probed is reported unmonitored (AARSM_UNMONITORED)")
 	var holdCgroups listFlag
 	fs.Var(&holdCgroups, "hold-cgroup", "narrow the policies' hold scope to these cgroup v2 directories (comma-separated or repeated)")
 	fs.Usage = func() {
@@ -225,6 +228,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if !parseFlags(fs, args) {
+		return 2
+	}
+	ports, err := parseTLSPorts(*tlsPorts)
+	if err != nil {
+		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
 		return 2
 	}
 	// Before anything can ask for a handover: SIGUSR2 would kill.
@@ -295,6 +303,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		exec.Vault = messages
 		src.vault = v
 	}
+	reportRecovered(log, exec.Quarantine, src.vault)
 	housekeeping := &housekeeper{vault: src.vault, quarantine: exec.Quarantine, interval: max(*purgeInterval, minHousekeeping), log: log}
 	housekeeping.start()
 	defer housekeeping.Stop()
@@ -303,6 +312,16 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	} else {
 		defer conn.Close()
 		exec.Systemd = conn
+	}
+	// The egress policies: their programs are attached before the
+	// policies load (enforce.New applies them).
+	egressEnf, err := egress.Open(egress.Options{Logger: log, Journal: verdicts})
+	if err != nil {
+		log.Warn("egress policies unavailable: egress_policy blocks are not enforced", "err", err)
+		src.eerr = err
+	} else {
+		defer egressEnf.Close()
+		src.egress = egressEnf
 	}
 	var narrow []string
 	for _, dir := range holdCgroups {
@@ -327,9 +346,10 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		Logger:      log,
 		Executor:    exec,
 		DiagOut:     stderr,
-		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted},
+		Sensor:      probe.Options{PinDir: sensorPins, Handover: adopted, TLSPorts: ports},
 		Fault:       os.Getenv("AARSM_TEST_FAULT"),
 		NoMCP:       !*withMCP,
+		Egress:      egressApplier(egressEnf),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "aarsm run: %v\n", err)
@@ -355,12 +375,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if *statusSocket != "" {
 		// Enforcement matters more than the report: the agent runs on
 		// without it.
-		if srv, err = status.Listen(*statusSocket, src.report); err != nil {
+		if srv, err = listenStatus(*statusSocket, *extras.statusGroup, src.report); err != nil {
 			log.Warn("no status socket: aarsm status will not answer", "err", err)
 		} else {
 			defer srv.Close()
+			src.srv.Store(srv)
 		}
 	}
+	metrics := startMetrics(*extras.metricsFile, *extras.metricsInterval, src.report, log)
+	defer metrics.Stop()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -371,6 +394,17 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			src.reloads.Add(1) // after the outcome is stored: see aarsm reload
 		}
 	}()
+	if egressEnf != nil {
+		egressCtx, stopEgress := context.WithCancel(ctx)
+		egressDone := make(chan struct{})
+		go func() {
+			defer close(egressDone)
+			if err := egressEnf.Run(egressCtx); err != nil {
+				log.Error("egress events: stopped", "err", err)
+			}
+		}()
+		defer func() { stopEgress(); <-egressDone }()
+	}
 	startWatchdog(ctx, agent, log)
 	ps, _ := agent.Policies()
 	notify(fmt.Sprintf("%s\nSTATUS=enforcing %d policies", daemon.SdNotifyReady, len(ps.Set.Policies)))
@@ -400,6 +434,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	} else if err == nil && handingOver.Load() {
 		// The new image does not inherit goroutines.
 		housekeeping.Stop()
+		metrics.Stop()
 		if messages != nil {
 			messages.Close()
 		}
@@ -451,4 +486,13 @@ func parseFlags(fs *flag.FlagSet, args []string) bool {
 		return false
 	}
 	return true
+}
+
+// egressApplier is e as enforce's EgressApplier; nil (no interface value
+// holding a nil pointer) when e is nil.
+func egressApplier(e *egress.Enforcer) enforce.EgressApplier {
+	if e == nil {
+		return nil
+	}
+	return e
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/aarsm/aarsm/agent/internal/act"
 	"github.com/aarsm/aarsm/agent/internal/act/vault"
+	"github.com/aarsm/aarsm/agent/internal/egress"
 	"github.com/aarsm/aarsm/agent/internal/enforce"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/status"
@@ -127,8 +128,11 @@ type statusSource struct {
 	qerr       error // why there is no quarantine
 	vault      *vault.Vault
 	verr       error // why there is no vault
+	egress     *egress.Enforcer
+	eerr       error // why there is no egress enforcer
 	reloads    atomic.Uint64
 	handovers  uint64 // in-place replacements since started
+	srv        atomic.Pointer[status.Server]
 }
 
 func (s *statusSource) report() status.Report {
@@ -173,17 +177,33 @@ func (s *statusSource) report() status.Report {
 			ForeignConts: st.ForeignConts, HeldExits: st.HeldExits, Predecessor: st.Predecessor,
 		}
 		r.Stdio.Copied = st.Stdio
+		r.MCPHTTP.Copied = st.Sock
+	}
+	if progs, err := sensor.ProgramStats(); err == nil {
+		for _, p := range progs {
+			r.Programs = append(r.Programs, status.Program{Name: p.Name, Missed: p.Missed})
+		}
+	}
+	if srv := s.srv.Load(); srv != nil {
+		r.StatusRefused = srv.Refused()
 	}
 	if res, err := sensor.Resolved(); err == nil {
 		r.Events.DeadlineResumed, r.Events.DeadlineKilled, r.Events.DeadlineGone = res.Resumed, res.Killed, res.Gone
 	}
 	for _, m := range s.agent.MCPServers() {
 		r.MCPServers = append(r.MCPServers, status.MCPServer{PID: int(m.PID), Name: m.Name, Version: m.Version,
-			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall})
+			Package: m.Package, Hash: m.Hash, Client: m.Client, Calls: m.Calls, LastTool: m.LastTool, LastCall: m.LastCall, Transport: m.Transport})
+	}
+	r.Unmonitored = []status.Unmonitored{}
+	for _, u := range s.agent.Unmonitored() {
+		r.Unmonitored = append(r.Unmonitored, status.Unmonitored{PID: int(u.PID), Exe: u.Exe, Stack: u.Stack, Reason: u.Reason, FirstSeen: u.First})
 	}
 	sd := s.agent.StdioStats()
 	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
 	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize
+	hd := sd.HTTP
+	r.MCPHTTP.Watched, r.MCPHTTP.Conns, r.MCPHTTP.ConnsGivenUp, r.MCPHTTP.GivenUp = hd.Watched, hd.Conns, hd.ConnsGivenUp, hd.GivenUp
+	r.MCPHTTP.Messages, r.MCPHTTP.Skipped = hd.Messages, hd.Malformed+hd.Oversize
 	hs := s.agent.HoldScope()
 	r.HoldScope = status.HoldScope{
 		EveryProcess: hs.All, Cgroups: hs.Cgroups, Widened: hs.Widened, Narrowed: hs.Narrowed,
@@ -224,7 +244,45 @@ func (s *statusSource) report() status.Report {
 		}
 		r.QuarantinedMessages = ms
 	}
+	r.Egress, r.EgressError = egressReport(s.egress, s.eerr)
 	return r
+}
+
+// egressReport is the egress part of the status report.
+func egressReport(e *egress.Enforcer, why error) (*status.Egress, string) {
+	if e == nil {
+		if why != nil {
+			return nil, why.Error()
+		}
+		return nil, ""
+	}
+	st, err := e.Status()
+	out := &status.Egress{Attached: st.Attached, Policies: []status.EgressPolicy{}, Counters: []status.EgressCounters{},
+		Lost: st.Lost, Journaled: st.Journaled, JournalErrors: st.JournalErrors, Deduped: st.Deduped}
+	for _, p := range st.Policies {
+		sp := status.EgressPolicy{Name: p.Name, Mode: p.Mode, Cgroups: p.Cgroups, Executables: p.Executables, Hosts: []status.EgressHost{}}
+		if sp.Cgroups == nil {
+			sp.Cgroups = []string{}
+		}
+		if sp.Executables == nil {
+			sp.Executables = []string{}
+		}
+		for _, h := range p.Hosts {
+			sh := status.EgressHost{Name: h.Name, Addrs: []string{}, Error: h.Error}
+			for _, a := range h.Addrs {
+				sh.Addrs = append(sh.Addrs, a.String())
+			}
+			sp.Hosts = append(sp.Hosts, sh)
+		}
+		out.Policies = append(out.Policies, sp)
+	}
+	for _, c := range st.Counters {
+		out.Counters = append(out.Counters, status.EgressCounters{Hook: c.Hook, Allowed: c.Allowed, Blocked: c.Blocked, Reported: c.Reported})
+	}
+	if err != nil {
+		return out, err.Error()
+	}
+	return out, ""
 }
 
 // Exit status of "aarsm status" when no agent answers (as for LSB init
@@ -273,9 +331,10 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	socket := fs.String("status-socket", status.DefaultSocket, "the running agent's status socket")
 	asJSON := fs.Bool("json", false, "print the report as JSON (for scripts)")
+	asProm := fs.Bool("prometheus", false, "print the counters in the Prometheus text format (what --metrics-textfile writes)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up when the agent does not answer within this time")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: aarsm status [--json] [--status-socket PATH]\n\n"+
+		fmt.Fprintf(stderr, "usage: aarsm status [--json|--prometheus] [--status-socket PATH]\n\n"+
 			"Asks the running agent (aarsm run) over its root-only unix socket what it\n"+
 			"is doing: probes attached, policies loaded, events seen and lost, holds,\n"+
 			"verdicts, network quarantines in force, quarantined messages, uptime.\n"+
@@ -293,7 +352,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if *asJSON {
+	if *asProm {
+		err = status.WritePrometheus(stdout, r)
+	} else if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(r)

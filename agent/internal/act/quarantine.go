@@ -54,6 +54,15 @@ var ErrNotQuarantined = errors.New("not quarantined")
 // time.
 var ErrStateLocked = errors.New("quarantine state locked by another process")
 
+// ErrStateCorrupt is wrapped by the error of a state file that does not
+// decode. OpenQuarantine moves such a file aside
+// (quarantine.json.corrupt-<time>, 0600) and starts a fresh one
+// (Quarantine.Recovered); "aarsm quarantine" reports it and leaves it.
+var ErrStateCorrupt = errors.New("quarantine state file corrupt")
+
+// maxCorruptState bounds the corrupt state files kept aside.
+const maxCorruptState = 3
+
 // ErrProtectedCgroup is returned by Quarantine.Add for the cgroup v2 root
 // and for the agent's own cgroup and its ancestors: quarantining those
 // would cut the whole machine, or the agent itself, off the network.
@@ -120,6 +129,7 @@ type Quarantine struct {
 	paths     map[uint64]string // cgroup id -> path, for the state file
 	restored  bool
 	closed    bool
+	recovered error // the corrupt state file moved aside at open
 }
 
 type attachPoint struct {
@@ -204,7 +214,12 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	}
 
 	state, err := q.readState()
-	if err != nil {
+	if errors.Is(err, ErrStateCorrupt) {
+		// What the pinned map holds stays in force; the paths of its
+		// cgroups (for a reboot) are lost with the file.
+		q.recovered = q.setAsideState(err)
+		state = nil
+	} else if err != nil {
 		_ = q.closeAll()
 		return nil, fmt.Errorf("open quarantine: %w", err)
 	}
@@ -222,6 +237,25 @@ func OpenQuarantine(opts QuarantineOptions) (*Quarantine, error) {
 	}
 	return q, nil
 }
+
+// setAsideState moves the corrupt state file aside and writes a fresh one
+// from the map; it returns what to report. The caller holds the state
+// lock.
+func (q *Quarantine) setAsideState(corrupt error) error {
+	p := filepath.Join(q.opts.StateDir, stateFileName)
+	moved, err := statefile.MoveAside(p, time.Now(), maxCorruptState)
+	if err != nil {
+		return errors.Join(corrupt, err)
+	}
+	if err := q.writeState(); err != nil {
+		return fmt.Errorf("%w (moved to %s; a fresh state file could not be written: %w)", corrupt, moved, err)
+	}
+	return fmt.Errorf("%w (moved to %s; started a fresh one)", corrupt, moved)
+}
+
+// Recovered returns, when the state file was corrupt at open, an error
+// naming it and where it was moved aside; nil otherwise.
+func (q *Quarantine) Recovered() error { return q.recovered }
 
 // attachOrUpdate takes over the link pinned at pin and makes it run prog,
 // or attaches prog to the cgroup root and pins the new link.
@@ -539,7 +573,10 @@ func readStateFile(dir string) ([]QuarantineEntry, error) {
 	}
 	var s stateFile
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("read state %s: %w", p, err)
+		return nil, fmt.Errorf("read state %s: %w: %w", p, ErrStateCorrupt, err)
+	}
+	if s.Version != 1 {
+		return nil, fmt.Errorf("read state %s: %w: version %d, want 1", p, ErrStateCorrupt, s.Version)
 	}
 	return s.Entries, nil
 }
@@ -556,12 +593,7 @@ func writeStateFile(dir string, entries []QuarantineEntry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	p := filepath.Join(dir, stateFileName)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := statefile.WriteAtomic(filepath.Join(dir, stateFileName), "."+stateFileName+".tmp-", append(b, '\n')); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil

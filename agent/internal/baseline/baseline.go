@@ -11,6 +11,10 @@
 // "exe:/usr/bin/curl", "script:/srv/tool.js" (Key, KeyOf). A build is one
 // version and content hash of a package (pkgid.Hash.Sum): a package
 // upgraded in place, or whose files were modified, runs a new build.
+// A package seen as an MCP server's is marked so (Key.MCP, Package.MCP,
+// Package.Kind: mcp, package, script, exe). An executable whose hash is
+// not known yet is checked by path against all its builds
+// (CheckUnhashed), never as a rug pull.
 //
 // # Verdicts
 //
@@ -127,6 +131,9 @@ type Key struct {
 	Package string
 	Version string // "" for executables and scripts
 	Hash    string // content hash, "sha256:..."; "" when unknown
+	// MCP: the process is an MCP server (or its child); recorded with
+	// the package (Package.MCP). Not part of the build's identity.
+	MCP bool
 }
 
 // KeyOf returns the key of what a process runs: npm and Python packages
@@ -166,7 +173,7 @@ func ShortHash(h string) string {
 
 // canonical makes every part valid UTF-8, as the file keeps it.
 func (k Key) canonical() Key {
-	return Key{strings.ToValidUTF8(k.Package, "\uFFFD"), strings.ToValidUTF8(k.Version, "\uFFFD"), strings.ToValidUTF8(k.Hash, "\uFFFD")}
+	return Key{strings.ToValidUTF8(k.Package, "\uFFFD"), strings.ToValidUTF8(k.Version, "\uFFFD"), strings.ToValidUTF8(k.Hash, "\uFFFD"), k.MCP}
 }
 
 func (k Key) valid() bool {
@@ -229,6 +236,10 @@ type Result struct {
 	// Untracked: the key is not one the store keeps (no known kind, a
 	// part over its bound); nothing was checked: Verdict is Known.
 	Untracked bool
+	// HashPending: checked by CheckUnhashed, against every build of the
+	// package (the build running is not known yet): never Changed, never
+	// RugPull.
+	HashPending bool
 }
 
 // Violation reports whether the result is a violation to act on: a
@@ -426,7 +437,18 @@ func (s *Store) SetMode(m Mode) {
 func (s *Store) Check(k Key, dest string, domains []string, now time.Time) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.see(k, dest, domains, now, false)
+	return s.see(k, dest, domains, now, false, false)
+}
+
+// CheckUnhashed checks a request of package pkg (Key.Package) whose
+// content hash is not known yet (an executable still being hashed): the
+// destination and domains against those of every build of the package.
+// It records nothing and never reports a rug pull (Result.HashPending):
+// what a new build does is told once its hash is known (Observe).
+func (s *Store) CheckUnhashed(pkg string, dest string, domains []string, now time.Time) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.see(Key{Package: pkg}, dest, domains, now, false, true)
 }
 
 // Observe checks a request or mail of build k to dest (host:port, as the
@@ -437,7 +459,7 @@ func (s *Store) Check(k Key, dest string, domains []string, now time.Time) Resul
 func (s *Store) Observe(k Key, dest string, domains []string, now time.Time) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.see(k, dest, domains, now, true)
+	return s.see(k, dest, domains, now, true, false)
 }
 
 func (s *Store) learning(p *pkg, now time.Time) bool {
@@ -451,9 +473,9 @@ func (s *Store) inFirstLearnOnly(p *pkg, now time.Time) bool {
 	return s.mode != ModeLearn && !now.Before(s.st.learnUntil) && p.firstOnly && now.Before(p.learnUntil)
 }
 
-func (s *Store) see(k Key, dest string, domains []string, now time.Time, record bool) Result {
+func (s *Store) see(k Key, dest string, domains []string, now time.Time, record, unhashed bool) Result {
 	k = k.canonical()
-	r := Result{Key: k}
+	r := Result{Key: k, HashPending: unhashed}
 	if !k.valid() {
 		r.Untracked = true
 		return r
@@ -466,18 +488,18 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record 
 	}
 	r.Learning = learning
 	var b *build
-	if p != nil {
+	if p != nil && !unhashed {
 		b = p.build(k.Version, k.Hash)
 	}
 	r.NoBaseline = p == nil || len(p.builds) == 0
-	if !r.NoBaseline && b == nil && learning && s.inFirstLearnOnly(p, now) {
+	if !r.NoBaseline && b == nil && !unhashed && learning && s.inFirstLearnOnly(p, now) {
 		// The window a package gets at its first sight trusts the build
 		// first seen, not a new one that comes during it (an upgrade in
 		// the first hour is checked like any other).
 		learning = false
 		r.Learning = false
 	}
-	if !r.NoBaseline && b == nil {
+	if !r.NoBaseline && b == nil && !unhashed {
 		r.Changed = true
 		l := p.latest()
 		r.Previous = Key{Package: k.Package, Version: l.version, Hash: l.hash}
@@ -561,6 +583,10 @@ func (s *Store) see(k Key, dest string, domains []string, now time.Time, record 
 	if now.After(p.lastUsed) {
 		p.lastUsed = now
 		s.dirty = true
+	}
+	if k.MCP && !p.mcp {
+		p.mcp = true
+		s.dirtyNew = true
 	}
 	if b == nil {
 		if !learning {

@@ -746,13 +746,13 @@ func TestKeyOf(t *testing.T) {
 		want Key
 	}{
 		{pkgid.Identity{Kind: pkgid.KindNPM, Name: "postmark-mcp", Version: "1.0.16", Entry: "/x/index.js", Hash: pkgid.Hash{Sum: hashA}},
-			Key{"npm:postmark-mcp", "1.0.16", hashA}},
+			Key{Package: "npm:postmark-mcp", Version: "1.0.16", Hash: hashA}},
 		{pkgid.Identity{Kind: pkgid.KindPython, Name: "mcp-x", Version: "0.1", Hash: pkgid.Hash{Sum: hashB}},
-			Key{"python:mcp-x", "0.1", hashB}},
+			Key{Package: "python:mcp-x", Version: "0.1", Hash: hashB}},
 		{pkgid.Identity{Kind: pkgid.KindExe, Entry: "/usr/bin/curl", Hash: pkgid.Hash{Sum: hashC}},
-			Key{"exe:/usr/bin/curl", "", hashC}},
+			Key{Package: "exe:/usr/bin/curl", Hash: hashC}},
 		{pkgid.Identity{Kind: pkgid.KindScript, Entry: "/srv/t.js", Interpreter: "/usr/bin/node"},
-			Key{"script:/srv/t.js", "", ""}},
+			Key{Package: "script:/srv/t.js"}},
 	} {
 		if got := KeyOf(c.id); got != c.want {
 			t.Errorf("KeyOf(%s) = %+v, want %+v", c.id, got, c.want)
@@ -817,4 +817,34 @@ func TestFirstLearnTrustsTheFirstBuildOnly(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// An executable whose hash is not known yet is checked against every
+// build of its path: an unseen destination is one, a rug pull is never
+// claimed, and nothing is recorded.
+func TestCheckUnhashed(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Mode: ModeLearn})
+	const exe = "exe:/opt/tool"
+	s.Observe(Key{Package: exe, Hash: hashA}, "a.example:443", nil, t0)
+	s.SetMode(ModeEnforce)
+	r := s.CheckUnhashed(exe, "a.example:443", nil, t0.Add(time.Minute))
+	want(t, r, Known, false)
+	if !r.HashPending || r.Changed || r.Violation() {
+		t.Fatalf("known, hash pending: %+v", r)
+	}
+	r = s.CheckUnhashed(exe, "b.example:443", nil, t0.Add(time.Minute))
+	want(t, r, UnseenDestination, false)
+	if !r.Violation() || r.Changed || r.UnseenDest != "b.example:443" {
+		t.Fatalf("unseen, hash pending: %+v", r)
+	}
+	// A path never seen: its first sight learns (FirstLearn), unrecorded.
+	r = s.CheckUnhashed("exe:/opt/other", "b.example:443", nil, t0)
+	if r.Violation() || !r.NoBaseline {
+		t.Fatalf("new path, hash pending: %+v", r)
+	}
+	if st := s.Stats(); st.Packages != 1 || st.Builds != 1 || st.Entries != 1 {
+		t.Fatalf("CheckUnhashed recorded: %+v", st)
+	}
+	// Once hashed, the other content is a rug pull.
+	want(t, s.Observe(Key{Package: exe, Hash: hashB}, "b.example:443", nil, t0.Add(time.Hour)), RugPull, false)
 }

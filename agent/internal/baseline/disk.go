@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -201,25 +200,13 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// moveAside renames a corrupt file to baseline.json.corrupt-<time> and
-// removes the older such files but the newest maxCorrupt. It returns the
-// new name.
+// moveAside renames a corrupt file to baseline.json.corrupt-<time>
+// (0600) and removes the older such files but the newest maxCorrupt. It
+// returns the new name.
 func moveAside(dir string, now time.Time) (string, error) {
-	name := Path(dir) + corruptMark + now.UTC().Format("20060102T150405.000000000Z")
-	if err := os.Rename(Path(dir), name); err != nil {
-		return "", fmt.Errorf("move corrupt baseline aside: %w", err)
-	}
-	des, _ := os.ReadDir(dir) // pruning old copies is best effort
-	var old []string
-	for _, de := range des {
-		if strings.HasPrefix(de.Name(), fileName+corruptMark) {
-			old = append(old, de.Name())
-		}
-	}
-	slices.Sort(old) // the time in the name sorts
-	for len(old) > maxCorrupt {
-		_ = os.Remove(filepath.Join(dir, old[0]))
-		old = old[1:]
+	name, err := statefile.MoveAside(Path(dir), now, maxCorrupt)
+	if err != nil {
+		return name, fmt.Errorf("move corrupt baseline aside: %w", err)
 	}
 	return name, nil
 }

@@ -16,12 +16,13 @@ import (
 //
 //	{
 //	  "format": "aarsm-baseline",
-//	  "version": 1,
+//	  "version": 2,
 //	  "updated": "2025-09-25T10:00:00Z",
 //	  "mode": "enforce",                      // the agent's mode when it last wrote
 //	  "learn_until": "...",                   // optional: every package learns until then
 //	  "packages": [{
 //	    "package": "npm:postmark-mcp",        // kind:name, or exe:/path, script:/path
+//	    "mcp": true,                          // optional: seen as an MCP server's package
 //	    "first_seen": "...", "last_used": "...",
 //	    "learn_until": "...",                 // optional: this package learns until then
 //	    "builds": [{
@@ -34,10 +35,13 @@ import (
 //	  }]
 //	}
 
-// FileFormat and FileVersion identify the file.
+// FileFormat and FileVersion identify the file. Version 1 (agents that
+// observed MCP servers' mail only) is read too: every package of such a
+// file is an MCP server's (Package.MCP); it is written back as version 2.
 const (
-	FileFormat  = "aarsm-baseline"
-	FileVersion = 1
+	FileFormat   = "aarsm-baseline"
+	FileVersion  = 2
+	fileVersion1 = 1
 )
 
 // MaxFileBytes bounds the file: a bigger one is corrupt. The store's
@@ -78,8 +82,35 @@ type Package struct {
 	LearnUntil time.Time `json:"learn_until,omitzero"`
 	// FirstLearnOnly: LearnUntil is the window of its first sight, which
 	// trusts the build first seen and no other.
-	FirstLearnOnly bool    `json:"first_learn_only,omitempty"`
-	Builds         []Build `json:"builds"`
+	FirstLearnOnly bool `json:"first_learn_only,omitempty"`
+	// MCP: the package was seen as an MCP server's (the process, or an
+	// ancestor, spoke MCP on its stdio); else it is a program of a
+	// process in a policy's scope.
+	MCP    bool    `json:"mcp,omitempty"`
+	Builds []Build `json:"builds"`
+}
+
+// Package kinds, as "aarsm baseline show" prints them (Package.Kind).
+const (
+	KindMCP     = "mcp"     // an MCP server's package
+	KindPackage = "package" // an npm package or Python distribution
+	KindScript  = "script"  // a script outside any package
+	KindExe     = "exe"     // an executable, by path and content hash
+)
+
+// Kind returns the package's kind: KindMCP for an MCP server's, else by
+// its name: KindPackage (npm:, python:), KindScript or KindExe.
+func (p Package) Kind() string {
+	if p.MCP {
+		return KindMCP
+	}
+	switch prefix, _, _, _ := splitKind(p.Name); prefix {
+	case "npm:", "python:":
+		return KindPackage
+	case "script:":
+		return KindScript
+	}
+	return KindExe
 }
 
 // Build is one version and content hash of a package and what it was
@@ -115,7 +146,8 @@ func NewFile() *File {
 // kind, a value that is not in its normal form, a duplicate, a string or
 // list over its bound, a time outside years 1..9999. Times are returned
 // in UTC, empty lists as empty (not nil) slices. A file Decode accepts is
-// written back by Encode as it was read.
+// written back by Encode as it was read (a version 1 file as version 2:
+// FileVersion).
 func Decode(data []byte) (*File, error) {
 	if len(data) > MaxFileBytes {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrCorrupt, len(data), MaxFileBytes)
@@ -152,9 +184,11 @@ func (f *File) check() error {
 	if f.Format != FileFormat {
 		return fmt.Errorf("format %q, not %q", cut(f.Format, 64), FileFormat)
 	}
-	if f.Version != FileVersion {
-		return fmt.Errorf("format version %d not supported (this agent reads version %d)", f.Version, FileVersion)
+	v1 := f.Version == fileVersion1
+	if f.Version != FileVersion && !v1 {
+		return fmt.Errorf("format version %d not supported (this agent reads versions %d and %d)", f.Version, fileVersion1, FileVersion)
 	}
+	f.Version = FileVersion
 	if f.Mode != "" {
 		if _, err := ParseMode(f.Mode); err != nil {
 			return err
@@ -178,6 +212,9 @@ func (f *File) check() error {
 		names[p.Name] = true
 		if err := p.check(); err != nil {
 			return fmt.Errorf("package %q: %w", cut(p.Name, 256), err)
+		}
+		if v1 {
+			p.MCP = true // version 1 kept MCP servers' packages only
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package baseline
 
 import (
 	"errors"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -44,7 +45,8 @@ func TestDecode(t *testing.T) {
 		`[]`,
 		`{"format":"aarsm-baseline","version":1,"packages":[]} {}`,
 		`{"format":"other","version":1}`,
-		`{"format":"aarsm-baseline","version":2}`,
+		`{"format":"aarsm-baseline","version":3}`,
+		`{"format":"aarsm-baseline","version":0}`,
 		`{"format":"aarsm-baseline","version":1,"mode":"off"}`,
 		`{"format":"aarsm-baseline","version":1,"packages":[null]}`,
 		`{"format":"aarsm-baseline","version":1,"packages":[{"package":"npm:a"},{"package":"npm:a"}]}`,
@@ -65,6 +67,41 @@ func TestDecode(t *testing.T) {
 	f, err = Decode([]byte(`{"format":"aarsm-baseline","version":1,"future":true}`))
 	if err != nil || f.Packages == nil {
 		t.Fatalf("unknown member or no packages: %+v %v", f, err)
+	}
+}
+
+// A file of version 1 (agents that kept MCP servers' packages only) loads:
+// its packages are MCP servers', and it is written back as version 2,
+// where an executable is no MCP server.
+func TestDecodeVersion1(t *testing.T) {
+	v1 := `{"format":"aarsm-baseline","version":1,"mode":"learn","packages":[{"package":"npm:postmark-mcp",` +
+		`"builds":[{"version":"1.0.15","hash":"` + hashA + `","destinations":[{"value":"api.postmarkapp.com:443","count":2}],"domains":[]}]}]}`
+	f, err := Decode([]byte(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Version != FileVersion || len(f.Packages) != 1 || !f.Packages[0].MCP || f.Packages[0].Kind() != KindMCP {
+		t.Fatalf("version 1 read as %+v", f)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(Path(dir), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir, Options{Mode: ModeEnforce})
+	want(t, s.Observe(postmark("1.0.15", hashA), api, nil, t0), Known, false)
+	s.SetMode(ModeLearn)
+	s.Observe(Key{Package: "exe:/usr/bin/curl", Hash: hashB}, "example.org:443", nil, t0)
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	out := readBack(t, dir)
+	if out.Version != FileVersion {
+		t.Fatalf("written as version %d", out.Version)
+	}
+	for name, kind := range map[string]string{"npm:postmark-mcp": KindMCP, "exe:/usr/bin/curl": KindExe} {
+		if k := pkgOf(t, out, name).Kind(); k != kind {
+			t.Errorf("%s: kind %s, want %s", name, k, kind)
+		}
 	}
 }
 

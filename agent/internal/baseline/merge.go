@@ -34,6 +34,7 @@ func merge(mem *state, base, f *File) *state {
 		}
 		fp.first = earlier(fp.first, mp.first)
 		fp.lastUsed = later(fp.lastUsed, mp.lastUsed)
+		fp.mcp = fp.mcp || mp.mcp
 		if bp == nil && fp.learnUntil.IsZero() {
 			fp.learnUntil, fp.firstOnly = mp.learnUntil, mp.firstOnly
 		}

@@ -21,6 +21,7 @@ type pkg struct {
 	lastUsed   time.Time
 	learnUntil time.Time
 	firstOnly  bool     // learnUntil is its first sight's window (Package.FirstLearnOnly)
+	mcp        bool     // seen as an MCP server's package (Package.MCP)
 	builds     []*build // few (Options.MaxBuilds)
 }
 
@@ -117,7 +118,7 @@ func fromFile(f *File) *state {
 	}
 	s.learnUntil = f.LearnUntil
 	for _, fp := range f.Packages {
-		p := &pkg{name: fp.Name, first: fp.FirstSeen, lastUsed: fp.LastUsed, learnUntil: fp.LearnUntil, firstOnly: fp.FirstLearnOnly}
+		p := &pkg{name: fp.Name, first: fp.FirstSeen, lastUsed: fp.LastUsed, learnUntil: fp.LearnUntil, firstOnly: fp.FirstLearnOnly, mcp: fp.MCP}
 		for _, fb := range fp.Builds {
 			b := &build{version: fb.Version, hash: fb.Hash, first: fb.FirstSeen, last: fb.LastSeen,
 				dests: entryMap(fb.Destinations), domains: entryMap(fb.Domains)}
@@ -144,7 +145,7 @@ func (s *state) toFile() *File {
 	f.LearnUntil = s.learnUntil
 	for _, name := range slices.Sorted(maps.Keys(s.pkgs)) {
 		p := s.pkgs[name]
-		fp := Package{Name: p.name, FirstSeen: p.first, LastUsed: p.lastUsed, LearnUntil: p.learnUntil, FirstLearnOnly: p.firstOnly, Builds: []Build{}}
+		fp := Package{Name: p.name, FirstSeen: p.first, LastUsed: p.lastUsed, LearnUntil: p.learnUntil, FirstLearnOnly: p.firstOnly, MCP: p.mcp, Builds: []Build{}}
 		builds := slices.Clone(p.builds)
 		slices.SortStableFunc(builds, func(a, b *build) int {
 			return cmp.Or(a.first.Compare(b.first), cmp.Compare(a.version, b.version), cmp.Compare(a.hash, b.hash))

@@ -35,8 +35,9 @@ func (f catalogField) optional() bool { return strings.Contains(f.text, "Absent 
 var catalogFieldLine = regexp.MustCompile(`^  ([A-Z][A-Z0-9_]*) +(.*)$`)
 
 // readCatalog returns the fields listed in systemd/aarsm.catalog, in order:
-// the lines "  NAME  text" after "The fields of this entry", each with the
-// more deeply indented lines that follow it.
+// the lines "  NAME  text" after "The fields of this entry" of the verdict
+// entry (the first), each with the more deeply indented lines that follow
+// it.
 func readCatalog(t *testing.T) []catalogField {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "..", "systemd", "aarsm.catalog"))
@@ -49,6 +50,9 @@ func readCatalog(t *testing.T) []catalogField {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		l := sc.Text()
+		if in && strings.HasPrefix(l, "-- ") {
+			break // the next entry (egress): not a verdict's
+		}
 		switch {
 		case strings.HasPrefix(l, "The fields of this entry"):
 			in = true
@@ -141,6 +145,9 @@ func TestVerdictMatchesCatalog(t *testing.T) {
 			}
 			for _, f := range []string{"AARSM_BASELINE", "AARSM_BASELINE_PACKAGE", "AARSM_BASELINE_PREVIOUS"} {
 				absentHere[f] = "the client has no baseline (no MCP server)"
+			}
+			for _, f := range []string{"AARSM_UNMONITORED", "AARSM_STACK", "AARSM_UNMONITORED_REASON"} {
+				absentHere[f] = "the entry is a verdict, not an unmonitored-process report"
 			}
 			listed := map[string]bool{}
 			for _, f := range catalog {

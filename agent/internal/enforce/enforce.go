@@ -40,6 +40,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/parse"
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
 	"github.com/aarsm/aarsm/agent/internal/pipeline"
+	"github.com/aarsm/aarsm/agent/internal/pkgid"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 	"github.com/aarsm/aarsm/agent/internal/probe"
 	"github.com/aarsm/aarsm/agent/internal/proc"
@@ -75,6 +76,18 @@ type Options struct {
 	// NoMCP turns off the observation of MCP servers' stdio (the judge
 	// then has no MCP context).
 	NoMCP bool
+	// ExeHashWait is how long a verdict waits for the first content hash
+	// of an executable (the baseline); 0: 20 ms; negative: not at all.
+	ExeHashWait time.Duration
+	// Egress, if set, puts the egress_policy blocks in force at every
+	// load that has no error (a load with errors applies nothing).
+	Egress EgressApplier
+}
+
+// EgressApplier puts the egress policies of a set in force
+// (egress.Enforcer).
+type EgressApplier interface {
+	Apply(set *policy.Set) error
 }
 
 // Stats count the agent's work.
@@ -107,6 +120,11 @@ type Agent struct {
 	// off on a reload.
 	base    *baseline.Store
 	baseOff atomic.Bool
+	// ids identifies processes that are no MCP server for the baseline
+	// (executables by path only); exeHash hashes their executables in
+	// the background. Both nil without a baseline.
+	ids     *pkgid.Resolver
+	exeHash *pkgid.ExeHasher
 
 	// holdLatency records, for the last held writes, the time from the
 	// probe hit to the release (a ring of maxLatencies).
@@ -135,6 +153,10 @@ type Agent struct {
 	// (MCPServers).
 	mcpSeen  atomic.Pointer[[]MCPServer]
 	mcpStats atomic.Pointer[pipeline.StdioStats]
+	// mcpGen counts the changes of the set of MCP servers' pids (Run
+	// goroutine only): a process found to be none is not looked at again
+	// until it changes (procFacts.noMCP).
+	mcpGen uint64
 
 	shutdownOnce sync.Once
 	// keep: Run leaves holding on and the holds in place when it returns
@@ -156,10 +178,12 @@ type ReloadFailure struct {
 }
 
 // found is a mail message a write completed or has in progress, with
-// where it is going.
+// where it is going; or, msg nil, a request that is no mail (for the
+// baseline only).
 type found struct {
-	dest string // the HTTP Host; "" for SMTP
-	msg  *mail.Message
+	dest     string // the HTTP Host; "" for SMTP
+	msg      *mail.Message
+	endpoint string // a request that is no mail: "METHOD host/target"
 }
 
 // judged is a message with its verdict.
@@ -187,6 +211,11 @@ func New(opts Options) (*Agent, error) {
 		// status and the log until a reload succeeds.
 		a.log.Error("the policy directory does not load: enforcing the last policies that did", "err", err, "policies", len(last.Policies))
 		a.loaded.Store(&PolicyState{Set: last, Loaded: time.Now()})
+		if opts.Egress != nil {
+			if err := opts.Egress.Apply(last); err != nil {
+				return nil, fmt.Errorf("apply the egress policies: %w", err)
+			}
+		}
 	}
 	a.openBaseline(a.loaded.Load().Set)
 	a.applyBaseline(a.loaded.Load().Set)
@@ -220,6 +249,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	opts.Sensor.Logger = opts.Logger
 	opts.Sensor.Holds = true
+	if next := opts.Sensor.OnUnmonitored; next != nil {
+		opts.Sensor.OnUnmonitored = func(u probe.Unmonitored) { a.reportUnmonitored(u); next(u) }
+	} else {
+		opts.Sensor.OnUnmonitored = a.reportUnmonitored
+	}
 	opts.Sensor.Stdio = !opts.NoMCP
 	set := a.loaded.Load().Set
 	// The write guard only for a fail-closed policy: it costs a second
@@ -355,6 +389,13 @@ func (a *Agent) Reload() error {
 		}
 		a.releaseOutOfScope()
 	}
+	if a.opts.Egress != nil {
+		if err := a.opts.Egress.Apply(set); err != nil {
+			err = fmt.Errorf("apply the egress policies: %w", err)
+			a.reloadFail.Store(&ReloadFailure{At: time.Now(), Err: err})
+			return err
+		}
+	}
 	a.loaded.Store(&PolicyState{Set: set, Loaded: time.Now()})
 	a.applyBaseline(set)
 	a.reloadFail.Store(nil)
@@ -456,7 +497,8 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 	defer a.gauge()
-	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || (ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
+	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || ev.Kind == probe.KindSockIn || ev.Kind == probe.KindSockOut ||
+		(ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
 		a.publishMCP() // a server gone leaves the list
 	}
 	if ev.Kind != probe.KindWrite {
@@ -481,9 +523,10 @@ func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 // handleHeld is the held write's path, from the pipeline's result to the
 // process released or stopped:
 //
-//  1. the messages the write completed are judged; if none, what its
-//     connection has written so far of the message in progress (an SMTP
-//     envelope, an HTTP body so far), of which only blocks count;
+//  1. the messages and requests the write completed are judged; if no
+//     mail is among them, what its connection has written so far of the
+//     messages in progress (an SMTP envelope, an HTTP body so far, a
+//     request's head for the baseline) too, of which only blocks count;
 //  2. the hold is taken (unless its deadline passed and the guard
 //     resolved it meanwhile);
 //  3. each verdict's actions are carried out and logged;
@@ -491,13 +534,20 @@ func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
 //     write; otherwise the kernel is told what to hold of the connection's
 //     next writes, and the process resumes.
 func (a *Agent) handleHeld(ev *probe.Event, r pipeline.Result) {
-	msgs, early := a.completed(r), false
-	if len(msgs) == 0 && r.Conn != nil {
-		msgs, early = a.pending(r.Conn.Key), true
+	done := a.completed(r)
+	var pend []found
+	if r.Conn != nil && !slices.ContainsFunc(done, func(f found) bool { return f.msg != nil }) {
+		// No mail completed: the mail in progress is checked early (also
+		// beside a request that is no mail, completed on another HTTP/2
+		// stream of the connection).
+		pend = a.pending(r.Conn.Key)
 	}
 	var verdicts []judged
-	if len(msgs) > 0 {
-		verdicts = a.judge(msgs, a.factsOf(ev), early)
+	if len(done)+len(pend) > 0 {
+		f := a.factsOf(ev)
+		verdicts = append(a.judge(done, f, false), a.judge(pend, f, true)...)
+	} else {
+		a.warmBaseline(ev) // while the process is alive: its next writes may not be held
 	}
 
 	held := a.take(ev)
@@ -608,8 +658,12 @@ func (a *Agent) completed(r pipeline.Result) []found {
 			if m.Response {
 				continue
 			}
-			for _, msg := range a.mailOf(d.Conn, m) {
+			msgs := a.mailOf(d.Conn, m)
+			for _, msg := range msgs {
 				out = append(out, found{dest: m.Host, msg: msg})
+			}
+			if len(msgs) == 0 {
+				out = a.request(out, m.Head)
 			}
 		}
 		for _, msg := range d.Mails {
@@ -656,22 +710,43 @@ func (a *Agent) pending(k stream.Key) []found {
 		out = append(out, found{msg: p.Mail})
 	}
 	for _, r := range p.Requests {
-		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			continue
+		var msgs []*mail.Message
+		if ce := r.Header.Get("Content-Encoding"); ce == "" || strings.EqualFold(ce, "identity") {
+			msgs, _ = mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
 		}
-		msgs, _ := mail.FromHTTP(&mail.HTTPRequest{Method: r.Method, Host: r.Host, Path: r.Target, Header: http.Header(r.Header), Body: r.Data, Partial: true})
 		for _, msg := range msgs {
 			out = append(out, found{dest: r.Host, msg: msg})
 		}
+		if len(msgs) == 0 {
+			out = a.request(out, r.Head)
+		}
 	}
 	return out
+}
+
+// request adds a request that is no mail to out, for the baseline (when
+// it is kept, and the request names its host).
+func (a *Agent) request(out []found, h parse.Head) []found {
+	if h.Host == "" || !a.baselineOn() {
+		return out
+	}
+	return append(out, found{dest: h.Host, endpoint: h.Method + " " + h.Host + h.Target})
 }
 
 // factsOf returns the facts of the process that wrote ev, with its MCP
 // context as of now.
 func (a *Agent) factsOf(ev *probe.Event) procFacts {
 	f := a.facts.of(a.procs, ev)
+	if f.noMCP != 0 && f.noMCP == a.mcpGen+1 {
+		// No MCP server, nor a child of one, since the set of servers
+		// last changed: the ancestry is not walked again (every request
+		// of every process comes here for the baseline).
+		return f
+	}
 	f.mcp = a.mcpOf(ev.PID, time.Now())
+	if f.mcp == nil {
+		a.facts.setNoMCP(ev.PID, a.mcpGen+1)
+	}
 	return f
 }
 
@@ -682,15 +757,34 @@ func (a *Agent) judge(msgs []found, f procFacts, early bool) []judged {
 	set := a.loaded.Load().Set
 	now := time.Now()
 	var out []judged
+	smtp := ""
 	for _, m := range msgs {
 		ctx := a.context(f, m.dest)
-		ctx.Baseline = a.baselineOf(f.pid, ctx.Dest, m.msg, early, now)
-		v := judge.Judge(set, m.msg, ctx, a.bulk, now)
+		dest, domains := ctx.Dest, []string(nil)
+		if m.msg != nil {
+			domains = recipientDomains(m.msg)
+			if dest == "" && a.baselineOn() && a.identityOf(set, ctx) != nil {
+				// SMTP names no server: its peer is where it goes.
+				if smtp == "" {
+					smtp = smtpDest(f.pid)
+				}
+				dest = smtp
+			}
+		}
+		ctx.Baseline = a.baselineOf(set, ctx, dest, domains, early, now)
+		msg := m.msg
+		if msg == nil {
+			if ctx.Baseline == nil {
+				continue // a request that is no mail, as the baseline knows it
+			}
+			msg = requestMessage(m.endpoint)
+		}
+		v := judge.Judge(set, msg, ctx, a.bulk, now)
 		if early && v.Decision != judge.Block {
 			continue
 		}
 		a.judgedN.Add(1)
-		out = append(out, judged{verdict: v, msg: m.msg, ctx: ctx})
+		out = append(out, judged{verdict: v, msg: msg, ctx: ctx})
 	}
 	return out
 }

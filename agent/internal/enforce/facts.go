@@ -20,6 +20,12 @@ type procFacts struct {
 	// mcp is the MCP context at the event (not cached: it changes with
 	// every tool call).
 	mcp *judge.MCP
+	// ident is what the process runs, for the baseline (baseline.go):
+	// nil until looked up.
+	ident *procIdent
+	// noMCP: the process is no MCP server nor one's child, as of
+	// Agent.mcpGen+1 = noMCP (0: not known).
+	noMCP uint64
 }
 
 // factCache keeps the facts of each process, by pid, until it execs,
@@ -38,6 +44,24 @@ func (fc factCache) of(fs proc.FS, ev *probe.Event) procFacts {
 	}
 	f.comm = ev.Comm()
 	return f
+}
+
+// setIdent keeps the baseline identity of pid with its facts (when they
+// are kept).
+func (fc factCache) setIdent(pid uint32, id *procIdent) {
+	if f, ok := fc[pid]; ok {
+		f.ident = id
+		fc[pid] = f
+	}
+}
+
+// setNoMCP notes that pid is no MCP server (nor one's child) as of
+// generation gen (when its facts are kept).
+func (fc factCache) setNoMCP(pid uint32, gen uint64) {
+	if f, ok := fc[pid]; ok {
+		f.noMCP = gen
+		fc[pid] = f
+	}
 }
 
 // forget drops the facts of pid (it exec'd or exited).

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aarsm/aarsm/agent/internal/baseline"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
@@ -226,5 +227,111 @@ func TestMCPRugPull(t *testing.T) {
 	}
 	if n := len(copyTo.Requests()); n != 0 {
 		t.Errorf("the new host received %d requests", n)
+	}
+	f := e.agent.base.Snapshot()
+	if i := f.Find("npm:postmark-mcp"); i < 0 || f.Packages[i].Kind() != baseline.KindMCP {
+		t.Errorf("postmark-mcp not kept as an MCP server's package: %+v", f.Packages)
+	}
+}
+
+// The postmark-mcp backdoor in a server that speaks streamable HTTP on
+// loopback (the official SDK's StreamableHTTPServerTransport on node's
+// http, driven by the SDK's StreamableHTTPClientTransport): the agent
+// knows the server from its loopback connection (initialize over a POST),
+// ties the tools/call POSTed to it to the server's mail, and blocks the
+// hidden Bcc that no argument named; named by the call, it is delivered.
+func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
+	cg := testenv.NewCgroup(t)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	api := testenv.NewMailAPI(t, e.ca)
+	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
+
+	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 http", "textBody": "The numbers."}
+	// The block destroys every established TCP socket of the server, the
+	// client's own connection to it too: the SDK's client then waits for
+	// its result until its request timeout (60 s). The run is cut at 20 s.
+	s := testenv.MCPHTTP(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 20 * time.Second})
+	ready := s.Ready(t, time.Minute)
+	readyAt := time.Now()
+	var seen MCPServer
+	listedAt := testenv.Eventually(t, 10*time.Second, "the HTTP server in the agent's list", func() (bool, string) {
+		for _, m := range e.agent.MCPServers() {
+			if m.PID == uint32(ready.ServerPID) {
+				seen = m
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v; stats %+v", e.agent.MCPServers(), e.agent.StdioStats().HTTP)
+	})
+	t.Logf("listed %v after the client had the initialize result; known %v after the server's read of its initialize request",
+		listedAt.Sub(readyAt).Round(time.Microsecond), seen.KnownAfter.Round(time.Microsecond))
+	if seen.KnownAfter <= 0 {
+		t.Errorf("KnownAfter %v", seen.KnownAfter)
+	}
+	if seen.Transport != "http" || seen.Name != "postmark-mcp" || seen.Version != "1.0.16" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.16") {
+		t.Errorf("listed %+v", seen)
+	}
+	s.Go(t)
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+	out := s.Wait(t, time.Minute)
+	if len(out.Results) == 1 && !out.Results[0].IsError {
+		t.Errorf("the undeclared Bcc went through: %+v", out)
+	}
+	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
+		t.Errorf("rules %q, want undeclared_recipients", rules)
+	}
+	if v := fmt.Sprint(rec["AARSM_VIOLATIONS"]); !strings.Contains(v, "archive@partner.example") || strings.Contains(v, "alice@") {
+		t.Errorf("violations %q, want archive@partner.example alone", v)
+	}
+	if got := fmt.Sprint(rec["AARSM_TOOL"]); got != "send_email" {
+		t.Errorf("AARSM_TOOL %q", got)
+	}
+	if got := fmt.Sprint(rec["AARSM_MCP_SERVER"]); !strings.Contains(got, "postmark-mcp") {
+		t.Errorf("AARSM_MCP_SERVER %q", got)
+	}
+	if got := sentBcc(t, api); len(got) != 0 {
+		t.Errorf("the API received %q", got)
+	}
+	if st := e.agent.StdioStats().HTTP; st.Servers == 0 || st.Messages < 4 {
+		t.Errorf("HTTP stats %+v", st)
+	}
+
+	// Declared: the same Bcc named by the call is delivered.
+	call = map[string]any{"to": "alice@partner.example", "bcc": "archive@partner.example", "subject": "Q3 http declared", "textBody": "The numbers."}
+	s = testenv.MCPHTTP(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Start: cg.Start})
+	s.Wait(t, time.Minute).Succeeded(t, 1)
+	if got := sentBcc(t, api); len(got) != 1 || got[0] != "archive@partner.example" {
+		t.Errorf("the declared mail reached the API with Bcc %q, want archive@partner.example once", got)
+	}
+}
+
+// A streamable-HTTP server that listened before the agent started is
+// found at start (its listening socket in /proc/net/tcp, its fd): its
+// tool call, on a connection opened before the agent too, is tied to its
+// mail and the undeclared Bcc is blocked.
+func TestMCPHTTPServerStartedBeforeAgent(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testenv.NewCgroup(t)
+	ca := testenv.NewCA(t)
+	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
+	api := testenv.NewMailAPI(t, ca)
+	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 http early", "textBody": "The numbers."}
+	s := testenv.MCPHTTP(t, ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 20 * time.Second})
+	ready := s.Ready(t, time.Minute)
+	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
+	s.Go(t)
+	out := s.Wait(t, time.Minute)
+	if len(out.Results) == 1 && !out.Results[0].IsError {
+		t.Errorf("the undeclared Bcc went through: %+v", out)
+	}
+	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
+	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
+		t.Errorf("rules %q, want undeclared_recipients", rules)
+	}
+	if got := fmt.Sprint(rec["AARSM_TOOL"]); got != "send_email" {
+		t.Errorf("AARSM_TOOL %q", got)
+	}
+	if got := sentBcc(t, api); len(got) != 0 {
+		t.Errorf("the API received %q", got)
 	}
 }

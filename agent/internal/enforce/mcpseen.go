@@ -19,6 +19,12 @@ type MCPServer struct {
 	Calls    uint64 // tool calls seen
 	LastTool string
 	LastCall time.Time
+	// Transport is how it speaks MCP: "stdio" or "http" (streamable HTTP
+	// on a loopback port).
+	Transport string
+	// KnownAfter: an HTTP server's time from the read of its first
+	// JSON-RPC message to the agent knowing it (pipeline.MCPServer).
+	KnownAfter time.Duration
 }
 
 // MCPServers returns the MCP servers the agent has seen, by pid. Safe to
@@ -37,7 +43,10 @@ func (a *Agent) publishMCP() {
 	for _, s := range a.pipe.MCPServers() {
 		id := s.Server.Identity()
 		m := MCPServer{PID: s.PID, Name: id.Server.Name, Version: id.Server.Version, Client: s.Client,
-			Calls: s.Server.Stats().Calls}
+			Calls: s.Server.Stats().Calls, Transport: "stdio", KnownAfter: s.KnownAfter}
+		if s.HTTP {
+			m.Transport = "http"
+		}
 		if s.PackageErr == nil {
 			m.Package, m.Hash = s.Package.String(), s.Package.Hash.Sum
 		}
@@ -50,6 +59,9 @@ func (a *Agent) publishMCP() {
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(x, y MCPServer) int { return int(x.PID) - int(y.PID) })
+	if old := a.mcpSeen.Load(); old == nil || !slices.EqualFunc(*old, out, func(x, y MCPServer) bool { return x.PID == y.PID }) {
+		a.mcpGen++ // the processes found to be no MCP server are looked at again
+	}
 	a.mcpSeen.Store(&out)
 	st := a.pipe.StdioStats()
 	a.mcpStats.Store(&st)

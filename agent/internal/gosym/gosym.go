@@ -42,6 +42,7 @@ import (
 const (
 	SymWrite = "crypto/tls.(*Conn).Write"
 	SymRead  = "crypto/tls.(*Conn).Read"
+	SymClose = "crypto/tls.(*Conn).Close"
 )
 
 var (
@@ -102,6 +103,10 @@ type TLS struct {
 	ABI    ABI
 	Write  Func // crypto/tls.(*Conn).Write
 	Read   Func // crypto/tls.(*Conn).Read; zero if the binary has none
+	// Close: crypto/tls.(*Conn).Close, where a connection ends; zero if
+	// the binary has none or it does not start with a stack check (the
+	// connection is then forgotten when idle).
+	Close Func
 }
 
 // Examine reads the build info and locates the function table of the
@@ -279,7 +284,7 @@ func FindTLS(f *elf.File, r io.ReaderAt) (TLS, error) {
 	if g.ABI, err = ABIFor(g.Binary.Version, g.Binary.Experiments); err != nil {
 		return g, err
 	}
-	funcs, err := g.Binary.Lookup(f, r, SymWrite, SymRead)
+	funcs, err := g.Binary.Lookup(f, r, SymWrite, SymRead, SymClose)
 	if err != nil {
 		return g, err
 	}
@@ -288,6 +293,9 @@ func FindTLS(f *elf.File, r io.ReaderAt) (TLS, error) {
 		return g, ErrNoTLS
 	}
 	g.Read = funcs[SymRead]
+	if c := funcs[SymClose]; c.StackCheck && c.Body != 0 {
+		g.Close = c
+	}
 	for _, fn := range []Func{g.Write, g.Read} {
 		if fn.Name == "" {
 			continue

@@ -420,12 +420,15 @@ func TestCatalogListsEveryField(t *testing.T) {
 	if !ok {
 		t.Fatal("the catalog has no list of fields")
 	}
+	list, _, _ = strings.Cut(list, "\n-- ") // the verdict entry's only
 	var catalog []string
 	for _, m := range regexp.MustCompile(`(?m)^  (AARSM_[A-Z0-9_]+) `).FindAllStringSubmatch(list, -1) {
 		catalog = append(catalog, m[1])
 	}
 	var fields []string
-	for _, f := range blockVerdict().Fields() {
+	full := blockVerdict()
+	full.Unmonitored = Unmonitored{Stack: "rustls", Reason: "rustls is not probed"}
+	for _, f := range full.Fields() {
 		if strings.HasPrefix(f.Name, "AARSM_") {
 			fields = append(fields, f.Name)
 		}
@@ -516,5 +519,33 @@ func TestJournaldMCPFields(t *testing.T) {
 	}
 	if _, ok := e["AARSM_TOOL_ARGS"]; ok || strings.Contains(e["MESSAGE"].(string), "MCP") {
 		t.Errorf("entry of a process that is no MCP server: %v", e)
+	}
+}
+
+// An unmonitored-process report: its own sentence and fields, counted
+// apart from the decisions.
+func TestUnmonitoredReport(t *testing.T) {
+	var out strings.Builder
+	l, err := New(Options{Format: FormatJSON, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := Verdict{Decision: judge.Alert, Priority: policy.PriorityWarning, PID: 42, Comm: "bun", Exe: "/opt/bun",
+		Unmonitored: Unmonitored{Stack: "BoringSSL (static, stripped)", Reason: "carries BoringSSL but exports no SSL_write symbol: /opt/bun"}}
+	if err := l.Log(v); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{`"AARSM_UNMONITORED":"1"`, `"AARSM_STACK":"BoringSSL (static, stripped)"`,
+		`"AARSM_UNMONITORED_REASON":"carries BoringSSL`, `"MESSAGE":"pid 42 (bun, /opt/bun) does TLS through BoringSSL (static, stripped), which AARSM cannot read: not monitored`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("entry lacks %s: %s", want, got)
+		}
+	}
+	if strings.Contains(got, "AARSM_POLICY") || strings.Contains(got, "AARSM_RULES") {
+		t.Errorf("entry names a policy: %s", got)
+	}
+	if st := l.Stats(); st.Unmonitored != 1 || st.Alerted != 0 || st.Written != 1 {
+		t.Errorf("stats %+v", st)
 	}
 }

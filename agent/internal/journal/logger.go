@@ -77,10 +77,12 @@ type Options struct {
 
 // Stats counts what a Logger saw. Allowed, Alerted and Blocked count
 // decisions passed to Log (allows whether logged or not); Written counts
-// entries the sink accepted and Failed the ones it refused.
+// entries the sink accepted and Failed the ones it refused. Unmonitored
+// counts the reports of unmonitored processes (not decisions).
 type Stats struct {
 	Allowed, Alerted, Blocked uint64
 	Written, Failed           uint64
+	Unmonitored               uint64
 }
 
 // sink writes one entry.
@@ -97,6 +99,7 @@ type Logger struct {
 	now       func() time.Time
 
 	allowed, alerted, blocked, written, failed atomic.Uint64
+	unmonitored                                atomic.Uint64
 }
 
 // New returns a Logger writing to the sink opts selects. With
@@ -154,16 +157,17 @@ func (l *Logger) Log(v Verdict) error {
 	if err := v.Validate(); err != nil {
 		return fmt.Errorf("log verdict: %w", err)
 	}
-	//exhaustive:enforce
-	switch v.Decision {
-	case judge.Allow:
+	switch {
+	case v.Unmonitored.Stack != "":
+		l.unmonitored.Add(1) // a report, not a verdict
+	case v.Decision == judge.Allow:
 		l.allowed.Add(1)
 		if !l.logAllows {
 			return nil
 		}
-	case judge.Alert:
+	case v.Decision == judge.Alert:
 		l.alerted.Add(1)
-	case judge.Block:
+	case v.Decision == judge.Block:
 		l.blocked.Add(1)
 	}
 	if err := l.sink.write(v.Fields(), l.now()); err != nil {
@@ -187,6 +191,8 @@ func (l *Logger) Stats() Stats {
 		Blocked: l.blocked.Load(),
 		Written: l.written.Load(),
 		Failed:  l.failed.Load(),
+
+		Unmonitored: l.unmonitored.Load(),
 	}
 }
 

@@ -78,6 +78,10 @@ const (
 	FieldBaseline         = "AARSM_BASELINE"
 	FieldBaselinePackage  = "AARSM_BASELINE_PACKAGE"
 	FieldBaselinePrevious = "AARSM_BASELINE_PREVIOUS"
+	// The fields of an unmonitored-process report (Verdict.Unmonitored).
+	FieldUnmonitored       = "AARSM_UNMONITORED"
+	FieldStack             = "AARSM_STACK"
+	FieldUnmonitoredReason = "AARSM_UNMONITORED_REASON"
 	// FieldTimestamp is added by the JSON sink only (journald stamps its
 	// entries itself): RFC 3339 in UTC with microseconds.
 	FieldTimestamp = "TIMESTAMP"
@@ -131,6 +135,17 @@ type Verdict struct {
 	// AARSM_BASELINE_PACKAGE and AARSM_BASELINE_PREVIOUS: set when the
 	// message left what the sender's package was seen to do.
 	Baseline Baseline
+	// Unmonitored, when its Stack is set, makes the entry the report of
+	// a process doing TLS that AARSM cannot read (AARSM_UNMONITORED=1,
+	// AARSM_STACK, AARSM_UNMONITORED_REASON) rather than a verdict on
+	// data: Decision is then Alert, and no policy or rule is named.
+	Unmonitored Unmonitored
+}
+
+// Unmonitored are the fields of an unmonitored-process report.
+type Unmonitored struct {
+	Stack  string // the TLS stack, e.g. "BoringSSL (static, stripped)", "unknown"
+	Reason string // why it is not read
 }
 
 // Baseline are the fields of a verdict on a baseline deviation; each is
@@ -212,6 +227,13 @@ func (v Verdict) Sentence() string {
 		return v.Message
 	}
 	var b strings.Builder
+	if u := v.Unmonitored; u.Stack != "" {
+		fmt.Fprintf(&b, "pid %d (%s) does TLS through %s, which AARSM cannot read: not monitored", v.PID, strings.Trim(v.Comm+", "+v.Exe, ", "), u.Stack)
+		if u.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", u.Reason)
+		}
+		return b.String()
+	}
 	//exhaustive:enforce
 	switch v.Decision {
 	case judge.Block:
@@ -270,7 +292,7 @@ type Field struct {
 // Fields returns the entry for v in a fixed order, every value sanitised
 // (see Sanitize). It does not validate v.
 func (v Verdict) Fields() []Field {
-	fs := make([]Field, 0, 27)
+	fs := make([]Field, 0, 30)
 	add := func(name, value string) {
 		fs = append(fs, Field{name, Sanitize(value)})
 	}
@@ -312,6 +334,11 @@ func (v Verdict) Fields() []Field {
 	addOpt(FieldBaseline, v.Baseline.Kind)
 	addOpt(FieldBaselinePackage, v.Baseline.Package)
 	addOpt(FieldBaselinePrevious, v.Baseline.Previous)
+	if u := v.Unmonitored; u.Stack != "" {
+		add(FieldUnmonitored, "1")
+		add(FieldStack, u.Stack)
+		addOpt(FieldUnmonitoredReason, u.Reason)
+	}
 	return fs
 }
 

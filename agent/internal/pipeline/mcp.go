@@ -38,9 +38,17 @@ type MCPServer struct {
 	// Client is the executable of the process that started it (the AI
 	// application), "" if gone.
 	Client string
+	// HTTP: it speaks streamable HTTP on a loopback port (mcphttp.go),
+	// not stdio; Client is then "".
+	HTTP bool
+	// KnownAfter is, for an HTTP server, the time from the system call
+	// that read its first JSON-RPC message (its kernel timestamp) to the
+	// pipeline knowing it as an MCP server.
+	KnownAfter time.Duration
 
 	in, out *mcp.Decoder
 	known   bool // a JSON-RPC message was seen
+	givenUp int  // HTTP: connections given up
 }
 
 // StdioStats count what the MCP branch saw.
@@ -52,11 +60,14 @@ type StdioStats struct {
 	// Malformed and Oversize count the frames skipped: not JSON-RPC, or
 	// over the decoder's bound.
 	Malformed, Oversize uint64
+	// HTTP counts the streamable-HTTP servers' branch (HTTPStats).
+	HTTP HTTPStats
 }
 
 // StdioStats returns the counters of the MCP branch.
 func (p *Pipeline) StdioStats() StdioStats {
 	st := p.stdioDone
+	st.HTTP = p.HTTPStats()
 	st.Watched = len(p.mcp)
 	for _, s := range p.mcp {
 		if s.known {
@@ -202,6 +213,11 @@ func (p *Pipeline) MCP(pid uint32) *MCPServer {
 		if s := p.mcp[pid]; s != nil && s.known {
 			return s
 		}
+		if p.http != nil {
+			if s := p.http.procs[pid]; s != nil && s.known {
+				return s
+			}
+		}
 		ppid, err := p.procs.PPID(pid)
 		if err != nil || ppid <= 1 || ppid == pid {
 			return nil
@@ -217,6 +233,13 @@ func (p *Pipeline) MCPServers() []*MCPServer {
 	for _, s := range p.mcp {
 		if s.known {
 			out = append(out, s)
+		}
+	}
+	if p.http != nil {
+		for _, s := range p.http.procs {
+			if s.known {
+				out = append(out, s)
+			}
 		}
 	}
 	return out

@@ -51,6 +51,9 @@ type Pipeline struct {
 	mcp       map[uint32]*MCPServer
 	packages  *pkgid.Resolver
 	stdioDone StdioStats // of the processes no longer watched
+	// The streamable-HTTP servers (mcphttp.go); nil when the Stdio
+	// watcher cannot watch loopback connections.
+	http *httpBranch
 }
 
 // Result is what the stages made of one event.
@@ -62,7 +65,9 @@ type Result struct {
 	// of Conn, and those flushed from connections the event closed.
 	Done []Done
 	// MCP lists the JSON-RPC messages of a stdio event (KindStdin: from
-	// the client; KindStdout: from the server).
+	// the client; KindStdout: from the server) or of a loopback
+	// connection of a streamable-HTTP server (KindSockIn: requests;
+	// KindSockOut: responses).
 	MCP []mcp.Message
 }
 
@@ -90,6 +95,10 @@ func New(opts Options) *Pipeline {
 	if p.stdio != nil {
 		p.watchExisting()
 	}
+	if w, ok := opts.Stdio.(HTTPWatcher); ok {
+		p.http = newHTTPBranch(w)
+		p.watchExistingHTTP()
+	}
 	return p
 }
 
@@ -100,10 +109,15 @@ func (p *Pipeline) Feed(ev *probe.Event) Result {
 		switch ev.Kind {
 		case probe.KindExec:
 			p.considerStdio(ev.PID)
+			p.forgetHTTP(ev.PID, false)
 		case probe.KindExit:
 			p.forgetStdio(ev.PID)
+			p.forgetHTTP(ev.PID, true)
 		case probe.KindStdin, probe.KindStdout:
 			r.MCP = p.stdioData(ev)
+			return r
+		case probe.KindSockIn, probe.KindSockOut:
+			r.MCP = p.sockData(ev)
 			return r
 		}
 	}

@@ -194,6 +194,10 @@ type Options struct {
 	MaxFiles   int   // files hashed per package; default 10000
 	MaxBytes   int64 // bytes hashed per package or file; default 64 MiB
 	MaxEntries int   // processes and packages cached; default 4096
+	// NoExeHash: executables (KindExe) are identified by path only, their
+	// Hash left empty: the caller hashes them off its hot path
+	// (ExeHasher). Packages and scripts are hashed as usual.
+	NoExeHash bool
 }
 
 func (o Options) withDefaults() Options {
@@ -449,10 +453,14 @@ func (r *Resolver) exe(root rootFS, p Process, problem string) candidate {
 	if file == "" {
 		file = root.real(p.Exe)
 	}
-	return candidate{
+	c := candidate{
 		id:       Identity{Kind: KindExe, Entry: p.Exe, Manifest: p.Exe, Problem: problem},
 		manifest: file, entry: file, hashFile: file,
 	}
+	if r.opts.NoExeHash {
+		c.hashFile = ""
+	}
+	return c
 }
 
 // script identifies a script or module outside any package.

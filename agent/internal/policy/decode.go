@@ -27,7 +27,8 @@ const (
 )
 
 var rootSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: blockPolicy, LabelNames: []string{"name"}}, {Type: blockAgent}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: blockPolicy, LabelNames: []string{"name"}}, {Type: blockAgent},
+		{Type: blockEgress, LabelNames: []string{"name"}}},
 }
 
 // policyBlock is a block an email_security_policy may hold.
@@ -66,6 +67,14 @@ func (set *Set) decodeFile(f *hcl.File) ([]*Policy, hcl.Diagnostics) {
 	for _, b := range content.Blocks {
 		if b.Type == blockAgent {
 			diags = append(diags, set.decodeAgent(b)...)
+			continue
+		}
+		if b.Type == blockEgress {
+			e, d := decodeEgress(b)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				set.Egress = append(set.Egress, e)
+			}
 			continue
 		}
 		p, d := decodePolicy(b)

@@ -82,6 +82,7 @@ func (set *Set) add(parser *hclparse.Parser, name string, src []byte) hcl.Diagno
 
 func (set *Set) finish(parser *hclparse.Parser, diags hcl.Diagnostics) (*Set, hcl.Diagnostics) {
 	set.Sources = parser.Files()
+	diags = append(diags, duplicateEgressNames(set.Egress)...)
 	dd := duplicateNames(set.Policies)
 	if len(dd) > 0 {
 		diags = append(diags, dd...)
@@ -135,6 +136,18 @@ func unwrapPathError(err error) string {
 func expand(paths []string) ([]string, hcl.Diagnostics) {
 	var out []string
 	var diags hcl.Diagnostics
+	checked := map[string]bool{}
+	unsafe := func(p string) bool {
+		u := checkSafe(p, checked)
+		if u != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Unsafe policy path",
+				Detail:   fmt.Sprintf("Refused %s.", u.Error()),
+			})
+		}
+		return u != nil
+	}
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -143,6 +156,9 @@ func expand(paths []string) ([]string, hcl.Diagnostics) {
 				Summary:  "Cannot read policy path",
 				Detail:   fmt.Sprintf("Reading %s: %s.", p, unwrapPathError(err)),
 			})
+			continue
+		}
+		if unsafe(p) {
 			continue
 		}
 		if !st.IsDir() {
@@ -166,7 +182,9 @@ func expand(paths []string) ([]string, hcl.Diagnostics) {
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			out = append(out, filepath.Join(p, n))
+			if f := filepath.Join(p, n); !unsafe(f) {
+				out = append(out, f)
+			}
 		}
 	}
 	return out, diags
@@ -210,7 +228,7 @@ func Check(paths []string, out io.Writer) error {
 			Detail:   fmt.Sprintf("No *.hcl file found in %s.", strings.Join(paths, ", ")),
 		})
 	}
-	if len(set.Files) > 0 && len(set.Policies) == 0 && !diags.HasErrors() {
+	if len(set.Files) > 0 && len(set.Policies)+len(set.Egress) == 0 && !diags.HasErrors() {
 		diags = append(diags, &hcl.Diagnostic{
 			Severity: hcl.DiagWarning,
 			Summary:  "No policies",
@@ -239,12 +257,15 @@ func Check(paths []string, out io.Writer) error {
 	for _, p := range set.Policies {
 		names = append(names, fmt.Sprintf("%s (%s, %s)", p.Name, p.Mode, p.Action))
 	}
+	for _, p := range set.Egress {
+		names = append(names, fmt.Sprintf("%s (egress, %s)", p.Name, p.Mode))
+	}
 	warn := ""
 	if nwarn > 0 {
 		warn = ", " + plural(nwarn, "warning")
 	}
 	if _, err := fmt.Fprintf(out, "policy check ok: %s in %s%s: %s\n",
-		plural(len(set.Policies), "policy"), plural(len(files), "file"), warn, strings.Join(names, ", ")); err != nil {
+		plural(len(set.Policies)+len(set.Egress), "policy"), plural(len(files), "file"), warn, strings.Join(names, ", ")); err != nil {
 		return fmt.Errorf("write summary: %w", err)
 	}
 	return nil

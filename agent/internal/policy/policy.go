@@ -25,6 +25,8 @@ const DefaultDir = "/etc/aarsm/policy.d"
 // in source order).
 type Set struct {
 	Policies []*Policy
+	// Egress are the egress_policy blocks (egress.go), in load order.
+	Egress []*EgressPolicy
 	// Agent is the agent block, if any.
 	Agent Agent
 	// Files are the files read, in order.

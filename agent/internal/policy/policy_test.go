@@ -174,6 +174,7 @@ func TestCheckGolden(t *testing.T) {
 		{"types", []string{"testdata/broken/types.hcl"}, true, 9},
 		{"values", []string{"testdata/broken/values.hcl"}, true, 15},
 		{"duplicate", []string{"testdata/broken/dup_a.hcl", "testdata/broken/dup_b.hcl"}, true, 2},
+		{"egress", []string{"testdata/broken/egress.hcl"}, true, 12},
 		{"missing", []string{"testdata/broken/does-not-exist.hcl"}, true, 1},
 		{"good", []string{"testdata/good"}, false, 0},
 		{"case-study", []string{"../../../hcl/policies/company.hcl"}, false, 0},

@@ -15,12 +15,15 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/aarsm/aarsm/agent/internal/proc"
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 	"github.com/aarsm/aarsm/bpf/ssl"
 )
 
 // BenchmarkWriteCost prints, from one run, what the sensor adds to a 1 KiB
-// SSL_write of a C client on libssl and of node, beside the same writes
+// SSL_write of a C client on libssl and of node, and to a 1 KiB
+// crypto/tls (*Conn).Write of a Go client and gnutls_record_send of a C
+// client on libgnutls, beside the same writes
 // with no probe at all and with a probe that does nothing at the same
 // sites (the kernel's floor). Modes are interleaved over several rounds and
 // the median of each is kept: the machines are noisy, the ratios are what
@@ -28,23 +31,30 @@ import (
 func BenchmarkWriteCost(b *testing.B) {
 	testenv.RequireRoot(b)
 	const rounds, size = 9, 1024
-	writes := map[string]int{"libssl": 20000, "node": 5000}
+	writes := map[string]int{"libssl": 20000, "node": 5000, "go": 20000, "gnutls": 20000}
 	libssl := systemLibssl(b)
+	libgnutls := systemLibgnutls(b)
 	writer := testenv.CWriter(b)
+	gnutlsWriter := testenv.GnuTLSWriter(b)
 	node, err := exec.LookPath("node")
 	if err != nil {
 		b.Fatalf("node: %v (apt-get install -y nodejs)", err)
 	}
+	gowriter := testenv.GoWriter(b)
 	port := testenv.NewDiscardServer(b, testenv.NewCA(b))
 	scoped := testenv.NewCgroup(b)
 	other := testenv.NewCgroup(b)
 
-	clients := []string{"libssl", "node"}
+	clients := []string{"libssl", "node", "go", "gnutls"}
 	run := func(client string, cg *testenv.Cgroup) float64 {
 		var cmd *exec.Cmd
 		switch client {
 		case "libssl":
 			cmd = exec.Command(writer, port, strconv.Itoa(writes[client]), strconv.Itoa(size), "0")
+		case "go":
+			cmd = exec.Command(gowriter, port, strconv.Itoa(writes[client]), strconv.Itoa(size))
+		case "gnutls":
+			cmd = exec.Command(gnutlsWriter, port, strconv.Itoa(writes[client]), strconv.Itoa(size), "0")
 		default:
 			cmd = exec.Command(node, "testdata/writer.js", port, strconv.Itoa(writes[client]), strconv.Itoa(size))
 		}
@@ -78,17 +88,21 @@ func BenchmarkWriteCost(b *testing.B) {
 			cg := scoped
 			switch mode {
 			case "floor":
-				cleanup = attachFloor(b, false, libssl, node)
+				cleanup = attachFloor(b, false, libssl, node, gowriter, libgnutls)
 			case "entry floor":
-				cleanup = attachFloor(b, true, libssl, node)
+				cleanup = attachFloor(b, true, libssl, node, gowriter, libgnutls)
 			case "trace":
 				s := traceSensor(b)
+				// A new executable is probed while it runs when nothing
+				// holds it: the Go writer's before it runs.
+				preExamine(b, s.Sensor, gowriter)
 				cleanup = func() {
 					st, _ := s.stop()
 					lost += st.Lost
 				}
 			case "out of scope", "in scope", "fail-closed":
 				s := benchSensor(b, scoped, mode == "fail-closed")
+				preExamine(b, s.Sensor, gowriter)
 				cleanup = func() {
 					st, _ := s.stop()
 					lost += st.Lost
@@ -225,6 +239,19 @@ func attachFloor(b *testing.B, entry bool, paths ...string) func() {
 		if err != nil {
 			b.Fatal(err)
 		}
+		if g := info.gotls; g != nil {
+			offs := append([]uint64{g.write.Body}, g.guards...)
+			if entry {
+				offs = []uint64{g.write.Offset}
+			}
+			for _, off := range offs {
+				l, err := ex.Uprobe("go", prog, &link.UprobeOptions{Address: off})
+				if err != nil {
+					b.Fatalf("attach floor to %s: %v", path, err)
+				}
+				links = append(links, l)
+			}
+		}
 		for sym, p := range info.places {
 			offs := append([]uint64{p.site}, p.guards...)
 			if entry {
@@ -242,6 +269,24 @@ func attachFloor(b *testing.B, entry bool, paths ...string) func() {
 	return func() {
 		_ = closeLinks(links)
 		prog.Close()
+	}
+}
+
+// preExamine has the sensor examine (and probe) the executable at path
+// now.
+func preExamine(b testing.TB, s *Sensor, path string) {
+	id, _, err := proc.StatID(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !s.examine(path, id) {
+		b.Fatalf("examine %s: could not open it", path)
+	}
+	s.mu.Lock()
+	tg := s.files[id]
+	s.mu.Unlock()
+	if tg == nil || !tg.Probed() {
+		b.Fatalf("%s not probed: %+v", path, tg)
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 // Values of known_files: 0 is written by the kernel on first sight.
 const fileExamined uint8 = 1
 
-// scanLibraries probes every libssl.so* under the library directories.
+// scanLibraries probes every libssl.so* (OpenSSL) and libgnutls.so*
+// (GnuTLS) under the library directories.
 func (s *Sensor) scanLibraries() {
 	for _, root := range s.opts.LibraryDirs {
 		base := strings.Count(filepath.Clean(root), "/")
@@ -34,7 +35,7 @@ func (s *Sensor) scanLibraries() {
 				}
 				return nil
 			}
-			if !strings.HasPrefix(d.Name(), "libssl.so") {
+			if !strings.HasPrefix(d.Name(), "libssl.so") && !strings.HasPrefix(d.Name(), "libgnutls.so") {
 				return nil
 			}
 			// Follows symbolic links; regular files only. A file that
@@ -70,6 +71,10 @@ func (s *Sensor) discover() {
 		case <-s.done:
 			return
 		case d := <-s.queue:
+			if d.port != 0 {
+				s.checkConnect(d.pid, d.port)
+				continue
+			}
 			if !s.examineProcess(d.pid, d.file) {
 				// The mapping was not visible (yet), or the process is gone:
 				// let the kernel report the file again next time.
@@ -97,6 +102,9 @@ func (s *Sensor) drainDiscoveries() {
 	for {
 		select {
 		case d := <-s.queue:
+			if d.port != 0 {
+				continue
+			}
 			s.examineProcess(d.pid, d.file)
 			if d.held {
 				s.releaseFileHold(d)
@@ -148,7 +156,20 @@ func (s *Sensor) forget(file proc.FileID) {
 // examineProcess examines the executable and every executable mapping of
 // pid. It reports whether want (if set) was among them.
 func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
-	found := false
+	found, _ := s.examineProcessFiles(pid, want, &processFiles{})
+	return found
+}
+
+// examineProcessFiles is examineProcess, adding what it found of each file
+// to files; alive: the process's mappings could be read. A process that
+// runs or maps a TLS stack the sensor cannot probe is reported
+// (noteUnmonitored).
+func (s *Sensor) examineProcessFiles(pid uint32, want proc.FileID, files *processFiles) (found, alive bool) {
+	defer func() {
+		for _, t := range files.stacks {
+			s.noteUnmonitored(pid, t.Stack, t.StackWhy+": "+t.Path)
+		}
+	}()
 	if id, _, err := proc.StatID(s.opts.Proc.Path(pid, "exe")); err == nil {
 		path := ""
 		if exe, err := s.opts.Proc.Exe(pid); err == nil {
@@ -160,13 +181,18 @@ func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 			// the link opens the file itself.
 			path = s.opts.Proc.Path(pid, "exe")
 		}
-		if s.examine(path, id) && id == want {
-			found = true
+		if s.examine(path, id) {
+			if id == want {
+				found = true
+			}
+			if t, ok := s.target(id); ok {
+				files.add(t)
+			}
 		}
 	}
 	maps, err := s.opts.Proc.Maps(pid, false)
 	if err != nil {
-		return found
+		return found, false
 	}
 	seen := map[proc.FileID]bool{}
 	for _, m := range maps {
@@ -182,11 +208,15 @@ func (s *Sensor) examineProcess(pid uint32, want proc.FileID) bool {
 		if m.Deleted || path == "" {
 			path = s.opts.Proc.MapFile(pid, m)
 		}
-		if !s.examine(path, id) && id == want {
-			found = false // could not be opened (yet): look again
+		if !s.examine(path, id) {
+			if id == want {
+				found = false // could not be opened (yet): look again
+			}
+		} else if t, ok := s.target(id); ok {
+			files.add(t)
 		}
 	}
-	return found
+	return found, true
 }
 
 // openPath returns a path that reaches the file id that pid knows as path:
@@ -265,19 +295,22 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 	}()
 
 	t := Target{ID: id, Path: path}
+	if id == s.selfExe || kid == s.selfExe {
+		info.gotls, info.goErr = nil, nil
+	}
 	switch {
 	case errors.Is(err, errNotELF):
 		return true
 	case err != nil:
 		t.Err = err
 		s.log.Info("cannot examine file; skipped", "path", path, "file", id, "err", err)
-	case info.writes():
+	case info.writes() || info.gotls != nil:
 		var links []link.Link
 		links, t.Symbols, t.Err = s.attach(path, info)
 		if t.Err != nil {
 			s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
 		} else {
-			s.log.Info("probing TLS library", "path", path, "file", id, "functions", strings.Join(t.Symbols, ","))
+			s.log.Info("probing TLS library", "path", path, "file", id, "functions", strings.Join(t.Symbols, ","), "build", info.build)
 		}
 		s.mu.Lock()
 		if s.flinks != nil && t.Err == nil {
@@ -287,9 +320,20 @@ func (s *Sensor) examine(path string, id proc.FileID) bool {
 			_ = closeLinks(links)
 		}
 		s.mu.Unlock()
-	case info.embedsOpenSSL:
-		t.Err = errors.New("carries OpenSSL but exports no SSL_write symbol (statically linked and stripped)")
+	case info.goErr != nil:
+		// Logged once: the file is examined once. Target.Err says why
+		// its TLS writes go unseen.
+		t.Err = info.goErr
+		s.log.Warn("cannot probe Go crypto/tls; skipped", "path", path, "file", id, "err", t.Err)
+	case info.unprobed != nil:
+		t.Err = info.unprobed
 		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
+	case info.stack != "":
+		t.Err = errors.New(info.stackWhy)
+		s.log.Warn("cannot probe TLS library; skipped", "path", path, "file", id, "err", t.Err)
+	}
+	if !t.Probed() {
+		t.Stack, t.StackWhy = info.stack, info.stackWhy
 	}
 	s.mu.Lock()
 	*t0 = t
@@ -337,19 +381,40 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		{symWriteEx, s.objs.SslWriteEx, false},
 		{symGetError, s.objs.SslGetError, false},
 		{symFree, s.objs.SslFree, false},
+		// GnuTLS: gnutls_record_send(session, data, size_t size) is
+		// SSL_write_ex's program (rdi, rsi, rdx; a size_t length, 0
+		// skipped), the session standing for the SSL*, held and judged
+		// the same way; gnutls_deinit(session) ends the connection as
+		// SSL_free does.
+		{symGnuSend, s.objs.SslWriteEx, false},
+		{symGnuSend2, s.objs.SslWriteEx, false}, // instead of gnutls_record_send (gnutls.go)
+		{symGnuDeinit, s.objs.SslFree, false},
 	}
 	if s.opts.Reads {
 		probes = append(probes,
 			probe{symRead, s.objs.SslRead, false},
 			probe{symRead, s.objs.SslReadRet, true},
 			probe{symReadEx, s.objs.SslReadEx, false},
-			probe{symReadEx, s.objs.SslReadRet, true})
+			probe{symReadEx, s.objs.SslReadRet, true},
+			// gnutls_record_recv(session, data, size) returns an ssize_t:
+			// SSL_read's programs (no readbytes pointer; the uretprobe
+			// takes the low 32 bits, and a record is at most 16 KiB, so
+			// a count is never cut; negative GNUTLS_E_* codes stay
+			// negative and are skipped).
+			probe{symGnuRecv, s.objs.SslRead, false},
+			probe{symGnuRecv, s.objs.SslReadRet, true})
 	}
 	var links []link.Link
 	var attached []string
+	if info.gotls != nil {
+		links, attached, err = s.attachGo(ex, info.gotls)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 	// The hold guards, after each write probe (see placeWrite).
 	guarded := map[uint64]bool{}
-	for _, sym := range []string{symWrite, symWriteEx} {
+	for _, sym := range writeSymbols {
 		for _, off := range info.places[sym].guards {
 			if !s.opts.WriteGuard || guarded[off] {
 				continue
@@ -386,7 +451,7 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 		}
 		links = append(links, l)
 		if !p.ret {
-			attached = append(attached, p.sym)
+			attached = append(attached, strings.TrimSpace(info.lib+" "+p.sym))
 		}
 	}
 	return links, attached, nil

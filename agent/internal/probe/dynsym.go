@@ -137,18 +137,5 @@ func symbolIs(symSec, strSec *elf.Section, i uint32, name string, sym, buf []byt
 // readerContains reports whether r holds pattern, reading chunk bytes at a
 // time (a pattern across two chunks is found too).
 func readerContains(r io.Reader, pattern []byte, chunk int) bool {
-	buf := make([]byte, chunk+len(pattern))
-	carry := 0
-	for {
-		n, err := io.ReadFull(r, buf[carry:])
-		if bytes.Contains(buf[:carry+n], pattern) {
-			return true
-		}
-		if err != nil {
-			return false
-		}
-		keep := len(pattern) - 1
-		copy(buf, buf[carry+n-keep:carry+n])
-		carry = keep
-	}
+	return readerFind(r, [][]byte{pattern}, chunk)[0]
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/aarsm/aarsm/agent/internal/gosym"
 )
@@ -17,9 +18,22 @@ const (
 	symReadEx   = "SSL_read_ex"
 	symGetError = "SSL_get_error"
 	symFree     = "SSL_free"
+
+	// GnuTLS (libgnutls.so.30). gnutls_record_send(session, data, size)
+	// and gnutls_record_recv(session, data, size) take their arguments in
+	// the registers of SSL_write_ex and SSL_read (rdi, rsi, rdx; the size
+	// a size_t) and return an ssize_t: attach uses the OpenSSL programs,
+	// the session pointer standing for the SSL*. gnutls_deinit(session)
+	// ends the connection as SSL_free does.
+	symGnuSend   = "gnutls_record_send"
+	symGnuRecv   = "gnutls_record_recv"
+	symGnuDeinit = "gnutls_deinit"
 )
 
-var tlsSymbols = []string{symWrite, symWriteEx, symRead, symReadEx, symGetError, symFree}
+var tlsSymbols = []string{symWrite, symWriteEx, symRead, symReadEx, symGetError, symFree, symGnuSend, symGnuRecv, symGnuDeinit}
+
+// writeSymbols are the functions whose plaintext is what a process sends.
+var writeSymbols = []string{symWrite, symWriteEx, symGnuSend, symGnuSend2}
 
 // elfInfo is what examining a file tells.
 type elfInfo struct {
@@ -30,9 +44,30 @@ type elfInfo struct {
 	// OpenSSL version string: a statically linked, stripped copy that
 	// cannot be probed by symbol.
 	embedsOpenSSL bool
+	// gotls: where Go's crypto/tls is in a Go executable (nil: not Go, or
+	// Go without crypto/tls); goErr: why a Go executable's crypto/tls
+	// cannot be probed (an unsupported release, damaged tables).
+	gotls *goTLS
+	goErr error
+	// lib names the TLS library when its functions were found without
+	// symbols ("boringssl"), build describes it; unprobed: why a library
+	// that is there could not be probed.
+	lib, build string
+	unprobed   error
+	// stack names the TLS library the file carries or is, when it is
+	// known and cannot be probed (Stack* values), and stackWhy why it
+	// cannot; "" otherwise.
+	stack, stackWhy string
 }
 
-func (i elfInfo) writes() bool { return i.symbols[symWrite] != 0 || i.symbols[symWriteEx] != 0 }
+func (i elfInfo) writes() bool {
+	for _, sym := range writeSymbols {
+		if i.symbols[sym] != 0 {
+			return true
+		}
+	}
+	return false
+}
 
 var errNotELF = errors.New("not an ELF file")
 
@@ -60,25 +95,73 @@ func examineELF(r io.ReaderAt) (elfInfo, error) {
 			info.symbols[name] = off
 		}
 	}
-	if !info.writes() {
-		info.embedsOpenSSL = carriesOpenSSL(f)
+	if (info.symbols[symWrite] != 0 || info.symbols[symWriteEx] != 0) && wrapsGnuTLS(f) {
+		// GnuTLS's OpenSSL compatibility layer (libgnutls-openssl.so):
+		// its SSL_write calls gnutls_record_send, which is probed in
+		// libgnutls itself; probing both would report every call twice.
+		for _, sym := range []string{symWrite, symWriteEx, symRead, symReadEx, symGetError, symFree} {
+			delete(info.symbols, sym)
+		}
 	}
-	for _, sym := range []string{symWrite, symWriteEx} {
+	// A Go executable's TLS is Go's own (crypto/tls): its strings may
+	// name anything (the agent's own name OpenSSL's source files), so the
+	// fingerprints of statically linked C stacks are not looked for.
+	var isGo bool
+	info.gotls, isGo, info.goErr = examineGo(f, r)
+	if info.goErr != nil {
+		info.stack, info.stackWhy = goStack(info.goErr)
+	}
+	if !info.writes() && !isGo {
+		info.classifyC(f, r)
+	}
+	for _, sym := range writeSymbols {
 		if off := info.symbols[sym]; off != 0 {
 			info.places[sym] = placeWrite(r, off)
 		}
 	}
+	followGnuSend(f, r, &info)
 	return info, nil
 }
 
-// carriesOpenSSL looks in read-only data for the source file name OpenSSL's
-// TLS library records in its errors (libcrypto alone does not carry it).
-func carriesOpenSSL(f *elf.File) bool {
-	sec := f.Section(".rodata")
-	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > 256<<20 {
+// classifyC looks, in a file that exports no TLS function, for a C stack
+// linked in statically: BoringSSL is located and probed when its build is
+// recognised; what stays unprobed keeps its stack and why.
+func (i *elfInfo) classifyC(f *elf.File, r io.ReaderAt) {
+	var marks rodataMarks
+	i.stack, i.stackWhy, marks = classifyStack(f)
+	i.embedsOpenSSL = marks.openssl
+	if marks.openssl || marks.boring {
+		i.findBoringSSL(f, r)
+	}
+	if i.writes() {
+		i.stack, i.stackWhy = "", ""
+		return
+	}
+	i.findRustls(f)
+	if i.unprobed == nil {
+		return
+	}
+	if i.stack == "" || marks.rustls {
+		i.stack = StackRustls
+		if !marks.rustls {
+			i.stack = StackBoringSSL
+		}
+	}
+	i.stackWhy = i.unprobed.Error()
+}
+
+// wrapsGnuTLS reports whether the file needs libgnutls (DT_NEEDED).
+func wrapsGnuTLS(f *elf.File) bool {
+	libs, err := f.ImportedLibraries()
+	if err != nil {
 		return false
 	}
-	return readerContains(sec.Open(), []byte("ssl/ssl_lib.c"), 1<<20)
+	for _, l := range libs {
+		if strings.HasPrefix(l, "libgnutls.so") {
+			return true
+		}
+	}
+	return false
 }
 
 // fileOffset converts a virtual address of the file into the file offset

@@ -25,6 +25,12 @@ const (
 	KindCgroup      Kind = 8  // a cgroup was created: Cgroup and Filename (its path); in scope until judged
 	KindStdin       Kind = 9  // a watched process read its stdin (WatchStdio): Data, Len; SSL is the fd (0)
 	KindStdout      Kind = 10 // a watched process wrote its stdout (WatchStdio): Data, Len; SSL is the fd (1)
+	KindSockIn      Kind = 11 // an HTTP candidate (WatchHTTP) read a loopback connection of a port it listens on: Data, Len; SSL names the socket
+	KindSockOut     Kind = 12 // an HTTP candidate wrote such a connection: Data, Len; SSL names the socket
+	// KindConnect: a process opened a TCP connection to a TLS port (SSL
+	// is the port), first time for its image (bpf/include/unmonitored.h;
+	// handled by the sensor: AARSM_UNMONITORED).
+	KindConnect Kind = 32
 )
 
 func (k Kind) String() string {
@@ -49,6 +55,12 @@ func (k Kind) String() string {
 		return "stdin"
 	case KindStdout:
 		return "stdout"
+	case KindSockIn:
+		return "sock-in"
+	case KindSockOut:
+		return "sock-out"
+	case KindConnect:
+		return "connect"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -156,7 +168,7 @@ func (e *Event) decode(raw []byte) error {
 		Buf:    h.Buf,
 	}
 	switch e.Kind {
-	case KindWrite, KindRead, KindStdin, KindStdout:
+	case KindWrite, KindRead, KindStdin, KindStdout, KindSockIn, KindSockOut:
 		e.Data = raw[dataOffset:]
 		e.Truncated = h.Flags&flagTruncated != 0
 		e.Held = h.Flags&flagHeld != 0
@@ -177,7 +189,7 @@ func (e *Event) decode(raw []byte) error {
 		e.Filename = string(name)
 		e.UnknownFile = h.Flags&flagUnknownFile != 0
 		e.Held = h.Flags&flagHeld != 0
-	case KindWriteFailed, KindFree, KindExit:
+	case KindWriteFailed, KindFree, KindExit, KindConnect:
 	default:
 		return fmt.Errorf("unknown event kind %d", h.Kind)
 	}
@@ -194,10 +206,11 @@ func (e *Event) decode(raw []byte) error {
 // A stdio event (KindStdin, KindStdout: a pipe read or write that ended
 // moments ago) is read the same way without a hold: the buffer is most
 // likely intact still, and a JSON-RPC message over 16 KiB (a tool call
-// with a mail body) is otherwise lost to its decoder.
+// with a mail body) is otherwise lost to its decoder. So is a socket event
+// (KindSockIn, KindSockOut) of an HTTP candidate.
 func (e *Event) ReadRest(mem string, max int) error {
 	held := e.Kind == KindWrite && e.Held
-	stdio := e.Kind == KindStdin || e.Kind == KindStdout
+	stdio := e.Kind == KindStdin || e.Kind == KindStdout || e.Kind == KindSockIn || e.Kind == KindSockOut
 	if !(held || stdio) || !e.Truncated || e.Buf == 0 {
 		return nil
 	}

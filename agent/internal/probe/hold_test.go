@@ -180,12 +180,18 @@ func TestRogueContinueIsKilled(t *testing.T) {
 	}
 	ca := testenv.NewCA(t)
 	srv := testenv.NewServer(t, ca)
-	for _, client := range []string{"curl", "node"} {
+	// Go: the guard after go_tls_write, by thread as for OpenSSL.
+	goClient := testenv.BuildGoClient(t, false)
+	clients := []string{"curl", "node", "go"}
+	for _, client := range clients {
 		t.Run(client, func(t *testing.T) {
 			req := testenv.Request{Method: "POST", Path: "/email", Body: []byte(`{"Bcc":"phan@giftshop.club"}`), WaitForStdinLine: true}
 			cmd := testenv.Curl(t, ca, srv.URL(), req)
-			if client == "node" {
+			switch client {
+			case "node":
 				cmd = testenv.Node(t, ca, srv.URL(), req)
+			case "go":
+				cmd = testenv.GoClient(t, goClient, ca, srv.URL(), req, "h1")
 			}
 			gate := testenv.NewGate(t, cmd)
 			if err := cg.Start(cmd); err != nil {
@@ -221,8 +227,8 @@ func TestRogueContinueIsKilled(t *testing.T) {
 			}
 		})
 	}
-	if st, _ := s.Stats(); st.GuardKills < 2 {
-		t.Fatalf("guard kills %d, want 2", st.GuardKills)
+	if st, _ := s.Stats(); st.GuardKills < uint64(len(clients)) {
+		t.Fatalf("guard kills %d, want %d", st.GuardKills, len(clients))
 	}
 }
 

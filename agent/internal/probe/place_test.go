@@ -14,7 +14,8 @@ func TestPlaceWriteProbes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node: %v (apt-get install -y nodejs)", err)
 	}
-	for _, path := range []string{systemLibssl(t), node} {
+	libgnutls := systemLibgnutls(t)
+	for _, path := range []string{systemLibssl(t), node, libgnutls} {
 		f, err := os.Open(path)
 		if err != nil {
 			t.Fatal(err)
@@ -24,7 +25,16 @@ func TestPlaceWriteProbes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		for _, sym := range []string{symWrite, symWriteEx} {
+		syms := []string{symWrite, symWriteEx}
+		if path == libgnutls {
+			// gnutls_record_send only jumps to gnutls_record_send2
+			// through the PLT: probed there (gnutls.go).
+			syms = []string{symGnuSend2}
+			if _, ok := info.symbols[symGnuSend]; ok {
+				t.Errorf("%s: both gnutls_record_send and gnutls_record_send2 probed: every call would be seen twice", path)
+			}
+		}
+		for _, sym := range syms {
 			entry := info.symbols[sym]
 			p, ok := info.places[sym]
 			if !ok {

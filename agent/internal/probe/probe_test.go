@@ -41,6 +41,30 @@ func systemLibssl(t testing.TB) string {
 	return ""
 }
 
+// systemLibgnutls finds the libgnutls.so.30 that wget links.
+func systemLibgnutls(t testing.TB) string {
+	t.Helper()
+	wget, err := exec.LookPath("wget")
+	if err != nil {
+		t.Fatalf("wget: %v (apt-get install -y wget)", err)
+	}
+	ldd, err := exec.Command("ldd", wget).Output()
+	if err != nil {
+		t.Fatalf("ldd: %v", err)
+	}
+	for _, line := range strings.Split(string(ldd), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && strings.HasPrefix(f[0], "libgnutls.so") {
+			p, err := filepath.EvalSymlinks(f[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+	}
+	t.Fatalf("wget links no libgnutls:\n%s", ldd)
+	return ""
+}
+
 func TestExamineELF(t *testing.T) {
 	libssl := systemLibssl(t)
 	node, err := exec.LookPath("node")
@@ -48,15 +72,18 @@ func TestExamineELF(t *testing.T) {
 		t.Fatalf("node: %v (apt-get install -y nodejs)", err)
 	}
 	libcrypto := filepath.Join(filepath.Dir(libssl), "libcrypto.so.3")
+	openssl := len(tlsSymbols) - 3 // all but GnuTLS's
 	for _, tc := range []struct {
 		path    string
 		writes  bool
 		embeds  bool
 		symbols int
 	}{
-		{libssl, true, false, len(tlsSymbols)},
-		{node, true, false, len(tlsSymbols)},
+		{libssl, true, false, openssl},
+		{node, true, false, openssl},
 		{libcrypto, false, false, 0},
+		// gnutls_record_send, gnutls_record_recv, gnutls_deinit.
+		{systemLibgnutls(t), true, false, 3},
 	} {
 		f, err := os.Open(tc.path)
 		if err != nil {

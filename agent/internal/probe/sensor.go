@@ -1,7 +1,7 @@
 // Package probe is the first stage of the pipeline: it loads the eBPF "ssl"
 // sensor, attaches it to every OpenSSL on the host (shared libssl, and
-// executables such as node that carry OpenSSL and export its functions),
-// follows new processes and libraries, and delivers the plaintext events.
+// executables such as node that carry OpenSSL and export its functions) and
+// to Go's crypto/tls in every Go executable (gotls.go), follows new processes and libraries, and delivers the plaintext events.
 package probe
 
 import (
@@ -47,7 +47,12 @@ type Options struct {
 	// Stdio attaches the program that copies the stdin reads and stdout
 	// writes of the processes named by WatchStdio (MCP servers): it runs
 	// at the exit of every system call of the host (BenchmarkStdioCost).
+	// With it, the loopback socket calls of the processes that listen on
+	// loopback (WatchHTTP: MCP over streamable HTTP) are copied too.
 	Stdio bool
+	// NoHTTP leaves the loopback socket calls out (the stdio program is
+	// then what it was without them: BenchmarkStdioCost's baseline).
+	NoHTTP bool
 	// Reads also probes SSL_read and SSL_read_ex so that responses are seen.
 	// It costs a return probe per read; the enforcing agent does not need it.
 	Reads bool
@@ -74,6 +79,14 @@ type Options struct {
 	// OnAttach, if set, is called (from the discovery goroutine) after a
 	// file has been examined and, if it has TLS functions, probed.
 	OnAttach func(Target)
+	// OnUnmonitored, if set, is called (from the discovery goroutine) once
+	// per (executable, stack) for a process doing TLS the sensor cannot
+	// read (unmonitored.go).
+	OnUnmonitored func(Unmonitored)
+	// TLSPorts are the TCP ports whose connections tell that a process
+	// does TLS: one that connects to them while no file it maps is
+	// probed is reported unmonitored. Default 443.
+	TLSPorts []uint16
 
 	// beforeExamine, if set, runs before a file is examined (tests use it
 	// to make the examination slow).
@@ -111,6 +124,9 @@ type Target struct {
 	Path    string   // the path it was opened through
 	Symbols []string // TLS functions probed; empty if none
 	Err     error    // why it could not be probed, if it could not
+	// Stack names the TLS stack of a file that cannot be probed (Stack*
+	// values, StackWhy why not); "" when none is recognised.
+	Stack, StackWhy string
 }
 
 // Probed reports whether the target has at least one probe attached.
@@ -131,6 +147,7 @@ type Stats struct {
 	ForeignConts   uint64 // SIGCONTs to a held process from someone else than the agent
 	HeldExits      uint64 // held threads that exited while held
 	Stdio          uint64 // stdin reads and stdout writes of watched processes copied (WatchStdio)
+	Sock           uint64 // loopback socket reads and writes of HTTP candidates copied (WatchHTTP)
 	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
@@ -142,6 +159,7 @@ type discovery struct {
 	pid, tid uint32
 	file     proc.FileID // as reported by the kernel
 	held     bool        // the process is stopped until the file is examined
+	port     uint16      // KindConnect: the TLS port it connected to (no file)
 }
 
 // Sensor is the loaded "ssl" sensor: programs, maps and links that live and
@@ -161,6 +179,7 @@ type Sensor struct {
 	files   map[proc.FileID]*Target // examined files
 	flinks  map[proc.FileID][]link.Link
 	targets int
+	unmon   unmonState
 
 	events, malformed, drops atomic.Uint64
 	closeOnce                sync.Once
@@ -182,6 +201,11 @@ type Sensor struct {
 	gen          uint32
 	prev         *predecessor
 	stopDiscover sync.Once
+
+	// selfExe is this process's own executable: its Go crypto/tls is
+	// never probed (the agent's guard runs it too; a test binary serves
+	// TLS to the clients under test).
+	selfExe proc.FileID
 }
 
 // Load loads the sensor into the kernel, attaches the process tracepoints,
@@ -209,6 +233,11 @@ func Load(opts Options) (*Sensor, error) {
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+	if opts.NoHTTP {
+		if err := spec.Variables["http_on"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("set http_on: %w", err)
+		}
 	}
 	if ns, err := ownPIDNamespace(); err != nil {
 		return nil, err
@@ -241,6 +270,9 @@ func Load(opts Options) (*Sensor, error) {
 		flinks: map[proc.FileID][]link.Link{},
 		born:   time.Now(),
 	}
+	if id, _, err := proc.StatID("/proc/self/exe"); err == nil {
+		s.selfExe = id
+	}
 	if err := s.loadObjects(spec); err != nil {
 		if opts.Handover != nil {
 			_ = opts.Handover.Close()
@@ -248,6 +280,10 @@ func Load(opts Options) (*Sensor, error) {
 		return nil, err
 	}
 	if err := s.attachTracepoints(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.attachConnect(); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
@@ -413,6 +449,12 @@ func (s *Sensor) attachTracepoints() error {
 			name string
 			prog *ebpf.Program
 		}{"sys_exit", s.objs.StdioExit})
+		if !s.opts.NoHTTP {
+			tps = append(tps, struct {
+				name string
+				prog *ebpf.Program
+			}{"inet_sock_set_state", s.objs.HttpListen})
+		}
 	}
 	for _, p := range tps {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
@@ -489,6 +531,9 @@ func (s *Sensor) deliver(raw []byte, ev *Event, handle func(*Event)) {
 	case KindMmap:
 		s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
 		return
+	case KindConnect:
+		s.enqueue(discovery{pid: ev.PID, tid: ev.TID, port: uint16(ev.SSL)})
+		return
 	case KindExec:
 		if ev.UnknownFile || ev.Held {
 			s.enqueue(discovery{pid: ev.PID, tid: ev.TID, file: ev.File, held: ev.Held})
@@ -520,7 +565,7 @@ func (s *Sensor) Drain(handle func(*Event), max time.Duration) {
 		if ev.Mono > until {
 			return
 		}
-		if ev.Kind == KindMmap {
+		if ev.Kind == KindMmap || ev.Kind == KindConnect {
 			continue // no new discoveries: the files are released below
 		}
 		s.events.Add(1)
@@ -554,7 +599,7 @@ func (s *Sensor) enqueue(d discovery) {
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
 	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
-		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio} {
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio, &st.Sock} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

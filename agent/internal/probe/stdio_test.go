@@ -86,12 +86,13 @@ func TestStdioWatch(t *testing.T) {
 // BenchmarkStdioCost prints what the stdio tracepoints add to a 1 KiB
 // read from stdin and write to stdout (dd through pipes): with no sensor,
 // with the sensor loaded for a process it does not watch (every process on
-// the host pays that), and for a watched one (an MCP server: every call
+// the host pays that; also without the loopback-socket branch, NoHTTP,
+// the program as it was before it), and for a watched one (an MCP server: every call
 // copied into the ring). Modes interleaved, median of the rounds.
 func BenchmarkStdioCost(b *testing.B) {
 	testenv.RequireRoot(b)
 	const rounds, blocks = 7, 100000
-	modes := []string{"off", "sensor, no stdio", "not watched", "watched"}
+	modes := []string{"off", "sensor, no stdio", "not watched, no http", "not watched", "watched"}
 	results := map[string][]float64{}
 	run := func(s *benchSensorHandle) float64 {
 		cmd := exec.Command("dd", "bs=1024", "count="+strconv.Itoa(blocks), "status=none")
@@ -125,6 +126,8 @@ func BenchmarkStdioCost(b *testing.B) {
 				s = traceSensor(b)
 			case "not watched", "watched":
 				s = stdioSensor(b)
+			case "not watched, no http":
+				s = stdioSensorOpts(b, Options{Stdio: true, NoHTTP: true})
 			}
 			var watch *benchSensorHandle
 			if mode == "watched" {
@@ -140,14 +143,20 @@ func BenchmarkStdioCost(b *testing.B) {
 	fmt.Printf("\nadded cost of the stdio program per 1 KiB read(0)+write(1) pair (dd through pipes, median of %d rounds)\n", rounds)
 	for _, mode := range modes {
 		m := median(results[mode])
-		fmt.Printf("%-18s %8.0f ns  (%+6.0f ns, ratio %.2f)\n", mode, m, m-off, m/off)
+		fmt.Printf("%-22s %8.0f ns  (%+6.0f ns, ratio %.2f)\n", mode, m, m-off, m/off)
 		b.ReportMetric(m/off, "ratio-"+strings.NewReplacer(" ", "-", ",", "").Replace(mode))
 	}
 }
 
 // stdioSensor is the tracing sensor with the stdio program attached.
 func stdioSensor(b testing.TB) *benchSensorHandle {
-	s, err := Load(Options{Stdio: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return stdioSensorOpts(b, Options{Stdio: true})
+}
+
+// stdioSensorOpts is a tracing sensor loaded with opts.
+func stdioSensorOpts(b testing.TB, opts Options) *benchSensorHandle {
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Load(opts)
 	if err != nil {
 		b.Fatalf("load sensor: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,6 +78,93 @@ type Report struct {
 	Stdio Stdio `json:"stdio"`
 	// State is the per-connection and per-process state kept now.
 	State State `json:"state"`
+	// MCPHTTP counts the observation of loopback connections of processes
+	// listening on loopback (MCP over streamable HTTP).
+	MCPHTTP MCPHTTP `json:"mcp_http"`
+	// Programs are the sensor's BPF programs and the runs the kernel
+	// missed of each.
+	Programs []Program `json:"programs,omitempty"`
+	// StatusRefused counts the connections to the status socket refused
+	// for their peer's credentials.
+	StatusRefused uint64 `json:"status_refused"`
+	// Egress is the egress policies in force and what the kernel counted;
+	// nil when the egress programs could not be loaded (EgressError).
+	Egress      *Egress `json:"egress,omitempty"`
+	EgressError string  `json:"egress_error,omitempty"`
+	// Unmonitored are the last processes seen doing TLS that AARSM cannot
+	// read (bounded), oldest first.
+	Unmonitored []Unmonitored `json:"unmonitored"`
+}
+
+// Unmonitored is a process doing TLS through a library AARSM cannot probe.
+type Unmonitored struct {
+	PID       int       `json:"pid"`
+	Exe       string    `json:"exe"`
+	Stack     string    `json:"stack"`
+	Reason    string    `json:"reason"`
+	FirstSeen time.Time `json:"first_seen"`
+}
+
+// Egress is the egress_policy state.
+type Egress struct {
+	// Attached: the egress programs are attached to the cgroup root
+	// (while at least one egress policy is in force).
+	Attached bool           `json:"attached"`
+	Policies []EgressPolicy `json:"policies"`
+	// Counters per hook (connect4, connect6, sendmsg4, sendmsg6), of
+	// processes in scope only.
+	Counters []EgressCounters `json:"counters"`
+	// Lost: events the ring buffer had no room for; Journaled: entries
+	// written; Deduped: attempts of a process to a destination already
+	// journaled.
+	Lost          uint64 `json:"lost"`
+	Journaled     uint64 `json:"journaled"`
+	JournalErrors uint64 `json:"journal_errors"`
+	Deduped       uint64 `json:"deduped"`
+}
+
+// EgressPolicy is one egress policy in force.
+type EgressPolicy struct {
+	Name        string       `json:"name"`
+	Mode        string       `json:"mode"`
+	Cgroups     []string     `json:"cgroups"`     // in its scope now
+	Executables []string     `json:"executables"` // in its scope now
+	Hosts       []EgressHost `json:"hosts"`
+}
+
+// EgressHost is an allowed host name and its addresses now.
+type EgressHost struct {
+	Name  string   `json:"name"`
+	Addrs []string `json:"addrs"`
+	Error string   `json:"error,omitempty"`
+}
+
+// EgressCounters are one hook's counts.
+type EgressCounters struct {
+	Hook     string `json:"hook"`
+	Allowed  uint64 `json:"allowed"`
+	Blocked  uint64 `json:"blocked"`
+	Reported uint64 `json:"reported"`
+}
+
+// MCPHTTP counts the observation of loopback connections for MCP over
+// streamable HTTP.
+type MCPHTTP struct {
+	Watched      int    `json:"watched"`        // listening processes with a connection seen
+	Conns        int    `json:"conns"`          // connections tracked now
+	Copied       uint64 `json:"copied"`         // socket reads and writes copied
+	ConnsGivenUp uint64 `json:"conns_given_up"` // connections dropped: not MCP over HTTP/1.x, or bytes lost
+	GivenUp      uint64 `json:"given_up"`       // processes dropped: no JSON-RPC on their connections
+	Messages     uint64 `json:"messages"`       // JSON-RPC messages decoded
+	Skipped      uint64 `json:"skipped"`        // bodies or events skipped: malformed or over the bound
+}
+
+// Program is one of the sensor's BPF programs.
+type Program struct {
+	Name string `json:"name"`
+	// Missed counts the runs the kernel skipped (another BPF program ran
+	// on the CPU): writes neither seen nor held.
+	Missed uint64 `json:"missed"`
 }
 
 // State is the per-connection and per-process state the agent keeps now
@@ -108,6 +196,8 @@ type MCPServer struct {
 	// Hash its content hash.
 	Package string `json:"package,omitempty"`
 	Hash    string `json:"hash,omitempty"`
+	// Transport is "stdio" or "http" (streamable HTTP on loopback).
+	Transport string `json:"transport,omitempty"`
 	// Client is the executable of the process that started it.
 	Client string `json:"client,omitempty"`
 	// Calls counts the tool calls seen; LastTool names the last one.
@@ -170,7 +260,7 @@ type Probe struct {
 // Events are the sensor's counters since the agent started.
 type Events struct {
 	Seen       uint64 `json:"seen"`        // events delivered to the pipeline
-	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full
+	Lost       uint64 `json:"lost"`        // dropped: the ring buffer was full (or monitoring copies shed at 3/4)
 	Writes     uint64 `json:"writes"`      // TLS writes seen in the kernel
 	Truncated  uint64 `json:"truncated"`   // writes longer than the copy limit
 	Holds      uint64 `json:"holds"`       // writes held for judgement
@@ -223,10 +313,20 @@ type Quarantine struct {
 
 // Server answers status requests on a unix socket.
 type Server struct {
-	ln     *net.UnixListener
-	path   string
-	report func() Report
-	wg     sync.WaitGroup
+	ln      *net.UnixListener
+	path    string
+	group   int // gid whose members may ask besides root; -1: none
+	report  func() Report
+	wg      sync.WaitGroup
+	refused atomic.Uint64
+}
+
+// Options configure ListenWith.
+type Options struct {
+	// Group is a group id whose processes may ask too (the peer's
+	// primary group, from SO_PEERCRED): the socket is then 0660 of that
+	// group. -1 (or Listen): root only.
+	Group int
 }
 
 // Listen creates the socket at path (mode 0600; its directory, mode 0700,
@@ -234,8 +334,21 @@ type Server struct {
 // Close. A socket file left by an agent that died is replaced; one that
 // another agent answers on is not.
 func Listen(path string, report func() Report) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	return ListenWith(path, Options{Group: -1}, report)
+}
+
+// ListenWith is Listen with options. A directory of the socket that
+// others may write (without the sticky bit) is refused: they could
+// replace the socket.
+func ListenWith(path string, opts Options, report func() Report) (*Server, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	} else if st.Mode().Perm()&0o022 != 0 && st.Mode()&os.ModeSticky == 0 {
+		return nil, fmt.Errorf("status socket: directory %s is writable by group or others (mode %04o)", dir, st.Mode().Perm())
 	}
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.Dial("unix", path); err == nil {
@@ -252,15 +365,26 @@ func Listen(path string, report func() Report) (*Server, error) {
 	}
 	// Connections accepted before the chmod are still checked by
 	// credentials (serve).
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if opts.Group >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, opts.Group); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("status socket: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
 	}
-	s := &Server{ln: ln, path: path, report: report}
+	s := &Server{ln: ln, path: path, group: opts.Group, report: report}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
+
+// Refused counts the connections refused for their peer's credentials.
+func (s *Server) Refused() uint64 { return s.refused.Load() }
 
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
@@ -283,15 +407,17 @@ func (s *Server) serve() {
 // A client that does not read cannot hold the agent up for long.
 func (s *Server) answer(c *net.UnixConn) {
 	defer c.Close()
-	if !allowed(c) {
+	if !allowed(c, s.group) {
+		s.refused.Add(1)
 		return
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = json.NewEncoder(c).Encode(s.report())
 }
 
-// allowed reports whether the peer is root or the agent's own user.
-func allowed(c *net.UnixConn) bool {
+// allowed reports whether the peer is root, the agent's own user or, if
+// group is not -1, of that (primary) group.
+func allowed(c *net.UnixConn, group int) bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false
@@ -303,7 +429,7 @@ func allowed(c *net.UnixConn) bool {
 	}); err != nil || cerr != nil {
 		return false
 	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (group >= 0 && int(cred.Gid) == group)
 }
 
 // Close stops answering and removes the socket file.
@@ -417,7 +543,16 @@ func Format(w io.Writer, r Report) error {
 	}
 	e := r.Events
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
-	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full, or monitoring copies shed), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	var missed []string
+	for _, p := range r.Programs {
+		if p.Missed > 0 {
+			missed = append(missed, fmt.Sprintf("%s %d", p.Name, p.Missed))
+		}
+	}
+	if len(missed) > 0 {
+		fmt.Fprintf(&b, "  runs missed by the kernel (another BPF program on the CPU): %s\n", strings.Join(missed, ", "))
+	}
 	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
 	fmt.Fprintf(&b, "deadlines:   %d resumed unjudged, %d killed unjudged, %d dropped (thread gone); %d left by a previous agent\n",
 		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
@@ -458,9 +593,21 @@ func Format(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  (not all read: %s)\n", r.VaultError)
 		}
 	}
+	formatEgress(&b, r)
 	sd := r.Stdio
 	fmt.Fprintf(&b, "stdio:       %d processes watched, %d calls copied, %d given up (no JSON-RPC), %d JSON-RPC messages, %d frames skipped (%d malformed, %d oversize)\n",
 		sd.Watched, sd.Copied, sd.GivenUp, sd.Messages, sd.Malformed+sd.Oversize, sd.Malformed, sd.Oversize)
+	hd := r.MCPHTTP
+	fmt.Fprintf(&b, "mcp http:    %d listening processes watched, %d connections, %d calls copied, %d connections and %d processes given up (no MCP), %d JSON-RPC messages, %d skipped\n",
+		hd.Watched, hd.Conns, hd.Copied, hd.ConnsGivenUp, hd.GivenUp, hd.Messages, hd.Skipped)
+	if len(r.Unmonitored) == 0 {
+		b.WriteString("unmonitored: none seen\n")
+	} else {
+		fmt.Fprintf(&b, "unmonitored: %d (TLS through a library AARSM cannot read)\n", len(r.Unmonitored))
+		for _, u := range r.Unmonitored {
+			fmt.Fprintf(&b, "  pid %d %s: %s (%s), first seen %s\n", u.PID, u.Exe, u.Stack, u.Reason, u.FirstSeen.UTC().Format(time.DateTime+" MST"))
+		}
+	}
 	if len(r.MCPServers) == 0 {
 		b.WriteString("mcp servers: none seen\n")
 	} else {
@@ -473,6 +620,9 @@ func Format(w io.Writer, r Report) error {
 				name += "@" + s.Version
 			}
 			fmt.Fprintf(&b, "  pid %d %s", s.PID, name)
+			if s.Transport == "http" {
+				b.WriteString(" over streamable HTTP")
+			}
 			if s.Package != "" {
 				fmt.Fprintf(&b, " package %s", s.Package)
 			}
@@ -507,4 +657,48 @@ func FormatMessages(b *strings.Builder, ms []QuarantinedMessage, indent string) 
 		fmt.Fprintf(b, "%s%s  until %s  policy %s  to %s  %d recipients\n", indent, m.ID,
 			m.Expires.UTC().Format(time.DateTime+" MST"), policy, dest, m.Recipients)
 	}
+}
+
+// formatEgress writes the egress lines of r.
+func formatEgress(b *strings.Builder, r Report) {
+	switch {
+	case r.Egress == nil && r.EgressError != "":
+		fmt.Fprintf(b, "egress:      unavailable: %s\n", r.EgressError)
+		return
+	case r.Egress == nil:
+		return
+	case len(r.Egress.Policies) == 0:
+		b.WriteString("egress:      no egress_policy\n")
+	default:
+		fmt.Fprintf(b, "egress:      %d policies", len(r.Egress.Policies))
+		if !r.Egress.Attached {
+			b.WriteString(" (programs NOT attached)")
+		}
+		b.WriteString("\n")
+	}
+	eg := r.Egress
+	for _, p := range eg.Policies {
+		cg := "no cgroup or executable now"
+		if in := append(append([]string(nil), p.Cgroups...), p.Executables...); len(in) > 0 {
+			cg = strings.Join(in, ", ")
+		}
+		fmt.Fprintf(b, "  %-20s %-8s %s\n", p.Name, p.Mode, cg)
+		for _, h := range p.Hosts {
+			addrs := strings.Join(h.Addrs, " ")
+			if addrs == "" {
+				addrs = "(no address)"
+			}
+			fmt.Fprintf(b, "    %s: %s", h.Name, addrs)
+			if h.Error != "" {
+				fmt.Fprintf(b, " (last resolution failed: %s)", h.Error)
+			}
+			b.WriteString("\n")
+		}
+	}
+	var parts []string
+	for _, c := range eg.Counters {
+		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", c.Hook, c.Allowed, c.Blocked, c.Reported))
+	}
+	fmt.Fprintf(b, "  allowed/blocked/reported: %s; %d journaled, %d repeats, %d lost, %d journal errors\n",
+		strings.Join(parts, ", "), eg.Journaled, eg.Deduped, eg.Lost, eg.JournalErrors)
 }

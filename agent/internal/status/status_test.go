@@ -98,7 +98,10 @@ func TestStaleSocketReplaced(t *testing.T) {
 
 func TestFormat(t *testing.T) {
 	var b strings.Builder
-	if err := Format(&b, sample()); err != nil {
+	r := sample()
+	r.Unmonitored = []Unmonitored{{PID: 77, Exe: "/opt/bun", Stack: "BoringSSL (static, stripped)",
+		Reason: "carries BoringSSL but exports no SSL_write symbol: /opt/bun", FirstSeen: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}}
+	if err := Format(&b, r); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -124,9 +127,43 @@ func TestFormat(t *testing.T) {
 		"/system.slice/mcp.service until 2026-11-27 09:00:00 UTC",
 		"messages:    1 quarantined",
 		"01795000000000000000-0123456789abcdef  until 2026-11-27 09:00:00 UTC  policy company  to api.postmarkapp.com  2 recipients",
+		"unmonitored: 1 (TLS through a library AARSM cannot read)",
+		"  pid 77 /opt/bun: BoringSSL (static, stripped) (carries BoringSSL but exports no SSL_write symbol: /opt/bun), first seen 2026-11-27 08:00:00 UTC",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
+	}
+}
+
+func TestFormatEgress(t *testing.T) {
+	r := sample()
+	r.Egress = &Egress{
+		Attached: true,
+		Policies: []EgressPolicy{{Name: "mail", Mode: "enforce", Cgroups: []string{"/system.slice/mcp.service"},
+			Hosts: []EgressHost{{Name: "api.postmarkapp.com", Addrs: []string{"192.0.2.1", "2001:db8::1"}}, {Name: "gone.test", Addrs: []string{}, Error: "no address"}}}},
+		Counters:  []EgressCounters{{Hook: "connect4", Allowed: 5, Blocked: 2}, {Hook: "sendmsg4", Reported: 1}},
+		Journaled: 3, Deduped: 4,
+	}
+	var b strings.Builder
+	if err := Format(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"egress:      1 policies",
+		"  mail                 enforce  /system.slice/mcp.service",
+		"    api.postmarkapp.com: 192.0.2.1 2001:db8::1",
+		"    gone.test: (no address) (last resolution failed: no address)",
+		"allowed/blocked/reported: connect4 5/2/0, sendmsg4 0/0/1; 3 journaled, 4 repeats, 0 lost, 0 journal errors",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in:\n%s", want, b.String())
+		}
+	}
+	r.Egress, r.EgressError = nil, "load programs: permission denied"
+	b.Reset()
+	_ = Format(&b, r)
+	if !strings.Contains(b.String(), "egress:      unavailable: load programs: permission denied") {
+		t.Errorf("no unavailable line:\n%s", b.String())
 	}
 }

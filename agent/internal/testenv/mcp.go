@@ -138,6 +138,9 @@ func MCPStdio(t testing.TB, ca *CA, api *MailAPI, pkg *MCPPackage, opts MCPOptio
 	cfg.Transport = "stdio"
 	cfg.Command = pkg.Interpreter
 	cfg.Args = []string{pkg.Script}
+	if pkg.Runtime == MCPGo {
+		cfg.Args = nil // the server is the executable
+	}
 	cfg.Env = pkg.serverEnv(ca, api, opts)
 	return startMCPClient(t, pkg, cfg, opts, nil)
 }

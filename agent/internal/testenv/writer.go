@@ -18,6 +18,9 @@ import (
 //go:embed testdata/writer.c
 var writerSource []byte
 
+//go:embed testdata/gnutls_writer.c
+var gnutlsWriterSource []byte
+
 // CWriter compiles testdata/writer.c, a TLS client on the system's libssl that
 // writes COUNT records of SIZE bytes at RATE per second and prints the mean
 // nanoseconds per SSL_write (usage: writer PORT COUNT SIZE RATE). It needs
@@ -36,6 +39,28 @@ func CWriter(t testing.TB) string {
 	out := filepath.Join(dir, "writer")
 	if msg, err := exec.Command(cc, "-O2", "-o", out, src, "-l:libssl.so.3").CombinedOutput(); err != nil {
 		t.Fatalf("testenv: compile writer.c with %s: %v (apt-get install -y clang libssl3)\n%s", cc, err, msg)
+	}
+	return out
+}
+
+// GnuTLSWriter compiles testdata/gnutls_writer.c, CWriter's twin on the
+// system's libgnutls.so.30 (usage: gnutls_writer PORT COUNT SIZE RATE; it
+// prints the mean nanoseconds per gnutls_record_send). It needs a C
+// compiler and libgnutls30, no GnuTLS headers.
+func GnuTLSWriter(t testing.TB) string {
+	t.Helper()
+	cc := "clang"
+	if _, err := exec.LookPath(cc); err != nil {
+		cc = "cc"
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "gnutls_writer.c")
+	if err := os.WriteFile(src, gnutlsWriterSource, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "gnutls_writer")
+	if msg, err := exec.Command(cc, "-O2", "-o", out, src, "-l:libgnutls.so.30").CombinedOutput(); err != nil {
+		t.Fatalf("testenv: compile gnutls_writer.c with %s: %v (apt-get install -y clang libgnutls30)\n%s", cc, err, msg)
 	}
 	return out
 }

@@ -233,6 +233,13 @@ func TestClients(t *testing.T) {
 				r.Path, srv.Addr(), r.Header["X-Aarsm-Marker"], len(r.Body), r.Body)
 			return testenv.OpenSSL(t, ca, srv.Addr(), []byte(raw))
 		}},
+		// GnuTLS (libgnutls.so.30): gnutls_record_send.
+		{"wget", func(r testenv.Request) *exec.Cmd { return testenv.Wget(t, ca, srv.URL(), r) }},
+		{"gnutls-cli", func(r testenv.Request) *exec.Cmd {
+			raw := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nX-Aarsm-Marker: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+				r.Path, srv.Addr(), r.Header["X-Aarsm-Marker"], len(r.Body), r.Body)
+			return testenv.GnuTLSCLI(t, ca, srv.Addr(), []byte(raw))
+		}},
 	}
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {

@@ -197,12 +197,13 @@ func writeBody(b *strings.Builder, body string) {
 }
 
 // formatRPC writes an MCP server's JSON-RPC message as one line: what the
-// client asked of it (<- stdin) or what it answered (-> stdout).
+// client asked of it (<- stdin, a request read) or what it answered
+// (-> stdout, a response written).
 func formatRPC(w io.Writer, r Record) error {
 	m := r.RPC
 	var b strings.Builder
 	dir := "<-"
-	if r.Conn.SSL == 1 { // the fd: stdout
+	if r.RPCOut || r.Conn.SSL == 1 { // stdout (the fd), or a response written
 		dir = "->"
 	}
 	fmt.Fprintf(&b, "%s pid=%d comm=%s MCP", r.Time.Format("15:04:05.000000"), r.Conn.PID, quote(r.Comm))

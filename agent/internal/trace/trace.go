@@ -45,7 +45,10 @@ type Record struct {
 	Mail   *mail.Message
 	// RPC is an MCP server's JSON-RPC message (Options.MCP); Server its
 	// serverInfo name.
-	RPC    *mcp.Message
+	RPC *mcp.Message
+	// RPCOut: RPC is a message the server sent (stdout, or a response
+	// it wrote on a loopback connection).
+	RPCOut bool
 	Server string
 	// Call is, for a request or mail of an MCP server (or of a process it
 	// started), the tool call it was serving (Options.MCP).
@@ -187,6 +190,7 @@ func (t *Tracer) rpcRecords(ev *probe.Event, msgs []mcp.Message, out func(Record
 	if s := t.pipe.MCP(ev.PID); s != nil {
 		rec.Server = s.Server.Identity().Server.Name
 	}
+	rec.RPCOut = ev.Kind == probe.KindStdout || ev.Kind == probe.KindSockOut
 	for i := range msgs {
 		rec.RPC = &msgs[i]
 		out(rec)

@@ -1,0 +1,67 @@
+package probe
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// rustls (Codex, Deno: Rust, statically linked, stripped) cannot be
+// probed: its plaintext entry, <ConnectionCommon<T> as
+// PlaintextSink>::write(self, buf, len), is reached through a dyn vtable,
+// reports no error of its own and is often inlined into its caller
+// (tokio-rustls). Such a file is reported unprobed, with the rustls
+// version its panic locations name, rather than passed over in silence.
+
+// rustlsMarker: the start of the crate directory in the source paths of
+// rustls's panic locations (".../rustls-0.23.46/src/conn.rs").
+var rustlsMarker = []byte("/rustls-0.")
+
+// findRustls records, for a file with no TLS function found, that it
+// carries rustls.
+func (i *elfInfo) findRustls(f *elf.File) {
+	v := rustlsVersion(f)
+	if v == "" {
+		return
+	}
+	err := fmt.Errorf("TLS through rustls %s, linked statically: its plaintext functions cannot be located without symbols", v)
+	if i.embedsOpenSSL {
+		err = fmt.Errorf("%w (it also carries OpenSSL, statically linked and stripped)", err)
+	}
+	i.unprobed = errors.Join(i.unprobed, err)
+}
+
+// rustlsVersion returns the rustls version named in the file's read-only
+// data ("0.23.46"), "" when there is none.
+func rustlsVersion(f *elf.File) string {
+	sec := f.Section(".rodata")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > 256<<20 {
+		return ""
+	}
+	const chunk = 1 << 20
+	r := sec.Open()
+	buf := make([]byte, chunk+64)
+	carry := 0
+	for {
+		n, err := io.ReadFull(r, buf[carry:])
+		b := buf[:carry+n]
+		if i := bytes.Index(b, rustlsMarker); i >= 0 && (i+64 <= len(b) || err != nil) {
+			v := b[i+len("/rustls-"):]
+			end := 0
+			for end < len(v) && end < 16 && (v[end] == '.' || v[end] >= '0' && v[end] <= '9') {
+				end++
+			}
+			if end < len(v) && v[end] == '/' {
+				return string(v[:end])
+			}
+		}
+		if err != nil {
+			return ""
+		}
+		keep := 63
+		copy(buf, b[len(b)-keep:])
+		carry = keep
+	}
+}
