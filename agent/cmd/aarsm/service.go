@@ -216,6 +216,8 @@ func (s *statusSource) report() status.Report {
 		r.Events.HeldNow = len(holds)
 	}
 	r.LoopAgeSeconds = now.Sub(s.agent.Heartbeat()).Seconds()
+	ss := s.agent.State()
+	r.State = status.State{Connections: ss.Connections, Processes: ss.Processes}
 	st := s.agent.Stats()
 	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Leaked: st.Leaked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors, Expired: st.Expired}
 	switch {

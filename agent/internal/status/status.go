@@ -76,6 +76,8 @@ type Report struct {
 	MCPServers []MCPServer `json:"mcp_servers"`
 	// Stdio counts the observation of processes' stdio for MCP.
 	Stdio Stdio `json:"stdio"`
+	// State is the per-connection and per-process state kept now.
+	State State `json:"state"`
 	// MCPHTTP counts the observation of loopback connections of processes
 	// listening on loopback (MCP over streamable HTTP).
 	MCPHTTP MCPHTTP `json:"mcp_http"`
@@ -163,6 +165,14 @@ type Program struct {
 	// Missed counts the runs the kernel skipped (another BPF program ran
 	// on the CPU): writes neither seen nor held.
 	Missed uint64 `json:"missed"`
+}
+
+// State is the per-connection and per-process state the agent keeps now
+// (as of the last event): it comes back to its baseline once the
+// processes are gone.
+type State struct {
+	Connections int `json:"connections"` // TLS connections tracked
+	Processes   int `json:"processes"`   // processes whose facts are cached
 }
 
 // Stdio counts the observation of processes' stdio for MCP.
@@ -548,6 +558,7 @@ func Format(w io.Writer, r Report) error {
 		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
 	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
 		e.StaleSkips, e.HoldMapFull, e.FailKills, e.ForeignConts, e.HeldExits)
+	fmt.Fprintf(&b, "state:       %d TLS connections tracked, %d processes' facts cached\n", r.State.Connections, r.State.Processes)
 	v := r.Verdicts
 	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d leaked (blocked after the bytes had left), %d alerted; %d held writes released, %d action errors\n",
 		v.Judged, v.Blocked, v.Leaked, v.Alerted, v.Released, v.ActionErrors)
