@@ -88,7 +88,7 @@ func (c Cut) Detail() string {
 // the host goes. A loopback client's connection to the process ends on
 // this host, and the server's answer on it is how the client learns that
 // its tool call failed: destroyed, the client waits for its own timeout
-// (the MCP SDK's: 60 s). Kept nonetheless are not:
+// (the MCP SDK's: 60 s). Not kept:
 //   - outbound connections to the loopback: a local proxy or tunnel
 //     (HTTPS_PROXY, ssh -L, stunnel) carries them off the host;
 //   - connections accepted from another host: the peer may be the one
