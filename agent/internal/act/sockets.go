@@ -95,6 +95,12 @@ func (c Cut) Detail() string {
 //     pulling the mail (a reverse channel), and the process's own clients
 //     from elsewhere can retry.
 //
+// What a kept connection can still carry: a blocked write the process
+// makes on it itself (a TLS server answering a local client), which
+// reaches only that local process; what that process sends on is its own
+// traffic, seen or held as such (a relay of ciphertext is not readable
+// anyway).
+//
 // A socket is accepted when its local address and port are those of a
 // listening socket of the same process (or the listener's address is the
 // wildcard), found in the same sock_diag dump.
