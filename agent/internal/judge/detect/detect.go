@@ -44,6 +44,7 @@ type Finding struct {
 	Kind     Kinds
 	Redacted string // safe to log
 	Offset   int    // byte offset in the scanned text
+	Len      int    // length of the secret in bytes, from Offset
 }
 
 type detector struct {
@@ -173,7 +174,7 @@ func Scan(text string, kinds Kinds, max int) []Finding {
 			if d.redact != nil {
 				red = d.redact(secret)
 			}
-			out = append(out, Finding{Detector: d.name, Kind: d.kind, Redacted: red, Offset: start})
+			out = append(out, Finding{Detector: d.name, Kind: d.kind, Redacted: red, Offset: start, Len: len(secret)})
 			if len(out) >= max {
 				return out
 			}
