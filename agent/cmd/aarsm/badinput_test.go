@@ -155,11 +155,11 @@ func lookPathIn(name, path string) (string, error) {
 
 // badInputRow is one line of the table printed for docs/reliability.md.
 type badInputRow struct {
-	input, outcome   string
-	before, after    int64 // agent RSS
-	evicted, junk    uint64
-	malformed, lost  uint64
-	blocked, crashed bool
+	input, outcome  string
+	before, after   int64 // agent RSS
+	evicted, junk   uint64
+	malformed, lost uint64
+	blocked         bool
 }
 
 // Bad input from an unprivileged user (uid 65534) to a real enforcing
