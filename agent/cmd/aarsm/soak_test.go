@@ -661,7 +661,7 @@ func (s *soakRun) sampleRSS(t *testing.T, pid int, start time.Time) func() {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
-			if kib := vmRSS(pid); kib > 0 {
+			if kib := rssKiB(pid); kib > 0 {
 				smp := rssSample{at: time.Since(start), kib: kib}
 				if r, err := status.Query(s.socket, time.Second); err == nil {
 					smp.seen, smp.lost = r.Events.Seen, r.Events.Lost
@@ -688,9 +688,9 @@ func (s *soakRun) samples() []rssSample {
 }
 
 // lastRSS is the agent's VmRSS now, in KiB.
-func (s *soakRun) lastRSS() int { return vmRSS(s.agent.Process.Pid) }
+func (s *soakRun) lastRSS() int { return rssKiB(s.agent.Process.Pid) }
 
-func vmRSS(pid int) int {
+func rssKiB(pid int) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0

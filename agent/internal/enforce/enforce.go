@@ -131,10 +131,12 @@ type Agent struct {
 	holdLatency []time.Duration
 	holdNext    int
 
+	// pipeStats is the stream and parse stages' counters, published by
+	// the Run goroutine (pipestats.go).
+	pipeStats pipeStatsState
+
 	// Written by the Run goroutine, read by anyone (Stats).
 	judgedN, blockedN, leakedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
-	// Written by the Run goroutine, read by anyone (State, state.go).
-	gauges stateGauges
 
 	// The hold scope: its compiled rules, where cgroups are mounted, the
 	// narrowing directories (paths below mount) and the entries in force
@@ -496,7 +498,7 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // handle judges what a write completed and acts on the verdicts. Reads
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
-	defer a.gauge()
+	defer a.publishPipeline()
 	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || ev.Kind == probe.KindSockIn || ev.Kind == probe.KindSockOut ||
 		(ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
 		a.publishMCP() // a server gone leaves the list
