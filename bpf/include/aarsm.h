@@ -32,6 +32,7 @@ enum aarsm_event_flags {
 	EV_F_TRUNCATED = 1 << 0, /* len > captured bytes */
 	EV_F_UNKNOWN_FILE = 1 << 1, /* EV_EXEC, EV_MMAP: the file has not been seen before */
 	EV_F_HELD = 1 << 2,      /* EV_WRITE: stopped until user space judges the write; EV_EXEC, EV_MMAP: until it has examined the file */
+	EV_F_SCOPED = 1 << 3,    /* EV_WRITE, EV_READ: the process is in an enforcing policy's hold scope (a hold policy applied) */
 };
 
 /* The events: a header (64 bytes), then the plaintext (struct data_event,

@@ -182,6 +182,7 @@ const (
 	SensorProgTlsConnect        = "tls_connect"
 	SensorVarGeneration         = "generation"
 	SensorVarHaveAncestorHelper = "have_ancestor_helper"
+	SensorVarHeldInRing         = "held_in_ring"
 	SensorVarHttpOn             = "http_on"
 	SensorVarPidnsDev           = "pidns_dev"
 	SensorVarPidnsIno           = "pidns_ino"
@@ -289,6 +290,7 @@ type SensorMapSpecs struct {
 type SensorVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.VariableSpec `ebpf:"have_ancestor_helper"`
+	HeldInRing         *ebpf.VariableSpec `ebpf:"held_in_ring"`
 	HttpOn             *ebpf.VariableSpec `ebpf:"http_on"`
 	PidnsDev           *ebpf.VariableSpec `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.VariableSpec `ebpf:"pidns_ino"`
@@ -372,6 +374,7 @@ func (m *SensorMaps) Close() error {
 type SensorVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	HaveAncestorHelper *ebpf.Variable `ebpf:"have_ancestor_helper"`
+	HeldInRing         *ebpf.Variable `ebpf:"held_in_ring"`
 	HttpOn             *ebpf.Variable `ebpf:"http_on"`
 	PidnsDev           *ebpf.Variable `ebpf:"pidns_dev"`
 	PidnsIno           *ebpf.Variable `ebpf:"pidns_ino"`

@@ -192,6 +192,7 @@ enum {
 	CNT_HELD_EXITS,   /* held threads that exited (killed) while held */
 	CNT_STDIO,        /* stdin reads and stdout writes of watched processes copied (MCP) */
 	CNT_SOCK,         /* loopback socket reads and writes of listening candidates copied (MCP over HTTP) */
+	CNT_HELD_LOST,    /* held writes whose event did not fit in the ring: resolved at once by their fail mode, unjudged */
 	CNT_MAX,
 };
 
@@ -499,6 +500,14 @@ static __always_inline int maybe_hold(struct config *cfg, struct hold_policy *p,
 	return 1;
 }
 
+/* Held writes put in the ring since the sensor was loaded (never
+ * decremented). User space counts the held writes it has read: while the
+ * two differ, a held write waits in the ring behind other events, and the
+ * agent sheds the monitoring-only copies in front of it (probe
+ * Sensor.HoldsWaiting) so that its judgement is not late. Read by user
+ * space through the memory-mapped .bss, without a system call. */
+__u64 held_in_ring = 0;
+
 /* Copy up to MAX_DATA bytes of buf and submit them; p (with cfg): the
  * write may be held, under that policy. */
 static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __u64 len,
@@ -530,6 +539,8 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 		e->h.flags |= EV_F_TRUNCATED;
 	}
 	__u64 flags = ring_flags();
+	if (p)
+		e->h.flags |= EV_F_SCOPED;
 	if (cfg && p && maybe_hold(cfg, p, e, n)) {
 		e->h.flags |= EV_F_HELD;
 		flags = BPF_RB_FORCE_WAKEUP;
@@ -538,10 +549,14 @@ static __always_inline int submit_data(__u8 kind, __u64 ssl, const void *buf, __
 	barrier_var(size);
 	if (size > sizeof(*e))
 		return 0;
-	if (bpf_ringbuf_output(&events, e, size, flags) < 0) {
+	if (bpf_ringbuf_output(&events, e, size, flags) == 0) {
+		if (e->h.flags & EV_F_HELD)
+			__sync_fetch_and_add(&held_in_ring, 1);
+	} else {
 		count(CNT_LOST);
 		if (e->h.flags & EV_F_HELD) {
 			/* Nobody will ever judge it: the fail mode, now. */
+			count(CNT_HELD_LOST);
 			bpf_map_delete_elem(&holds, &e->h.tid);
 			if (p && p->fail_closed) {
 				bpf_send_signal(SIGKILL);
@@ -1101,6 +1116,10 @@ int BPF_PROG(stdio_exit, struct pt_regs___kernel *regs, long ret)
 	if (!w || !(*w & bit) || retired())
 		return 0;
 	count(CNT_STDIO);
+	if (ring_crowded()) { /* context, never held: gives way (sock_copy) */
+		count(CNT_LOST);
+		return 0;
+	}
 	return submit_data(kind, fd, (const void *)regs->si, (__u64)ret, NULL, NULL);
 }
 
@@ -1259,6 +1278,13 @@ static __always_inline __u64 loopback_conn(__u32 tgid, unsigned long fd)
 
 static __noinline int sock_copy(__u8 kind, __u64 conn, __u64 buf, __u64 len)
 {
+	/* Context, never held: like a monitoring copy, it gives way to what
+	 * enforcement needs when the ring is crowded (a loopback server pumps
+	 * as much as it likes through its own connections). */
+	if (ring_crowded()) {
+		count(CNT_LOST);
+		return 0;
+	}
 	return submit_data(kind, conn, (const void *)buf, len, NULL, NULL);
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -181,13 +180,14 @@ func TestBadInputToEnforcingAgent(t *testing.T) {
 	// Terminate rather than quarantine: the clients' cgroup stays on the
 	// network for the next mail. A monitoring policy has every write
 	// copied: the attackers' too.
-	// Fail closed: under this load the event loop can fall more than
-	// the write hold timeout (1 s) behind, and fail open would then let
-	// the held mail go unjudged (seen here: DeadlineResumed 1, the mail
-	// delivered). Fail closed kills it at the deadline instead.
+	// The shipped policy as it is: fail open, the default. Under this
+	// load the event loop used to fall more than the write hold timeout
+	// (1 s) behind, and the held mail went unjudged (DeadlineResumed 1,
+	// the mail delivered), or its event did not fit in a ring filled by
+	// loopback copies (HeldLost 1): the agent now sheds monitoring-only
+	// work while a held write waits (Agent.shed), and every copy that is
+	// not enforcement's gives way in a crowded ring.
 	company := shippedPolicy(t, "company.hcl")
-	i := bytes.IndexByte(company, '{')
-	company = append(append(append([]byte{}, company[:i+1]...), "\n  fail_mode = \"closed\"\n"...), company[i+1:]...)
 	if err := os.WriteFile(filepath.Join(s.policies, "policy.hcl"), scopePolicy(t, company, s.clients), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -202,17 +202,16 @@ func TestBadInputToEnforcingAgent(t *testing.T) {
 	attackers := testenv.NewCgroup(t)
 
 	// mail sends the violating mail from the clients' cgroup (s.send:
-	// curl fails, nothing reaches the API) and waits until the agent has
-	// stopped it: a block verdict, or a kill at the hold's deadline
-	// (fail closed) when the loop was too far behind.
+	// curl fails, nothing reaches the API) and waits for its block
+	// verdict.
 	stopped := uint64(0)
 	mail := func(t *testing.T, text string) {
 		t.Helper()
 		s.send(t, ca, srv, text)
 		stopped++
-		testenv.Eventually(t, 30*time.Second, "the mail stopped by a verdict or the deadline", func() (bool, string) {
+		testenv.Eventually(t, 30*time.Second, "the mail blocked by a verdict", func() (bool, string) {
 			r := queryStatus(t, s.bin, s.socket)
-			return r.Verdicts.Blocked+r.Events.DeadlineKilled+r.Events.FailKills >= stopped, fmt.Sprintf("%+v %+v", r.Verdicts, r.Events)
+			return r.Verdicts.Blocked >= stopped, fmt.Sprintf("%+v %+v", r.Verdicts, r.Events)
 		})
 	}
 	alive := func(t *testing.T) {
@@ -328,6 +327,10 @@ func TestBadInputToEnforcingAgent(t *testing.T) {
 	t.Log(b.String())
 	final := queryStatus(t, s.bin, s.socket)
 	t.Logf("final pipeline counters: %+v; events %+v", final.Pipeline, final.Events)
+	if e := final.Events; e.DeadlineResumed+e.HeldLost+e.StaleSkips+e.HoldMapFull > 0 {
+		t.Errorf("held writes let through unjudged: %d at their deadline, %d lost in the ring, %d not held (stale loop), %d not held (map full)",
+			e.DeadlineResumed, e.HeldLost, e.StaleSkips, e.HoldMapFull)
+	}
 	peak := procStatus(t, pid, "VmHWM:")
 	t.Logf("agent peak RSS (VmHWM) over the whole run: %.1f MiB", float64(peak)/(1<<20))
 	if peak > maxAgentRSS {

@@ -173,7 +173,7 @@ func (s *statusSource) report() status.Report {
 			Seen: st.Events, Lost: st.Lost, Writes: st.Writes, Truncated: st.Truncated,
 			Holds: st.Holds, FileHolds: st.FileHolds, GuardKills: st.GuardKills,
 			Malformed: st.Malformed, DiscoveryDrops: st.DiscoveryDrops,
-			StaleSkips: st.Stale, HoldMapFull: st.HoldMapFull, FailKills: st.FailKills,
+			StaleSkips: st.Stale, HoldMapFull: st.HoldMapFull, HeldLost: st.HeldLost, FailKills: st.FailKills,
 			ForeignConts: st.ForeignConts, HeldExits: st.HeldExits, Predecessor: st.Predecessor,
 		}
 		r.Stdio.Copied = st.Stdio
@@ -201,7 +201,8 @@ func (s *statusSource) report() status.Report {
 	pl := s.agent.PipelineStats()
 	r.Pipeline = status.Pipeline{ConnsOpen: pl.Stream.Open, ConnsOpened: pl.Stream.Opened, ConnsEvicted: pl.Stream.Evicted,
 		RetriesDropped: pl.Stream.Retries, LostBytes: pl.Stream.LostBytes, Messages: pl.Parse.Messages,
-		JunkBytes: pl.Parse.JunkBytes, Malformed: pl.Parse.Malformed, IgnoredStreams: pl.Parse.IgnoredStreams}
+		JunkBytes: pl.Parse.JunkBytes, Malformed: pl.Parse.Malformed, IgnoredStreams: pl.Parse.IgnoredStreams,
+		ShedEvents: pl.ShedEvents, ShedBytes: pl.ShedBytes}
 	sd := s.agent.StdioStats()
 	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
 	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize

@@ -484,6 +484,7 @@ func (a *Agent) admit(ev *probe.Event) bool {
 		a.newCgroup(ev)
 		return false
 	case probe.KindWrite:
+		a.shed(ev)
 		if ev.Held && a.opts.Fault == "wedge" && a.releasedN.Load() > 0 {
 			a.log.Warn("test fault: the event loop wedges now", "pid", ev.PID)
 			select {}
@@ -493,6 +494,22 @@ func (a *Agent) admit(ev *probe.Event) bool {
 		}
 	}
 	return true
+}
+
+// shed drops the bytes of a write of a process no enforcing policy
+// covers while a held write waits in the ring behind it: the held write's
+// deadline runs, and parsing a monitoring policy's traffic (a flood, a
+// huge body, thousands of connections) must not make it pass unjudged.
+// The stream keeps the call's length, so the connection counts the bytes
+// as lost (its message in progress is unreadable, as after a lost event);
+// nothing of a process in an enforcing scope is ever shed.
+func (a *Agent) shed(ev *probe.Event) {
+	if ev.Held || ev.Scoped || len(ev.Data) == 0 || !a.sensor.HoldsWaiting() {
+		return
+	}
+	a.pipeStats.shedEvents.Add(1)
+	a.pipeStats.shedBytes.Add(uint64(len(ev.Data)))
+	ev.Data = ev.Data[:0]
 }
 
 // handle judges what a write completed and acts on the verdicts. Reads

@@ -11,6 +11,10 @@ import (
 type PipelineStats struct {
 	Stream stream.Stats
 	Parse  parse.Stats
+	// ShedEvents, ShedBytes: writes and reads of processes out of every
+	// enforcing scope whose bytes were dropped while a held write waited
+	// behind them (Agent.shed).
+	ShedEvents, ShedBytes uint64
 }
 
 // pipeStatsState publishes PipelineStats from the Run goroutine (the
@@ -20,6 +24,8 @@ type pipeStatsState struct {
 	open, procs                                    atomic.Int64
 	opened, evicted, retries, lostBytes            atomic.Uint64
 	messages, junkBytes, malformed, ignoredStreams atomic.Uint64
+	// Written by the Run goroutine at each shed (Agent.shed).
+	shedEvents, shedBytes atomic.Uint64
 }
 
 // publishPipeline publishes the stages' counters and the number of
@@ -49,5 +55,6 @@ func (a *Agent) PipelineStats() PipelineStats {
 			Retries: p.retries.Load(), LostBytes: p.lostBytes.Load()},
 		Parse: parse.Stats{Messages: p.messages.Load(), JunkBytes: p.junkBytes.Load(), Malformed: p.malformed.Load(),
 			IgnoredStreams: p.ignoredStreams.Load()},
+		ShedEvents: p.shedEvents.Load(), ShedBytes: p.shedBytes.Load(),
 	}
 }

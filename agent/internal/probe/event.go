@@ -70,6 +70,7 @@ const (
 	flagTruncated   = 1 << 0
 	flagUnknownFile = 1 << 1
 	flagHeld        = 1 << 2
+	flagScoped      = 1 << 3
 )
 
 // The records are the C structs of bpf/include/aarsm.h, written in host
@@ -132,6 +133,7 @@ type Event struct {
 	Buf       uint64 // write events: the caller's buffer (ReadRest)
 	Truncated bool   // Len > len(Data)
 	Held      bool   // the process is stopped until Release (or a kill); exec and mmap events too
+	Scoped    bool   // the process is in an enforcing policy's hold scope (writes and reads)
 	Data      []byte
 
 	// Exec events.
@@ -172,6 +174,7 @@ func (e *Event) decode(raw []byte) error {
 		e.Data = raw[dataOffset:]
 		e.Truncated = h.Flags&flagTruncated != 0
 		e.Held = h.Flags&flagHeld != 0
+		e.Scoped = h.Flags&flagScoped != 0
 		if uint32(len(e.Data)) > e.Len {
 			return fmt.Errorf("%s event: %d bytes of data for a call of %d", e.Kind, len(e.Data), e.Len)
 		}

@@ -148,6 +148,7 @@ type Stats struct {
 	HeldExits      uint64 // held threads that exited while held
 	Stdio          uint64 // stdin reads and stdout writes of watched processes copied (WatchStdio)
 	Sock           uint64 // loopback socket reads and writes of HTTP candidates copied (WatchHTTP)
+	HeldLost       uint64 // held writes whose event did not fit in the ring: resolved at once by their fail mode, unjudged
 	Predecessor    int    // holds left by a previous agent, resolved at load
 	Events         uint64 // events delivered
 	Malformed      uint64 // records that did not decode
@@ -190,6 +191,9 @@ type Sensor struct {
 	beat atomic.Int64
 	// lastBeat is when the heartbeat map was last written (Run only).
 	lastBeat time.Time
+	// waiting: held writes read from the ring, against the kernel's count
+	// of those put in (HoldsWaiting; the reading goroutine only).
+	waiting holdsWaiting
 
 	holdCfg     ssl.SensorConfig // under mu
 	guardPID    atomic.Uint32
@@ -540,8 +544,49 @@ func (s *Sensor) deliver(raw []byte, ev *Event, handle func(*Event)) {
 		}
 	default: // the other kinds are only handed on
 	}
+	if ev.Held && ev.Kind == KindWrite {
+		s.waiting.read++
+		s.waiting.since = time.Time{}
+	}
 	s.events.Add(1)
 	handle(ev)
+}
+
+// holdsWaiting compares the held writes read from the ring with the
+// kernel's count of those put in (held_in_ring).
+type holdsWaiting struct {
+	read  uint64    // held writes read (plus the resynchronisations)
+	since time.Time // when a difference was first seen, zero if none
+}
+
+// resyncAfter bounds how long a difference with no held write read may
+// last: a held write whose record did not decode is never read, and the
+// count must not stay behind for ever.
+const resyncAfter = 2 * time.Second
+
+// HoldsWaiting reports whether a held write waits in the ring behind the
+// events being handed on now: then the caller should spend as little as it
+// can on what is not enforced (the write's deadline runs). Only from the
+// goroutine that reads the ring (in the handle function of Run or Drain);
+// no system call (the kernel's count is memory-mapped).
+func (s *Sensor) HoldsWaiting() bool {
+	var n uint64
+	if s.objs.HeldInRing == nil || s.objs.HeldInRing.Get(&n) != nil {
+		return false
+	}
+	w := &s.waiting
+	if n <= w.read {
+		w.since = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if w.since.IsZero() {
+		w.since = now
+	} else if now.Sub(w.since) > resyncAfter {
+		w.read, w.since = n, time.Time{}
+		return false
+	}
+	return true
 }
 
 // Drain delivers to handle, as Run does, the events the kernel produced
@@ -599,7 +644,7 @@ func (s *Sensor) enqueue(d discovery) {
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
 	for i, dst := range []*uint64{&st.Writes, &st.Reads, &st.Truncated, &st.Lost, &st.CopyFailed, &st.Holds, &st.GuardKills, &st.FileHolds,
-		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio, &st.Sock} {
+		&st.Stale, &st.HoldMapFull, &st.FailKills, &st.ForeignConts, &st.HeldExits, &st.Stdio, &st.Sock, &st.HeldLost} {
 		var perCPU []uint64
 		if err := s.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return st, fmt.Errorf("read counter %d: %w", i, err)

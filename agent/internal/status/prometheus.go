@@ -45,6 +45,7 @@ func WritePrometheus(w io.Writer, r Report) error {
 	p.family("aarsm_holds_skipped_total", "counter", "Holds not taken (their fail mode applied at once), by reason.")
 	p.sample("aarsm_holds_skipped_total", float64(e.StaleSkips), "reason", "event_loop_stale")
 	p.sample("aarsm_holds_skipped_total", float64(e.HoldMapFull), "reason", "hold_map_full")
+	p.sample("aarsm_holds_skipped_total", float64(e.HeldLost), "reason", "ring_full")
 	p.family("aarsm_hold_deadline_resolutions_total", "counter", "Holds resolved by their deadline before a verdict, by outcome.")
 	p.sample("aarsm_hold_deadline_resolutions_total", float64(e.DeadlineResumed), "outcome", "resumed")
 	p.sample("aarsm_hold_deadline_resolutions_total", float64(e.DeadlineKilled), "outcome", "killed")

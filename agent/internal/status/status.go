@@ -274,6 +274,9 @@ type Events struct {
 	// was not running, or the hold map was full.
 	StaleSkips  uint64 `json:"stale_skips"`
 	HoldMapFull uint64 `json:"hold_map_full"`
+	// HeldLost: held writes whose event did not fit in the ring buffer,
+	// resolved at once by their fail mode, unjudged.
+	HeldLost uint64 `json:"held_lost"`
 	// FailKills are processes killed in the kernel by a fail-closed policy
 	// (stale loop, full hold map, full ring buffer).
 	FailKills uint64 `json:"fail_kills"`
@@ -309,6 +312,11 @@ type Pipeline struct {
 	JunkBytes      uint64 `json:"junk_bytes"`
 	Malformed      uint64 `json:"malformed"`
 	IgnoredStreams uint64 `json:"ignored_h2_streams"`
+	// ShedEvents, ShedBytes: writes and reads of processes out of every
+	// enforcing scope dropped unparsed while a held write waited behind
+	// them in the ring (its judgement first).
+	ShedEvents uint64 `json:"shed_events"`
+	ShedBytes  uint64 `json:"shed_bytes"`
 }
 
 // Verdicts are the judge's counters since the agent started.
@@ -566,8 +574,8 @@ func Format(w io.Writer, r Report) error {
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full, or monitoring copies shed), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
 	pl := r.Pipeline
-	fmt.Fprintf(&b, "connections: %d tracked, %d seen, %d evicted; %d messages parsed, %d malformed, %d junk bytes, %d bytes not captured\n",
-		pl.ConnsOpen, pl.ConnsOpened, pl.ConnsEvicted, pl.Messages, pl.Malformed, pl.JunkBytes, pl.LostBytes)
+	fmt.Fprintf(&b, "connections: %d tracked, %d seen, %d evicted; %d messages parsed, %d malformed, %d junk bytes, %d bytes not captured; %d calls (%d bytes) shed while a hold waited\n",
+		pl.ConnsOpen, pl.ConnsOpened, pl.ConnsEvicted, pl.Messages, pl.Malformed, pl.JunkBytes, pl.LostBytes, pl.ShedEvents, pl.ShedBytes)
 	var missed []string
 	for _, p := range r.Programs {
 		if p.Missed > 0 {
@@ -580,8 +588,8 @@ func Format(w io.Writer, r Report) error {
 	fmt.Fprintf(&b, "holds:       %d writes, %d processes until a new file was probed, %d held now, %d guard kills\n", e.Holds, e.FileHolds, e.HeldNow, e.GuardKills)
 	fmt.Fprintf(&b, "deadlines:   %d resumed unjudged, %d killed unjudged, %d dropped (thread gone); %d left by a previous agent\n",
 		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
-	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
-		e.StaleSkips, e.HoldMapFull, e.FailKills, e.ForeignConts, e.HeldExits)
+	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full), %d (held, but the event did not fit in the ring); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
+		e.StaleSkips, e.HoldMapFull, e.HeldLost, e.FailKills, e.ForeignConts, e.HeldExits)
 	fmt.Fprintf(&b, "state:       %d TLS connections tracked, %d processes' facts cached\n", r.State.Connections, r.State.Processes)
 	v := r.Verdicts
 	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d leaked (blocked after the bytes had left), %d alerted; %d held writes released, %d action errors\n",
