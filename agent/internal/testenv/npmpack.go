@@ -38,6 +38,18 @@ var (
 		Integrity: "sha512-Wce/AADPVSsX4txVsbtajQ8dHgqUZo5JP6DskT91BUHEMsnzlO4oodZMXpc8skllMfIdj6s3sd6ClGQ6ebnOAg==",
 		Bin:       "claude",
 	}
+	// Deno and Codex link rustls 0.23 statically (stripped; Codex is
+	// a static-pie musl executable).
+	DenoPackage = NPMTarball{
+		Spec:      "@deno/linux-x64-glibc@2.9.6",
+		Integrity: "sha512-3md4TKLCuzsLDmfOoC5KN7NAZaxSVkMgm64vg6foD00JBADCpYS2/5QqXfzgnP5ZQz3iLP9vBQJtEgc116OAoQ==",
+		Bin:       "deno",
+	}
+	CodexPackage = NPMTarball{
+		Spec:      "@openai/codex@0.171.0-linux-x64",
+		Integrity: "sha512-l66NZkQgdk2C3pbcfULDz42yEUB581MVA6I+Y43Wp4OIqEy73HCdmZ0GTjeAHY2ycuH4N00d9VsLrwT1jxshTw==",
+		Bin:       "vendor/x86_64-unknown-linux-musl/bin/codex",
+	}
 )
 
 // NPMExecutable returns the path of p's executable, fetching the package
