@@ -1578,7 +1578,8 @@ struct rustls_slice {
 	__u64 len;
 };
 
-static __noinline int rustls_copy(__u64 conn, __u64 buf, __u64 len)
+/* Global: verified once, not once per call. */
+__noinline int rustls_copy(__u64 conn, __u64 buf, __u64 len)
 {
 	if (len == 0)
 		return 0;

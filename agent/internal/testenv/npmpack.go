@@ -208,3 +208,43 @@ func ClaudeCode(t testing.TB, ca *CA, baseURL string) *exec.Cmd {
 	killOnCleanup(t, cmd)
 	return cmd
 }
+
+// denoClient is bunClient for Deno (Deno's APIs for files, stdin and
+// stdout); the CA comes through DENO_CERT.
+const denoClient = `const cfg = JSON.parse(await Deno.readTextFile(Deno.args[0]));
+const enc = new TextEncoder();
+async function out(b) { let n = 0; while (n < b.length) n += await Deno.stdout.write(b.subarray(n)); }
+if (cfg.wait) {
+  await out(enc.encode("READY " + Deno.pid + "\n"));
+  const reader = Deno.stdin.readable.getReader();
+  let seen = "";
+  while (!seen.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) { console.error("testenv: stdin closed before the go line"); Deno.exit(2); }
+    seen += new TextDecoder().decode(value);
+  }
+}
+const headers = {};
+for (const [k, v] of cfg.headers) headers[k] = v;
+const body = cfg.body_file ? await Deno.readFile(cfg.body_file) : undefined;
+const res = await fetch(cfg.url, { method: cfg.method, headers, body });
+await out(new Uint8Array(await res.arrayBuffer()));
+if (res.status < 200 || res.status > 299) {
+  console.error("testenv: HTTP status " + res.status);
+  Deno.exit(22);
+}
+`
+
+// Deno returns an unstarted command that sends req to url with Deno's
+// fetch (rustls, linked statically), from the real Deno fetched from npm
+// (DenoPackage), trusting ca, with a Deno directory of its own. Like Bun.
+func Deno(t testing.TB, ca *CA, url string, req Request) *exec.Cmd {
+	t.Helper()
+	bin := NPMExecutable(t, DenoPackage)
+	dir := stateDir(t, "deno-")
+	script, cfg := writeScript(t, dir, "client.mjs", denoClient, newScriptConfig(t, ca, url, req, dir))
+	cmd := exec.Command(bin, "run", "--allow-all", "--no-config", "--no-lock", script, cfg)
+	cmd.Env = append(os.Environ(), "DENO_CERT="+ca.CAFile, "DENO_DIR="+filepath.Join(dir, "deno-dir"), "DENO_NO_UPDATE_CHECK=1", "NO_COLOR=1")
+	killOnCleanup(t, cmd)
+	return cmd
+}
