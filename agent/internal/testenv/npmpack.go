@@ -248,3 +248,24 @@ func Deno(t testing.TB, ca *CA, url string, req Request) *exec.Cmd {
 	killOnCleanup(t, cmd)
 	return cmd
 }
+
+// Codex returns an unstarted command running OpenAI's Codex CLI (its
+// native package from npm: a static Rust executable, rustls) once,
+// non-interactive ("exec"), with prompt, against the OpenAI API at
+// baseURL (a fake one on loopback, ".../v1": the openai_base_url setting), with a
+// fake key, trusting ca (SSL_CERT_FILE), in a home directory of its own.
+// It exits non-zero when the fake API's answer is not a model's.
+func Codex(t testing.TB, ca *CA, baseURL, prompt string) *exec.Cmd {
+	t.Helper()
+	bin := NPMExecutable(t, CodexPackage)
+	home := stateDir(t, "codex-")
+	if err := os.MkdirAll(filepath.Join(home, ".codex"), 0o700); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cmd := exec.Command(bin, "exec", "--skip-git-repo-check", "--color", "never", "-c", fmt.Sprintf("openai_base_url=%q", baseURL), prompt)
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(), "HOME="+home, "CODEX_HOME="+filepath.Join(home, ".codex"),
+		"OPENAI_API_KEY=sk-aarsm-test-fake", "SSL_CERT_FILE="+ca.CAFile, "NO_COLOR=1")
+	killOnCleanup(t, cmd)
+	return cmd
+}

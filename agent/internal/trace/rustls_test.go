@@ -1,7 +1,10 @@
 package trace
 
 import (
+	"bytes"
+	"io"
 	"testing"
+	"time"
 
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
@@ -41,4 +44,64 @@ func TestDeno(t *testing.T) {
 			t.Errorf("executable %q, want %q", r.Exe, cmd.Path)
 		}
 	}
+}
+
+// waitCodex: Codex tries the Responses WebSocket five times (about 8 s)
+// before it posts over HTTPS.
+const waitCodex = 60 * time.Second
+
+// Codex (from npm: a static Rust executable, rustls 0.23.46, stripped):
+// its request to the (fake) OpenAI API carries the prompt and is seen.
+func TestCodex(t *testing.T) {
+	h := startTracer(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	cg := testenv.NewCgroup(t)
+	marker := newMarker(t)
+	// Codex appends its piped stdin to the prompt and reads it to EOF
+	// first: it is closed once Codex is probed.
+	cmd := testenv.Codex(t, ca, srv.URL()+"/v1", "Say hello to")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("codex: %s", stderr.String())
+		}
+	})
+	h.waitProbed(cmd.Path, "rustls write")
+	if _, err := io.WriteString(stdin, marker+"\n"); err != nil {
+		t.Fatalf("write the prompt: %v; codex: %s", err, stderr.String())
+	}
+	if err := stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := srv.WaitFor(t, func(rec testenv.Recorded) bool { return bytes.Contains(rec.Body, []byte(marker)) }, waitCodex)
+	var r Record
+	testenv.Eventually(t, waitCodex, "codex's request to the API", func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, rec := range h.records {
+			// Not its WebSocket upgrade (a GET of the same path).
+			if rec.Cgroup == cg.ID() && rec.Msg != nil && !rec.Msg.Response && rec.Msg.Method == got.Method && rec.Msg.Target == got.Path {
+				r = rec
+				return true, ""
+			}
+		}
+		return false, "records: " + h.seenLocked()
+	})
+	m := r.Msg
+	if m.Method != "POST" || r.Exe != cmd.Path {
+		t.Errorf("traced %s %s exe %s", m.Method, m.Target, r.Exe)
+	}
+	if !bytes.Contains(m.Data, []byte(marker)) && !m.Truncated {
+		t.Errorf("body of %d bytes (server got %d) lacks the prompt's marker", len(m.Data), len(got.Body))
+	}
+	t.Logf("codex: %s %s, body %d bytes traced (truncated %v), %d at the server", m.Method, m.Target, len(m.Data), m.Truncated, len(got.Body))
 }
