@@ -27,6 +27,10 @@ var rustlsMarker = []byte("/rustls-0.")
 // findRustls records, for a file with no TLS function found, that it
 // carries rustls.
 func (i *elfInfo) findRustls(f *elf.File, r io.ReaderAt) {
+	v := rustlsVersion(f)
+	if v == "" {
+		return
+	}
 	res, err := rustls.Find(f, r)
 	switch {
 	case err == nil:
@@ -36,11 +40,7 @@ func (i *elfInfo) findRustls(f *elf.File, r io.ReaderAt) {
 		i.lib, i.build = "", res.String()
 		return
 	case !errors.Is(err, rustls.ErrNotRustls):
-		i.unprobed = errors.Join(i.unprobed, fmt.Errorf("TLS through rustls, linked statically: %w", err))
-		return
-	}
-	v := rustlsVersion(f)
-	if v == "" {
+		i.unprobed = errors.Join(i.unprobed, fmt.Errorf("TLS through rustls %s, linked statically: %w", v, err))
 		return
 	}
 	err = fmt.Errorf("TLS through rustls %s, linked statically: its plaintext functions cannot be located without symbols", v)

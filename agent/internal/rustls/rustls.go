@@ -261,7 +261,13 @@ func findRefs(text *elf.Section, loc uint64) ([]uint64, error) {
 			return nil, fmt.Errorf("read .text: %w", err)
 		}
 		for i := 0; i+7 <= n && i < chunk; i++ {
-			if buf[i+1] != 0x8d || buf[i]&0xfb != 0x48 || buf[i+2]&0xc7 != 0x05 {
+			// The opcode first (IndexByte is vectorised): REX.W(R) 8d modrm.
+			j := bytes.IndexByte(buf[i+1:n], 0x8d)
+			if j < 0 {
+				break
+			}
+			i += j
+			if i+7 > n || i >= chunk || buf[i]&0xfb != 0x48 || buf[i+2]&0xc7 != 0x05 {
 				continue
 			}
 			at := text.Addr + pos + uint64(i)

@@ -11,7 +11,7 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/testenv"
 )
 
-func open(t *testing.T, path string) (*elf.File, *os.File) {
+func open(t testing.TB, path string) (*elf.File, *os.File) {
 	t.Helper()
 	fh, err := os.Open(path)
 	if err != nil {
