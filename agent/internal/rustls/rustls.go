@@ -216,11 +216,11 @@ func findLocation(f *elf.File, str, strLen uint64, lc [2]uint32) (uint64, error)
 		}
 	}
 	// Through R_X86_64_RELATIVE relocations.
-	if rela := f.Section(".rela.dyn"); rela != nil && len(found) == 0 {
+	if relocs := f.Section(".rela.dyn"); relocs != nil && len(found) == 0 {
 		buf := make([]byte, chunk/24*24)
 		var tail [16]byte
-		for pos := uint64(0); pos < rela.Size; pos += uint64(len(buf)) {
-			n, err := rela.ReadAt(buf, int64(pos))
+		for pos := uint64(0); pos < relocs.Size; pos += uint64(len(buf)) {
+			n, err := relocs.ReadAt(buf, int64(pos))
 			if err != nil && !errors.Is(err, io.EOF) {
 				return 0, fmt.Errorf("read .rela.dyn: %w", err)
 			}
