@@ -3,6 +3,8 @@ package trace
 import (
 	"bytes"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,4 +106,54 @@ func TestCodex(t *testing.T) {
 		t.Errorf("body of %d bytes (server got %d) lacks the prompt's marker", len(m.Data), len(got.Body))
 	}
 	t.Logf("codex: %s %s, body %d bytes traced (truncated %v), %d at the server", m.Method, m.Target, len(m.Data), m.Truncated, len(got.Body))
+}
+
+// Codex tries the Responses WebSocket first: against a wss server its
+// response.create message, carrying the prompt, is seen as a WebSocket
+// message (unmasked) through the same probe.
+func TestCodexWebSocket(t *testing.T) {
+	h := startTracer(t)
+	ca := testenv.NewCA(t)
+	ws := testenv.NewWSServer(t, ca)
+	cg := testenv.NewCgroup(t)
+	marker := newMarker(t)
+	base := "https://" + strings.TrimSuffix(strings.TrimPrefix(ws.URL(), "wss://"), "/") + "/v1"
+	cmd := testenv.Codex(t, ca, base, "Say hello to")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cg.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("codex: %s", stderr.String())
+		}
+	})
+	h.waitProbed(cmd.Path, "rustls write")
+	if _, err := io.WriteString(stdin, marker+"\n"); err != nil {
+		t.Fatalf("write the prompt: %v", err)
+	}
+	if err := stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, waitCodex, "the message with the marker at the wss server", func() bool {
+		return slices.ContainsFunc(ws.Received(), func(m string) bool { return strings.Contains(m, marker) })
+	})
+	testenv.Eventually(t, waitCodex, "codex's WebSocket message traced", func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, rec := range h.records {
+			if rec.Cgroup == cg.ID() && rec.Msg != nil && rec.Msg.WebSocket && !rec.Msg.Response && bytes.Contains(rec.Msg.Data, []byte(marker)) {
+				if rec.Exe != cmd.Path {
+					t.Errorf("executable %q, want %q", rec.Exe, cmd.Path)
+				}
+				return true, ""
+			}
+		}
+		return false, "records: " + h.seenLocked()
+	})
 }
