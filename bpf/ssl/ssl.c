@@ -569,11 +569,12 @@ static __always_inline int ring_crowded(void)
 }
 /* ---- end of ring headroom ---- */
 
-static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
+/* Whether a TLS write of the current process is wanted at all (0: not
+ * even a copy) and, if so, the settings and the hold policy that applies
+ * (NULL: copied, never held). Shared by every write probe (OpenSSL,
+ * GnuTLS, BoringSSL, Go). */
+static __always_inline int write_wanted(struct config **cfgp, struct hold_policy **pp)
 {
-	__u64 ssl = PT_REGS_PARM1(ctx);
-	const void *buf = (const void *)PT_REGS_PARM2(ctx);
-
 	count(CNT_WRITES);
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
@@ -589,6 +590,20 @@ static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
 			return 0;
 		}
 	}
+	*cfgp = cfg;
+	*pp = p;
+	return 1;
+}
+
+static __always_inline int on_write(struct pt_regs *ctx, __u64 len)
+{
+	__u64 ssl = PT_REGS_PARM1(ctx);
+	const void *buf = (const void *)PT_REGS_PARM2(ctx);
+	struct config *cfg;
+	struct hold_policy *p;
+
+	if (!write_wanted(&cfg, &p))
+		return 0;
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, ssl);
 	return submit_data(EV_WRITE, ssl, buf, len, cfg, p);
 }
@@ -1378,20 +1393,10 @@ int go_tls_write(struct pt_regs *ctx)
 	__u64 conn = GO_RAX(ctx);
 	const void *buf = (const void *)GO_RBX(ctx);
 
-	/* As on_write (keep the two alike). */
-	count(CNT_WRITES);
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	struct hold_policy *p = NULL;
-	if (cfg && cfg->holds) {
-		p = hold_policy_of(cfg);
-		if (!p && !cfg->copy_all)
-			return 0;
-		if (!p && ring_crowded()) { /* ring headroom (harden) */
-			count(CNT_LOST);
-			return 0;
-		}
-	}
+	struct config *cfg;
+	struct hold_policy *p;
+	if (!write_wanted(&cfg, &p))
+		return 0;
 	submit_data(EV_WRITE, conn, buf, (__u64)len, cfg, p);
 	if (!p)
 		return 0;
@@ -1564,7 +1569,8 @@ int tls_connect(struct inet_sock_set_state_args *args)
  * recognises): payload OutboundChunks at 0 (word 0 zero: Single, slice at
  * 8/16; else Multiple: chunks pointer 0, count 8, start 16, end 24), the
  * content type's tag at 32 (3: application data; handshake messages and
- * alerts are skipped). Each piece goes the way of SSL_write (on_write). */
+ * alerts are skipped). Each piece goes the way of SSL_write (write_wanted,
+ * then submit_data, as on_write). */
 #define RUSTLS_APPDATA 3
 #define RUSTLS_MAX_CHUNKS 8
 
@@ -1581,22 +1587,11 @@ struct rustls_slice {
 /* Global: verified once, not once per call. */
 __noinline int rustls_copy(__u64 conn, __u64 buf, __u64 len)
 {
-	if (len == 0)
+	struct config *cfg;
+	struct hold_policy *p;
+
+	if (len == 0 || !write_wanted(&cfg, &p))
 		return 0;
-	/* As on_write (keep the two alike). */
-	count(CNT_WRITES);
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
-	struct hold_policy *p = NULL;
-	if (cfg && cfg->holds) {
-		p = hold_policy_of(cfg);
-		if (!p && !cfg->copy_all)
-			return 0;
-		if (!p && ring_crowded()) { /* ring headroom (harden) */
-			count(CNT_LOST);
-			return 0;
-		}
-	}
 	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, conn);
 	return submit_data(EV_WRITE, conn, (const void *)buf, len, cfg, p);
 }

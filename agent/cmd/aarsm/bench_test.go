@@ -89,7 +89,7 @@ func measure(b *testing.B, pid int, d time.Duration, work func()) agentUsage {
 }
 
 // cpuTicks returns pid's user and system time in clock ticks.
-func cpuTicks(b *testing.B, pid int) uint64 {
+func cpuTicks(b testing.TB, pid int) uint64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		b.Fatal(err)

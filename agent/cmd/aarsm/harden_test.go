@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -364,7 +365,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")`, script, cfg}
 			t.Fatalf("another agent answers: %d", r.PID)
 		}
 		for _, p := range r.Probes {
-			if strings.HasPrefix(p.Path, dir) && p.Error == "" {
+			// Only the crafted files: the helper beside them is a Go
+			// executable with crypto/tls, rightly probed.
+			if slices.Contains(files, p.Path) && p.Error == "" {
 				t.Errorf("a crafted file was probed: %+v", p)
 			}
 		}

@@ -3,7 +3,7 @@
 // leaving the host against policy.
 //
 //	aarsm version
-//	aarsm trace [-v] [--pid PID,...] [--comm NAME,...]
+//	aarsm trace [-v] [--show-secrets] [--pid PID,...] [--comm NAME,...]
 //	aarsm run --policy-dir DIR --log-format journal|json|auto
 //	aarsm status [--json]
 //	aarsm reload [--pid PID]
@@ -131,15 +131,19 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "show headers, bodies and responses")
 	debug := fs.Bool("debug", false, "log every file examined")
+	showSecrets := fs.Bool("show-secrets", false, "WARNING: print credentials and secrets verbatim (Authorization, Cookie, API-key headers; API keys, tokens and passwords in targets, bodies and mails); without it they are shown as [redacted:WHAT NB]")
 	withMCP := fs.Bool("mcp", false, "also show the MCP servers' tool calls (stdio, and streamable HTTP on loopback), and for each request the tool call it was made for")
 	var pids, comms listFlag
 	fs.Var(&pids, "pid", "only these process IDs (comma-separated or repeated)")
 	fs.Var(&comms, "comm", "only these command names (comma-separated or repeated)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: aarsm trace [-v] [--mcp] [--pid PID,...] [--comm NAME,...]\n\n"+
+		fmt.Fprintf(stderr, "usage: aarsm trace [-v] [--mcp] [--show-secrets] [--pid PID,...] [--comm NAME,...]\n\n"+
 			"Shows, live, every HTTP request that processes write into OpenSSL, read\n"+
 			"before encryption: one line per request; with -v also headers, body and\n"+
-			"responses. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN to read /proc).\n\n")
+			"responses. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN to read /proc).\n"+
+			"Credentials and secrets are redacted ([redacted:WHAT NB]); --show-secrets\n"+
+			"prints them verbatim: WARNING, the output then holds live credentials of\n"+
+			"every traced process (keep it out of logs, tickets and terminals others see).\n\n")
 		fs.PrintDefaults()
 	}
 	if !parseFlags(fs, args) {
@@ -176,7 +180,7 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 	var werr error
 	err = t.Run(ctx, func(r trace.Record) {
 		if werr == nil {
-			werr = trace.Format(stdout, r, *verbose)
+			werr = trace.FormatWith(stdout, r, trace.FormatOptions{Verbose: *verbose, ShowSecrets: *showSecrets})
 			if werr != nil {
 				cancel()
 			}

@@ -198,6 +198,10 @@ func (s *statusSource) report() status.Report {
 	for _, u := range s.agent.Unmonitored() {
 		r.Unmonitored = append(r.Unmonitored, status.Unmonitored{PID: int(u.PID), Exe: u.Exe, Stack: u.Stack, Reason: u.Reason, FirstSeen: u.First})
 	}
+	pl := s.agent.PipelineStats()
+	r.Pipeline = status.Pipeline{ConnsOpen: pl.Stream.Open, ConnsOpened: pl.Stream.Opened, ConnsEvicted: pl.Stream.Evicted,
+		RetriesDropped: pl.Stream.Retries, LostBytes: pl.Stream.LostBytes, Messages: pl.Parse.Messages,
+		JunkBytes: pl.Parse.JunkBytes, Malformed: pl.Parse.Malformed, IgnoredStreams: pl.Parse.IgnoredStreams}
 	sd := s.agent.StdioStats()
 	r.Stdio.Watched, r.Stdio.GivenUp, r.Stdio.Messages = sd.Watched, sd.GivenUp, sd.Messages
 	r.Stdio.Malformed, r.Stdio.Oversize = sd.Malformed, sd.Oversize
@@ -216,6 +220,8 @@ func (s *statusSource) report() status.Report {
 		r.Events.HeldNow = len(holds)
 	}
 	r.LoopAgeSeconds = now.Sub(s.agent.Heartbeat()).Seconds()
+	ss := s.agent.State()
+	r.State = status.State{Connections: ss.Connections, Processes: ss.Processes}
 	st := s.agent.Stats()
 	r.Verdicts = status.Verdicts{Judged: st.Judged, Blocked: st.Blocked, Leaked: st.Leaked, Alerted: st.Alerted, Released: st.Released, ActionErrors: st.ActionErrors, Expired: st.Expired}
 	switch {

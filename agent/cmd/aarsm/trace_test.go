@@ -224,3 +224,67 @@ wait();`, gate, srv.URL()+"/email?private-home")
 	}
 	waitOutput(t, "trace stdout", &stdout, "private-home-marker")
 }
+
+// trace -v hides credentials unless --show-secrets: a real curl request
+// carrying an Authorization header, a Postmark token header and a body
+// with a fake AWS key and Postmark token, seen by two tracers at once.
+func TestTraceRedactsSecrets(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := buildAarsm(t)
+	ca := testenv.NewCA(t)
+	srv := testenv.NewServer(t, ca)
+	const (
+		bearer   = "tok_9fQ2xLrT7vKp3ZmW8nYb4HsJd6GcA1e"
+		postmark = "5f1c8e2a-93b4-4d7e-a1c6-0b2f9e8d7c34"
+		aws      = "AKIAQ3EGRTYPLMZK7VWD"
+	)
+	secrets := []string{bearer, postmark, aws}
+	type tracer struct {
+		cmd            *exec.Cmd
+		stdout, stderr syncBuffer
+	}
+	start := func(extra ...string) *tracer {
+		tr := &tracer{}
+		tr.cmd = exec.Command(bin, append([]string{"trace", "-v", "--comm", "curl"}, extra...)...)
+		tr.cmd.Stdout, tr.cmd.Stderr = &tr.stdout, &tr.stderr
+		if err := tr.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tr.cmd.Process.Kill(); _ = tr.cmd.Wait() })
+		waitOutput(t, "trace stderr", &tr.stderr, "tracing TLS writes")
+		return tr
+	}
+	hidden, shown := start(), start("--show-secrets")
+
+	cg := testenv.NewCgroup(t)
+	req := testenv.Request{Method: "POST", Path: "/email?redact-test", Header: map[string]string{
+		"Authorization": "Bearer " + bearer, "X-Postmark-Server-Token": postmark, "Content-Type": "application/json"},
+		Body: []byte(`{"ServerToken":"` + postmark + `","TextBody":"our key is ` + aws + `","Subject":"redact-marker"}`)}
+	curl := testenv.Curl(t, ca, srv.URL(), req)
+	if err := cg.Start(curl); err != nil {
+		t.Fatal(err)
+	}
+	if err := curl.Wait(); err != nil {
+		t.Fatalf("curl: %v", err)
+	}
+	// Each record is written whole: once the marker is there, so is the
+	// rest of the request.
+	waitOutput(t, "trace stdout", &hidden.stdout, "redact-marker")
+	waitOutput(t, "trace --show-secrets stdout", &shown.stdout, "redact-marker")
+	out, outShown := hidden.stdout.String(), shown.stdout.String()
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("trace -v shows %q:\n%s", s, out)
+		}
+		if !strings.Contains(outShown, s) {
+			t.Errorf("trace -v --show-secrets does not show %q:\n%s", s, outShown)
+		}
+	}
+	for _, want := range []string{"Authorization: Bearer [redacted:credential 35B]", "X-Postmark-Server-Token: [redacted:header 36B]",
+		"[redacted:aws_access_key_id 20B]", `"ServerToken":"[redacted:secret_field 36B]"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace -v lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("trace -v:\n%s", grepLines(out, "redact"))
+}

@@ -6,7 +6,9 @@
 //     opened before the start time is checked).
 //   - DestroySockets tears down the TCP connections of a process with
 //     netlink SOCK_DESTROY: its blocked reads and writes fail with
-//     ECONNABORTED, the peer sees a reset, the process lives on. Peers
+//     ECONNABORTED, the peer sees a reset, the process lives on;
+//     BlockSockets, for a block verdict, keeps the connections the process
+//     accepted from loopback clients (an MCP server's client). Peers
 //     lists, the same way, the remote addresses of its outbound TCP
 //     connections (for the journal's AARSM_PEER).
 //   - UnitOf / LookupUnit find the systemd unit of a process from

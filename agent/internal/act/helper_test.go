@@ -58,6 +58,10 @@ func errnoName(err error) string {
 //	udp:     sends one UDP datagram with sendto, prints the result.
 //	hold:    TLS-dials (address "host:port,CA file"), prints "ready", blocks in Read,
 //	         prints "read <errno name>" when it fails, then sleeps.
+//	serve:   listens (address "listen address,address to dial"), dials
+//	         out, prints "ready <listening address>", echoes the lines of
+//	         the connections it accepts, prints "outbound read <errno
+//	         name>" when its read on the dialled one fails, then sleeps.
 func runHelper(mode string, args []string) int {
 	network, addr := args[0], args[1]
 	switch mode {
@@ -104,9 +108,39 @@ func runHelper(mode string, args []string) int {
 		_, err = c.Read(make([]byte, 1))
 		fmt.Println("read", errnoName(err))
 		time.Sleep(time.Hour)
+	case "serve":
+		return serveHelper(network, addr)
 	default:
 		return 2
 	}
+	return 0
+}
+
+func serveHelper(network, addr string) int {
+	listen, dial, _ := strings.Cut(addr, ",")
+	ln, err := net.Listen(network, listen)
+	if err != nil {
+		fmt.Println("listen", err)
+		return 1
+	}
+	c, err := net.Dial("tcp", dial)
+	if err != nil {
+		fmt.Println("dial", err)
+		return 1
+	}
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(a, a) }()
+		}
+	}()
+	fmt.Println("ready", ln.Addr())
+	_, err = c.Read(make([]byte, 1))
+	fmt.Println("outbound read", errnoName(err))
+	time.Sleep(time.Hour)
 	return 0
 }
 

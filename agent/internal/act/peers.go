@@ -120,6 +120,16 @@ func (s *diagSocket) dumpBoth(states uint32) ([]diagEntry, error) {
 // src[4], dst[4]; then the interface and the cookie.
 func (e diagEntry) localPort() uint16 { return uint16(e.id[0])<<8 | uint16(e.id[1]) }
 
+// local is the socket's local address and port (an IPv4-mapped address as
+// IPv4).
+func (e diagEntry) local() netip.AddrPort {
+	src := [16]byte(e.id[4:20])
+	if e.family == unix.AF_INET {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(src[:4])), e.localPort())
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(src).Unmap(), e.localPort())
+}
+
 func (e diagEntry) remote() netip.AddrPort {
 	port := uint16(e.id[2])<<8 | uint16(e.id[3])
 	dst := [16]byte(e.id[20:36])

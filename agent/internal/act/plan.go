@@ -47,7 +47,8 @@ type Plan struct {
 type Done struct {
 	Effect policy.Effect
 	// Detail says what was done, as space-separated key=value pairs:
-	// "sockets=2" (block), "pid=4242" or "stop-unit=x.service"
+	// "sockets=2" (block; "sockets=2 kept_accepted=1" when it spared
+	// connections local clients made to the process: BlockSockets), "pid=4242" or "stop-unit=x.service"
 	// (terminate), "cgroup=1234 unit=x.service until=2026-11-02T10:00:00Z"
 	// (quarantine); empty for alert.
 	Detail string
@@ -88,7 +89,8 @@ type Executor struct {
 // Order: the message is handed to the vault (written in the background:
 // nothing here waits on the disk), then the network quarantine (while the
 // process, and with it its unit, can still be looked up, and so that it
-// cannot open a new connection once its sockets are gone), then the sockets are destroyed (block), then the
+// cannot open a new connection once its sockets are gone), then the sockets are destroyed (block:
+// BlockSockets, which keeps the connections local clients made to the process), then the
 // process is killed (terminate), then its unit's stop is queued
 // (Plan.StopUnit with terminate; not waited for), then "alert" is recorded (raising it is the caller's).
 // Resuming a held process is the caller's job, after Execute.
@@ -125,12 +127,12 @@ func (e *Executor) Execute(ctx context.Context, p Plan, t Target) ([]Done, error
 		}
 	}
 	if want[policy.EffectBlock] {
-		n, err := DestroySockets(t.PID)
+		cut, err := BlockSockets(t.PID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("block: %w", err))
 		}
-		if err == nil || n > 0 {
-			done = append(done, Done{policy.EffectBlock, fmt.Sprintf("sockets=%d", n)})
+		if err == nil || cut.Destroyed > 0 {
+			done = append(done, Done{policy.EffectBlock, cut.Detail()})
 		}
 	}
 	if want[policy.EffectTerminate] {

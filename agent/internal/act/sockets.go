@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -49,47 +50,130 @@ const (
 // process lives in (entered on a throw-away thread when it is not the
 // agent's). A socket shared with another process (inherited over fork or
 // passed over a Unix socket) is destroyed for all its holders.
+//
+// The guard uses it on a process it kills; a block verdict uses
+// BlockSockets, which spares the connections local clients made to the
+// process.
 func DestroySockets(pid uint32) (int, error) {
+	r, err := destroySockets(pid, false)
+	return r.Destroyed, err
+}
+
+// Cut is what BlockSockets did.
+type Cut struct {
+	// Destroyed counts the sockets destroyed.
+	Destroyed int
+	// Kept counts the sockets left alone: connections accepted on a port
+	// the process listens on, from a peer on the loopback.
+	Kept int
+}
+
+// Detail is the Done.Detail of a block: "sockets=2", or with kept
+// sockets "sockets=2 kept_accepted=1".
+func (c Cut) Detail() string {
+	s := fmt.Sprintf("sockets=%d", c.Destroyed)
+	if c.Kept > 0 {
+		s += fmt.Sprintf(" kept_accepted=%d", c.Kept)
+	}
+	return s
+}
+
+// BlockSockets is DestroySockets for a block verdict: it destroys the
+// same sockets except the connections the process accepted, on a port it
+// listens on, from a peer on the loopback (an MCP server's client over
+// streamable HTTP, say), which it keeps and counts.
+//
+// Why those, and only those: the sensor does not know which socket
+// carries the blocked write, so every socket that can take the mail off
+// the host goes. A loopback client's connection to the process ends on
+// this host, and the server's answer on it is how the client learns that
+// its tool call failed: destroyed, the client waits for its own timeout
+// (the MCP SDK's: 60 s). Not kept:
+//   - outbound connections to the loopback: a local proxy or tunnel
+//     (HTTPS_PROXY, ssh -L, stunnel) carries them off the host;
+//   - connections accepted from another host: the peer may be the one
+//     pulling the mail (a reverse channel), and the process's own clients
+//     from elsewhere can retry.
+//
+// What a kept connection can still carry: a blocked write the process
+// makes on it itself (a TLS server answering a local client), which
+// reaches only that local process; what that process sends on is its own
+// traffic, seen or held as such (a relay of ciphertext is not readable
+// anyway).
+//
+// A socket is accepted when its local address and port are those of a
+// listening socket of the same process (or the listener's address is the
+// wildcard), found in the same sock_diag dump.
+func BlockSockets(pid uint32) (Cut, error) {
+	return destroySockets(pid, true)
+}
+
+func destroySockets(pid uint32, keepAccepted bool) (Cut, error) {
+	var cut Cut
 	inodes, err := socketInodes(pid)
 	if err != nil {
-		return 0, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
+		return cut, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
 	}
 	if len(inodes) == 0 {
-		return 0, nil
+		return cut, nil
 	}
 	s, err := openDiag(pid)
 	if err != nil {
-		return 0, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
+		return cut, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
 	}
 	defer s.close()
-	n := 0
+	states := uint32(destroyStates)
+	if keepAccepted {
+		states |= 1 << tcpListen
+	}
+	socks, err := s.dumpBoth(states)
 	var errs []error
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := s.dump(family, destroyStates)
-		if err != nil {
-			errs = append(errs, err)
+	if err != nil {
+		errs = append(errs, err) // the sockets of the family that answered still go
+	}
+	var own []diagEntry
+	var listeners []netip.AddrPort
+	for _, sk := range socks {
+		switch {
+		case !inodes[sk.inode]:
+		case sk.state == tcpListen:
+			listeners = append(listeners, sk.local())
+		default:
+			own = append(own, sk)
+		}
+	}
+	for _, sk := range own {
+		if keepAccepted && sk.remote().Addr().IsLoopback() && accepted(sk.local(), listeners) {
+			cut.Kept++
 			continue
 		}
-		for _, sk := range socks {
-			if !inodes[sk.inode] {
-				continue
-			}
-			switch err := s.destroy(family, sk.id); {
-			case err == nil:
-				n++
-			case errors.Is(err, unix.ENOENT):
-				// Closed meanwhile: nothing left to destroy.
-			case errors.Is(err, unix.EOPNOTSUPP):
-				return n, fmt.Errorf("destroy sockets of pid %d: SOCK_DESTROY not supported by the kernel (CONFIG_INET_DIAG_DESTROY): %w", pid, err)
-			default:
-				errs = append(errs, fmt.Errorf("socket inode %d: %w", sk.inode, err))
-			}
+		switch err := s.destroy(sk.family, sk.id); {
+		case err == nil:
+			cut.Destroyed++
+		case errors.Is(err, unix.ENOENT):
+			// Closed meanwhile: nothing left to destroy.
+		case errors.Is(err, unix.EOPNOTSUPP):
+			return cut, fmt.Errorf("destroy sockets of pid %d: SOCK_DESTROY not supported by the kernel (CONFIG_INET_DIAG_DESTROY): %w", pid, err)
+		default:
+			errs = append(errs, fmt.Errorf("socket inode %d: %w", sk.inode, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return n, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
+		return cut, fmt.Errorf("destroy sockets of pid %d: %w", pid, err)
 	}
-	return n, nil
+	return cut, nil
+}
+
+// accepted tells whether a connection with this local address was accepted
+// on one of the listeners: same port, and the listener's address is the
+// connection's or the wildcard.
+func accepted(local netip.AddrPort, listeners []netip.AddrPort) bool {
+	for _, l := range listeners {
+		if l.Port() == local.Port() && (l.Addr().IsUnspecified() || l.Addr() == local.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // PreloadDiag makes the kernel load what DestroySockets needs (the

@@ -3,8 +3,11 @@ package act
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -65,7 +68,7 @@ func TestDestroySockets(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("destroyed %d sockets, want 1", n)
 			}
-			t.Logf("DestroySockets (1 socket, incl. fd walk and 2 dumps): %v", elapsed)
+			t.Logf("DestroySockets (1 socket, incl. fd walk and the dump): %v", elapsed)
 
 			if l := nextLine(t, lines, 5*time.Second); l != "read ECONNABORTED" {
 				t.Fatalf("client: %q, want \"read ECONNABORTED\"", l)
@@ -91,6 +94,133 @@ func TestDestroySockets(t *testing.T) {
 				t.Fatalf("second DestroySockets: %d, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestBlockSockets: a process that listens, has accepted a loopback
+// client's connection and has dialled out (to a loopback server, as a
+// proxy would be) loses only its outbound connection to a block; the
+// client's connection still carries data both ways. The guard's
+// DestroySockets still takes both.
+func TestBlockSockets(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct{ name, network, listen, server string }{
+		{"tcp4", "tcp4", "127.0.0.1:0", "127.0.0.1:0"},
+		{"tcp6", "tcp6", "[::1]:0", "[::1]:0"},
+		// A dual-stack wildcard listener: its IPv4 clients' connections
+		// are IPv6 sockets with IPv4-mapped addresses.
+		{"wildcard", "tcp", ":0", "127.0.0.1:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := net.Listen("tcp", tc.server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			serverErr := make(chan error, 1)
+			go func() {
+				c, err := srv.Accept()
+				if err != nil {
+					serverErr <- err
+					return
+				}
+				defer c.Close()
+				_, err = c.Read(make([]byte, 1))
+				serverErr <- err
+			}()
+
+			cg := testenv.NewCgroup(t)
+			cmd, lines := helperCmd(t, "serve", tc.network, tc.listen+","+srv.Addr().String())
+			if err := cg.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			killAtCleanup(t, cmd)
+			l := nextLine(t, lines, 10*time.Second)
+			addr, ok := strings.CutPrefix(l, "ready ")
+			if !ok {
+				t.Fatalf("helper: %q", l)
+			}
+			if tc.name == "wildcard" {
+				_, port, _ := net.SplitHostPort(addr)
+				addr = net.JoinHostPort("127.0.0.1", port)
+			}
+			client, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			echo := func(msg string) error {
+				_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := client.Write([]byte(msg)); err != nil {
+					return err
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(client, got); err != nil {
+					return err
+				}
+				if string(got) != msg {
+					return fmt.Errorf("echoed %q, want %q", got, msg)
+				}
+				return nil
+			}
+			if err := echo("before\n"); err != nil { // accepted by now
+				t.Fatal(err)
+			}
+			pid := uint32(cmd.Process.Pid)
+
+			cut, err := BlockSockets(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cut != (Cut{Destroyed: 1, Kept: 1}) {
+				t.Fatalf("BlockSockets = %+v, want 1 destroyed (outbound) and 1 kept (accepted)", cut)
+			}
+			if got := cut.Detail(); got != "sockets=1 kept_accepted=1" {
+				t.Errorf("Detail %q", got)
+			}
+			if l := nextLine(t, lines, 5*time.Second); l != "outbound read ECONNABORTED" {
+				t.Fatalf("helper: %q, want \"outbound read ECONNABORTED\"", l)
+			}
+			select {
+			case err := <-serverErr:
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("server read: %v, want ECONNRESET", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the outbound connection's peer saw no reset")
+			}
+			if err := echo("after\n"); err != nil {
+				t.Fatalf("the accepted connection after the block: %v", err)
+			}
+
+			// The guard's DestroySockets keeps nothing.
+			n, err := DestroySockets(pid)
+			if err != nil || n != 1 {
+				t.Fatalf("DestroySockets = %d, %v; want the accepted connection", n, err)
+			}
+			if err := echo("gone\n"); err == nil {
+				t.Fatal("the accepted connection still echoes after DestroySockets")
+			}
+		})
+	}
+}
+
+func TestAccepted(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	listeners := []netip.AddrPort{ap("127.0.0.1:8080"), ap("[::]:9090")}
+	for _, tc := range []struct {
+		local string
+		want  bool
+	}{
+		{"127.0.0.1:8080", true},
+		{"127.0.0.2:8080", false}, // another address, same port: not this listener's
+		{"127.0.0.1:9090", true},  // the wildcard
+		{"[::1]:9090", true},
+		{"127.0.0.1:40000", false}, // an ephemeral port: dialled
+	} {
+		if got := accepted(ap(tc.local), listeners); got != tc.want {
+			t.Errorf("accepted(%s) = %v, want %v", tc.local, got, tc.want)
+		}
 	}
 }
 

@@ -131,6 +131,10 @@ type Agent struct {
 	holdLatency []time.Duration
 	holdNext    int
 
+	// pipeStats is the stream and parse stages' counters, published by
+	// the Run goroutine (pipestats.go).
+	pipeStats pipeStatsState
+
 	// Written by the Run goroutine, read by anyone (Stats).
 	judgedN, blockedN, leakedN, alertedN, releasedN, actionErrorsN, expiredN atomic.Uint64
 
@@ -494,6 +498,7 @@ func (a *Agent) admit(ev *probe.Event) bool {
 // handle judges what a write completed and acts on the verdicts. Reads
 // complete responses only: nothing to judge.
 func (a *Agent) handle(ev *probe.Event, r pipeline.Result) {
+	defer a.publishPipeline()
 	if ev.Kind == probe.KindStdin || ev.Kind == probe.KindStdout || ev.Kind == probe.KindSockIn || ev.Kind == probe.KindSockOut ||
 		(ev.Kind == probe.KindExit && len(a.MCPServers()) > 0) {
 		a.publishMCP() // a server gone leaves the list

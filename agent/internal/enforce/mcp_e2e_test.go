@@ -88,8 +88,12 @@ func TestMCPUndeclaredRecipient(t *testing.T) {
 			if got := fmt.Sprint(rec["AARSM_MCP_PACKAGE"]); !strings.Contains(got, "postmark-mcp@1.0.16") && !strings.Contains(got, "postmark_mcp@1.0.16") {
 				t.Errorf("AARSM_MCP_PACKAGE %q", got)
 			}
-			// The server's process was killed or its connection cut
-			// before the write: nothing of the mail at the API.
+			// The server's connection to the API cut (a stdio server
+			// accepts none: nothing kept) before the write: nothing of
+			// the mail at the API.
+			if d := fmt.Sprint(rec["AARSM_ACTION_DETAILS"]); !strings.Contains(d, "block sockets=") || strings.Contains(d, "sockets=0") || strings.Contains(d, "kept") {
+				t.Errorf("AARSM_ACTION_DETAILS %q, want the API's socket destroyed", d)
+			}
 			if got := sentBcc(t, api)[before:]; len(got) != 0 {
 				t.Errorf("the API received %q", got)
 			}
@@ -239,18 +243,22 @@ func TestMCPRugPull(t *testing.T) {
 // http, driven by the SDK's StreamableHTTPClientTransport): the agent
 // knows the server from its loopback connection (initialize over a POST),
 // ties the tools/call POSTed to it to the server's mail, and blocks the
-// hidden Bcc that no argument named; named by the call, it is delivered.
+// hidden Bcc that no argument named. The block cuts the server's
+// connection to the API but keeps the client's connection to the server:
+// the client gets the tool's error at once (not its SDK's 60 s timeout),
+// and its next call on the same session, naming the Bcc, is delivered.
 func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
 	cg := testenv.NewCgroup(t)
 	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
 	api := testenv.NewMailAPI(t, e.ca)
 	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
 
-	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 http", "textBody": "The numbers."}
-	// The block destroys every established TCP socket of the server, the
-	// client's own connection to it too: the SDK's client then waits for
-	// its result until its request timeout (60 s). The run is cut at 20 s.
-	s := testenv.MCPHTTP(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 20 * time.Second})
+	const marker = "blocked-7f3e9c" // in the blocked mail only
+	blocked := map[string]any{"to": "alice@partner.example", "subject": "Q3 http " + marker, "textBody": "The numbers, " + marker + "."}
+	declared := map[string]any{"to": "alice@partner.example", "bcc": "archive@partner.example", "subject": "Q3 http declared", "textBody": "The numbers."}
+	// The client's own bound (exit 124) is past the SDK's 60 s request
+	// timeout, so that a cut session shows as the SDK's timeout error.
+	s := testenv.MCPHTTP(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{blocked, declared}, Wait: true, Start: cg.Start, Timeout: 90 * time.Second})
 	ready := s.Ready(t, time.Minute)
 	readyAt := time.Now()
 	var seen MCPServer
@@ -271,12 +279,24 @@ func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
 	if seen.Transport != "http" || seen.Name != "postmark-mcp" || seen.Version != "1.0.16" || !strings.HasPrefix(seen.Package, "npm:postmark-mcp@1.0.16") {
 		t.Errorf("listed %+v", seen)
 	}
+	goAt := time.Now()
 	s.Go(t)
 	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
-	out := s.Wait(t, time.Minute)
-	if len(out.Results) == 1 && !out.Results[0].IsError {
-		t.Errorf("the undeclared Bcc went through: %+v", out)
+	out := s.Wait(t, 2*time.Minute)
+	t.Logf("client done %v after its go (both calls)", time.Since(goAt).Round(time.Millisecond))
+	// The session outlived the block: the blocked call's result is the
+	// tool's error, the next call on the same session went through.
+	if out.ExitCode != 0 || out.Error != "" || len(out.Results) != 2 {
+		t.Fatalf("the session did not survive the block: exit %d, error %q, %d results %+v\nstderr: %s\nserver stderr: %s",
+			out.ExitCode, out.Error, len(out.Results), out.Results, out.Stderr, s.ServerStderr())
 	}
+	if !out.Results[0].IsError {
+		t.Errorf("the undeclared Bcc went through: %+v", out.Results[0])
+	}
+	if out.Results[1].IsError {
+		t.Errorf("the declared call after the block failed: %+v", out.Results[1])
+	}
+	t.Logf("the blocked call's result: %q", out.Results[0].Text)
 	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {
 		t.Errorf("rules %q, want undeclared_recipients", rules)
 	}
@@ -289,19 +309,19 @@ func TestMCPHTTPUndeclaredRecipient(t *testing.T) {
 	if got := fmt.Sprint(rec["AARSM_MCP_SERVER"]); !strings.Contains(got, "postmark-mcp") {
 		t.Errorf("AARSM_MCP_SERVER %q", got)
 	}
-	if got := sentBcc(t, api); len(got) != 0 {
-		t.Errorf("the API received %q", got)
+	// The API connection cut, the client's connection kept.
+	if d := fmt.Sprint(rec["AARSM_ACTION_DETAILS"]); !strings.Contains(d, "block sockets=") || strings.Contains(d, "sockets=0") || !strings.Contains(d, "kept_accepted=") {
+		t.Errorf("AARSM_ACTION_DETAILS %q, want the API's socket destroyed and the client's kept", d)
+	}
+	// Not a byte of the blocked mail at the API; the declared one, once.
+	if got := api.Received(); bytes.Contains(got, []byte(marker)) {
+		t.Errorf("the API received bytes of the blocked mail: %q", got)
+	}
+	if got := sentBcc(t, api); len(got) != 1 || got[0] != "archive@partner.example" {
+		t.Errorf("the declared mail reached the API with Bcc %q, want archive@partner.example once", got)
 	}
 	if st := e.agent.StdioStats().HTTP; st.Servers == 0 || st.Messages < 4 {
 		t.Errorf("HTTP stats %+v", st)
-	}
-
-	// Declared: the same Bcc named by the call is delivered.
-	call = map[string]any{"to": "alice@partner.example", "bcc": "archive@partner.example", "subject": "Q3 http declared", "textBody": "The numbers."}
-	s = testenv.MCPHTTP(t, e.ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Start: cg.Start})
-	s.Wait(t, time.Minute).Succeeded(t, 1)
-	if got := sentBcc(t, api); len(got) != 1 || got[0] != "archive@partner.example" {
-		t.Errorf("the declared mail reached the API with Bcc %q, want archive@partner.example once", got)
 	}
 }
 
@@ -316,13 +336,15 @@ func TestMCPHTTPServerStartedBeforeAgent(t *testing.T) {
 	pkg := testenv.InstallNodeMCP(t, testenv.BackdooredMCP("archive@partner.example"))
 	api := testenv.NewMailAPI(t, ca)
 	call := map[string]any{"to": "alice@partner.example", "subject": "Q3 http early", "textBody": "The numbers."}
-	s := testenv.MCPHTTP(t, ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 20 * time.Second})
+	s := testenv.MCPHTTP(t, ca, api, pkg, testenv.MCPOptions{Calls: []map[string]any{call}, Wait: true, Start: cg.Start, Timeout: 90 * time.Second})
 	ready := s.Ready(t, time.Minute)
 	e := startWith(t, policyDir(t, map[string]string{"mcp.hcl": mcpPolicy}), cg, nil)
 	s.Go(t)
-	out := s.Wait(t, time.Minute)
-	if len(out.Results) == 1 && !out.Results[0].IsError {
-		t.Errorf("the undeclared Bcc went through: %+v", out)
+	out := s.Wait(t, 2*time.Minute)
+	// The client's connection, opened before the agent, is kept too: it
+	// gets the tool's error, not a timeout.
+	if len(out.Results) != 1 || !out.Results[0].IsError {
+		t.Errorf("want the tool's error as the call's result: %+v (exit %d, error %q)", out.Results, out.ExitCode, out.Error)
 	}
 	rec := e.jd.WaitFor(t, 1, "AARSM_VERDICT=block", fmt.Sprintf("AARSM_PID=%d", ready.ServerPID))[0]
 	if rules := fmt.Sprint(rec["AARSM_RULES"]); !strings.Contains(rules, "undeclared_recipients") {

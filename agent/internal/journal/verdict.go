@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/aarsm/aarsm/agent/internal/judge"
+	"github.com/aarsm/aarsm/agent/internal/judge/detect"
 	"github.com/aarsm/aarsm/agent/internal/policy"
 )
 
@@ -290,11 +291,14 @@ type Field struct {
 }
 
 // Fields returns the entry for v in a fixed order, every value sanitised
-// (see Sanitize). It does not validate v.
+// (see Sanitize) and its secrets redacted: whatever the secret detectors
+// find in any field (an API key in a subject quoted by MESSAGE, a token in
+// an attachment's name among AARSM_VIOLATIONS) becomes
+// "[redacted:DETECTOR NB]" (detect.Redact). It does not validate v.
 func (v Verdict) Fields() []Field {
 	fs := make([]Field, 0, 30)
 	add := func(name, value string) {
-		fs = append(fs, Field{name, Sanitize(value)})
+		fs = append(fs, Field{name, Sanitize(detect.Redact(value))})
 	}
 	addOpt := func(name, value string) {
 		if value != "" {

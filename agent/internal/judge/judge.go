@@ -6,6 +6,7 @@ package judge
 
 import (
 	"html"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,6 +285,18 @@ func (e *evaluation) scan(kinds detect.Kinds) []located {
 	}
 	for _, x := range m.Extra {
 		add(x, "template_or_header")
+	}
+	// Custom headers of a MIME (SMTP) message are not among Extra: an
+	// "Authorization: Bearer ..." header carries a secret all the same.
+	// Subject and address headers are scanned (or parsed) already.
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+		switch strings.ToLower(k) {
+		case "subject", "from", "to", "cc", "bcc", "reply-to", "sender", "resent-to", "resent-cc", "resent-bcc":
+			continue
+		}
+		for _, v := range m.Headers[k] {
+			add(v, "header:"+k)
+		}
 	}
 	for _, a := range m.Attachments {
 		add(string(a.Content[:min(len(a.Content), maxScanBytes)]), "attachment:"+attachmentName(a))

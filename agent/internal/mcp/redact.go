@@ -205,6 +205,10 @@ func quote(s string) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
+// SecretKey reports whether a value under key (a JSON member, a form
+// field, a header) is a secret by its name, as RedactArgs decides.
+func SecretKey(key string) bool { return secretKey(key) }
+
 // secretKey reports whether a value under key is a secret; keys are
 // compared lower-cased with everything but letters and digits removed.
 func secretKey(key string) bool {

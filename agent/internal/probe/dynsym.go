@@ -67,6 +67,12 @@ func lookupGNUHash(f *elf.File, names []string) (map[string]uint64, error) {
 		return nil, errNoGNUHash
 	}
 	strSec := f.Sections[symSec.Link]
+	// debug/elf leaves a compressed section of an unknown compression
+	// without a reader (its ReadAt would panic): any file a process maps
+	// comes here, so such a file goes the way of debug/elf, which refuses it.
+	if hashSec.ReaderAt == nil || symSec.ReaderAt == nil || strSec.ReaderAt == nil {
+		return nil, errNoGNUHash
+	}
 	le := binary.LittleEndian
 	var hdr [16]byte
 	if _, err := hashSec.ReadAt(hdr[:], 0); err != nil {

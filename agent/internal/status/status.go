@@ -55,6 +55,9 @@ type Report struct {
 	// be probed (Error set).
 	Probes []Probe `json:"probes"`
 	Events Events  `json:"events"`
+	// Pipeline counts what user space made of the events: connections
+	// tracked and evicted, bytes that were no protocol it parses.
+	Pipeline Pipeline `json:"pipeline"`
 	// LoopAgeSeconds is how long ago the event loop last went round (it
 	// does every few milliseconds; the watchdog stops pinging when it is
 	// stuck).
@@ -76,6 +79,8 @@ type Report struct {
 	MCPServers []MCPServer `json:"mcp_servers"`
 	// Stdio counts the observation of processes' stdio for MCP.
 	Stdio Stdio `json:"stdio"`
+	// State is the per-connection and per-process state kept now.
+	State State `json:"state"`
 	// MCPHTTP counts the observation of loopback connections of processes
 	// listening on loopback (MCP over streamable HTTP).
 	MCPHTTP MCPHTTP `json:"mcp_http"`
@@ -163,6 +168,14 @@ type Program struct {
 	// Missed counts the runs the kernel skipped (another BPF program ran
 	// on the CPU): writes neither seen nor held.
 	Missed uint64 `json:"missed"`
+}
+
+// State is the per-connection and per-process state the agent keeps now
+// (as of the last event): it comes back to its baseline once the
+// processes are gone.
+type State struct {
+	Connections int `json:"connections"` // TLS connections tracked
+	Processes   int `json:"processes"`   // processes whose facts are cached
 }
 
 // Stdio counts the observation of processes' stdio for MCP.
@@ -278,6 +291,24 @@ type Events struct {
 	Malformed   uint64 `json:"malformed"`
 	// DiscoveryDrops are new files not examined because the queue was full.
 	DiscoveryDrops uint64 `json:"discovery_drops"`
+}
+
+// Pipeline are the counters of the stream and parse stages, as of the
+// last event handled.
+type Pipeline struct {
+	ConnsOpen   int    `json:"conns_open"`   // connections tracked now (bounded)
+	ConnsOpened uint64 `json:"conns_opened"` // connections seen
+	// ConnsEvicted: closed for lack of room (the oldest first) or idleness.
+	ConnsEvicted   uint64 `json:"conns_evicted"`
+	RetriesDropped uint64 `json:"retries_dropped"` // writes repeated after a failed SSL_write
+	LostBytes      uint64 `json:"lost_bytes"`      // bytes not captured (past the copy limit, or lost events)
+	Messages       uint64 `json:"messages"`        // HTTP messages and mails parsed
+	// JunkBytes: bytes that were no protocol parsed (other protocols,
+	// garbage, framing lost); Malformed: messages given up; IgnoredStreams:
+	// HTTP/2 streams beyond those tracked at once.
+	JunkBytes      uint64 `json:"junk_bytes"`
+	Malformed      uint64 `json:"malformed"`
+	IgnoredStreams uint64 `json:"ignored_h2_streams"`
 }
 
 // Verdicts are the judge's counters since the agent started.
@@ -534,6 +565,9 @@ func Format(w io.Writer, r Report) error {
 	e := r.Events
 	fmt.Fprintf(&b, "event loop:  went round %s ago\n", time.Duration(r.LoopAgeSeconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(&b, "events:      %d seen, %d lost (ring buffer full, or monitoring copies shed), %d TLS writes, %d truncated\n", e.Seen, e.Lost, e.Writes, e.Truncated)
+	pl := r.Pipeline
+	fmt.Fprintf(&b, "connections: %d tracked, %d seen, %d evicted; %d messages parsed, %d malformed, %d junk bytes, %d bytes not captured\n",
+		pl.ConnsOpen, pl.ConnsOpened, pl.ConnsEvicted, pl.Messages, pl.Malformed, pl.JunkBytes, pl.LostBytes)
 	var missed []string
 	for _, p := range r.Programs {
 		if p.Missed > 0 {
@@ -548,6 +582,7 @@ func Format(w io.Writer, r Report) error {
 		e.DeadlineResumed, e.DeadlineKilled, e.DeadlineGone, e.Predecessor)
 	fmt.Fprintf(&b, "not held:    %d (event loop not running), %d (hold map full); %d killed by a fail-closed policy; %d foreign SIGCONTs; %d exited while held\n",
 		e.StaleSkips, e.HoldMapFull, e.FailKills, e.ForeignConts, e.HeldExits)
+	fmt.Fprintf(&b, "state:       %d TLS connections tracked, %d processes' facts cached\n", r.State.Connections, r.State.Processes)
 	v := r.Verdicts
 	fmt.Fprintf(&b, "verdicts:    %d judged, %d blocked, %d leaked (blocked after the bytes had left), %d alerted; %d held writes released, %d action errors\n",
 		v.Judged, v.Blocked, v.Leaked, v.Alerted, v.Released, v.ActionErrors)

@@ -12,11 +12,33 @@ import (
 	"github.com/aarsm/aarsm/agent/internal/parse"
 )
 
+// FormatOptions say how much Format shows.
+type FormatOptions struct {
+	// Verbose adds headers, bodies and responses.
+	Verbose bool
+	// ShowSecrets shows credentials and secrets verbatim; without it they
+	// are replaced by "[redacted:WHAT NB]" (redact.go says what).
+	ShowSecrets bool
+}
+
 // Format writes r as one line and, with verbose, its headers and body
-// indented below it. Responses are only shown with verbose.
+// indented below it, secrets redacted. Responses are only shown with
+// verbose.
 func Format(w io.Writer, r Record, verbose bool) error {
+	return FormatWith(w, r, FormatOptions{Verbose: verbose})
+}
+
+// FormatWith writes r as Format does, with the options given.
+func FormatWith(w io.Writer, r Record, o FormatOptions) error {
+	red := redactText
+	redHeaders := redactHeaders
+	if o.ShowSecrets {
+		red = func(s string) string { return s }
+		redHeaders = func(h map[string][]string) map[string][]string { return h }
+	}
+	verbose := o.Verbose
 	if r.Mail != nil {
-		return formatMail(w, r, verbose)
+		return formatMail(w, r, verbose, red, redHeaders)
 	}
 	if r.RPC != nil {
 		return formatRPC(w, r)
@@ -32,15 +54,15 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	h2 := m.Stream != 0
 	switch {
 	case m.WebSocket:
-		writeWSHead(&b, ts, r)
+		writeWSHead(&b, ts, r, red)
 	case m.Response && h2:
 		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Stream, size(m.WireSize))
 	case m.Response:
 		fmt.Fprintf(&b, "%s pid=%d comm=%s <- %d %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Status, m.Reason, size(m.WireSize))
 	case h2:
-		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), m.Target, m.Stream, size(m.WireSize))
+		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s h2#%d body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), red(m.Target), m.Stream, size(m.WireSize))
 	default:
-		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), m.Target, size(m.WireSize))
+		fmt.Fprintf(&b, "%s pid=%d comm=%s %s %s %s body=%s", ts, r.Conn.PID, quote(r.Comm), m.Method, orDash(m.Host), red(m.Target), size(m.WireSize))
 	}
 	if m.Chunked {
 		b.WriteString(" chunked")
@@ -63,8 +85,8 @@ func Format(w io.Writer, r Record, verbose bool) error {
 	b.WriteByte('\n')
 	if verbose {
 		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
-		writeHeaders(&b, m.Header)
-		writeBody(&b, string(m.Data))
+		writeHeaders(&b, redHeaders(m.Header))
+		writeBody(&b, red(string(m.Data)))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -73,7 +95,7 @@ func Format(w io.Writer, r Record, verbose bool) error {
 // writeWSHead writes the head of a WebSocket message's line: its kind and
 // payload size as framed and, for the client's, where it goes (the upgrade
 // request's host and target).
-func writeWSHead(b *strings.Builder, ts string, r Record) {
+func writeWSHead(b *strings.Builder, ts string, r Record, red func(string) string) {
 	m := r.Msg
 	dir := ""
 	if m.Response {
@@ -81,7 +103,7 @@ func writeWSHead(b *strings.Builder, ts string, r Record) {
 	}
 	fmt.Fprintf(b, "%s pid=%d comm=%s %sWS %s %s", ts, r.Conn.PID, quote(r.Comm), dir, wsKind(m.Opcode), size(m.WireSize))
 	if !m.Response {
-		fmt.Fprintf(b, " %s %s", orDash(m.Host), orDash(m.Target))
+		fmt.Fprintf(b, " %s %s", orDash(m.Host), orDash(red(m.Target)))
 	}
 	if m.CloseCode != 0 {
 		fmt.Fprintf(b, " code=%d", m.CloseCode)
@@ -146,7 +168,7 @@ func printable(s string) string {
 
 // formatMail writes a mail sent over SMTP as one line, its envelope and
 // subject; with verbose, its headers and text below it.
-func formatMail(w io.Writer, r Record, verbose bool) error {
+func formatMail(w io.Writer, r Record, verbose bool, red func(string) string, redHeaders func(map[string][]string) map[string][]string) error {
 	m := r.Mail
 	var b strings.Builder
 	rcpts := make([]string, 0, len(m.EnvelopeTo))
@@ -154,11 +176,11 @@ func formatMail(w io.Writer, r Record, verbose bool) error {
 		rcpts = append(rcpts, a.Addr)
 	}
 	fmt.Fprintf(&b, "%s pid=%d comm=%s SMTP from=%s rcpt=%s subject=%q\n", r.Time.Format("15:04:05.000000"), r.Conn.PID,
-		quote(r.Comm), oneLine(m.EnvelopeFrom), oneLine(strings.Join(rcpts, ",")), m.Subject)
+		quote(r.Comm), oneLine(red(m.EnvelopeFrom)), oneLine(red(strings.Join(rcpts, ","))), red(m.Subject))
 	if verbose {
 		fmt.Fprintf(&b, "    exe=%s cgroup=%d tid=%d ssl=%#x\n", r.Exe, r.Cgroup, r.TID, r.Conn.SSL)
-		writeHeaders(&b, m.Headers)
-		writeBody(&b, m.TextBody)
+		writeHeaders(&b, redHeaders(m.Headers))
+		writeBody(&b, red(m.TextBody))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

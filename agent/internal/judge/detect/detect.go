@@ -10,6 +10,7 @@ package detect
 import (
 	"encoding/base64"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/aarsm/aarsm/agent/internal/parse/mail"
@@ -44,6 +45,7 @@ type Finding struct {
 	Kind     Kinds
 	Redacted string // safe to log
 	Offset   int    // byte offset in the scanned text
+	Len      int    // length of the secret in bytes, from Offset
 }
 
 type detector struct {
@@ -173,7 +175,7 @@ func Scan(text string, kinds Kinds, max int) []Finding {
 			if d.redact != nil {
 				red = d.redact(secret)
 			}
-			out = append(out, Finding{Detector: d.name, Kind: d.kind, Redacted: red, Offset: start})
+			out = append(out, Finding{Detector: d.name, Kind: d.kind, Redacted: red, Offset: start, Len: len(secret)})
 			if len(out) >= max {
 				return out
 			}
@@ -320,4 +322,29 @@ func itoa(n int) string {
 		n /= 10
 	}
 	return string(b[i:])
+}
+
+// Redact returns text with every secret that Scan finds (of any kind)
+// replaced by "[redacted:DETECTOR NB]", N its length in bytes; text
+// without one is returned as it is.
+func Redact(text string) string {
+	fs := Scan(text, KindAll, 64)
+	if len(fs) == 0 {
+		return text
+	}
+	slices.SortFunc(fs, func(a, b Finding) int { return a.Offset - b.Offset })
+	var b strings.Builder
+	at := 0
+	for _, f := range fs {
+		end := f.Offset + f.Len
+		if end <= at || f.Len == 0 {
+			continue // inside one replaced already
+		}
+		start := max(f.Offset, at)
+		b.WriteString(text[at:start])
+		b.WriteString("[redacted:" + f.Detector + " " + itoa(end-start) + "B]")
+		at = end
+	}
+	b.WriteString(text[at:])
+	return b.String()
 }
