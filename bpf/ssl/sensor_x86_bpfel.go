@@ -166,6 +166,7 @@ const (
 	SensorProgGoTlsWriteGuard   = "go_tls_write_guard"
 	SensorProgHttpListen        = "http_listen"
 	SensorProgProbeFloor        = "probe_floor"
+	SensorProgRustlsEncrypt     = "rustls_encrypt"
 	SensorProgSchedExec         = "sched_exec"
 	SensorProgSchedExit         = "sched_exit"
 	SensorProgSignalGenerate    = "signal_generate"
@@ -241,6 +242,7 @@ type SensorProgramSpecs struct {
 	GoTlsWriteGuard *ebpf.ProgramSpec `ebpf:"go_tls_write_guard"`
 	HttpListen      *ebpf.ProgramSpec `ebpf:"http_listen"`
 	ProbeFloor      *ebpf.ProgramSpec `ebpf:"probe_floor"`
+	RustlsEncrypt   *ebpf.ProgramSpec `ebpf:"rustls_encrypt"`
 	SchedExec       *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit       *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SignalGenerate  *ebpf.ProgramSpec `ebpf:"signal_generate"`
@@ -395,6 +397,7 @@ type SensorPrograms struct {
 	GoTlsWriteGuard *ebpf.Program `ebpf:"go_tls_write_guard"`
 	HttpListen      *ebpf.Program `ebpf:"http_listen"`
 	ProbeFloor      *ebpf.Program `ebpf:"probe_floor"`
+	RustlsEncrypt   *ebpf.Program `ebpf:"rustls_encrypt"`
 	SchedExec       *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit       *ebpf.Program `ebpf:"sched_exit"`
 	SignalGenerate  *ebpf.Program `ebpf:"signal_generate"`
@@ -421,6 +424,7 @@ func (p *SensorPrograms) Close() error {
 		p.GoTlsWriteGuard,
 		p.HttpListen,
 		p.ProbeFloor,
+		p.RustlsEncrypt,
 		p.SchedExec,
 		p.SchedExit,
 		p.SignalGenerate,

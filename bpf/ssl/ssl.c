@@ -1584,3 +1584,74 @@ int tls_connect(struct inet_sock_set_state_args *args)
 		count(CNT_LOST);
 	return 0;
 }
+
+/* ---- rustls (agent/internal/rustls) ----
+ * Statically linked rustls 0.23 (Codex, Deno): the probe sits on the call
+ * of MessageEncrypter::encrypt(&mut self, msg: OutboundPlainMessage, seq)
+ * in RecordLayer::encrypt_outgoing, where every record's plaintext is
+ * handed to the cipher. At the call: rsi the encrypter (one per connection
+ * and direction: it stands for the SSL*), rdx the message. The message's
+ * layout is rustc's (measured on the builds agent/internal/rustls
+ * recognises): payload OutboundChunks at 0 (word 0 zero: Single, slice at
+ * 8/16; else Multiple: chunks pointer 0, count 8, start 16, end 24), the
+ * content type's tag at 32 (3: application data; handshake messages and
+ * alerts are skipped). Each piece goes the way of SSL_write (write_wanted,
+ * then submit_data, as on_write). */
+#define RUSTLS_APPDATA 3
+#define RUSTLS_MAX_CHUNKS 8
+
+struct rustls_plain {
+	__u64 w[4];
+	__u8 typ;
+};
+
+struct rustls_slice {
+	__u64 ptr;
+	__u64 len;
+};
+
+/* Global: verified once, not once per call. */
+__noinline int rustls_copy(__u64 conn, __u64 buf, __u64 len)
+{
+	struct config *cfg;
+	struct hold_policy *p;
+
+	if (len == 0 || !write_wanted(&cfg, &p))
+		return 0;
+	set_last_op((__u32)bpf_get_current_pid_tgid(), EV_WRITE, conn);
+	return submit_data(EV_WRITE, conn, (const void *)buf, len, cfg, p);
+}
+
+SEC("uprobe/rustls_encrypt")
+int rustls_encrypt(struct pt_regs *ctx)
+{
+	if (retired())
+		return 0;
+	__u64 conn = PT_REGS_PARM2(ctx);
+	struct rustls_plain m;
+	if (bpf_probe_read_user(&m, sizeof(m), (const void *)PT_REGS_PARM3(ctx)) < 0)
+		return 0;
+	if (m.typ != RUSTLS_APPDATA)
+		return 0;
+	if (m.w[0] == 0)
+		return rustls_copy(conn, m.w[1], m.w[2]);
+	/* Multiple { chunks, start, end }: the bytes [start, end) of the
+	 * chunks laid end to end. */
+	__u64 n = m.w[1], start = m.w[2], end = m.w[3], at = 0;
+	for (int i = 0; i < RUSTLS_MAX_CHUNKS; i++) {
+		if (i >= n || at >= end)
+			break;
+		struct rustls_slice s;
+		if (bpf_probe_read_user(&s, sizeof(s), (const void *)(m.w[0] + i * sizeof(s))) < 0)
+			return 0;
+		__u64 from = at, to = at + s.len;
+		at = to;
+		if (to <= start)
+			continue;
+		__u64 skip = start > from ? start - from : 0;
+		__u64 stop = end < to ? end - from : s.len;
+		rustls_copy(conn, s.ptr + skip, stop - skip);
+	}
+	return 0;
+}
+/* ---- end of rustls ---- */

@@ -252,6 +252,13 @@ func attachFloor(b *testing.B, entry bool, paths ...string) func() {
 				links = append(links, l)
 			}
 		}
+		for _, off := range info.rustls {
+			l, err := ex.Uprobe(symRustls, prog, &link.UprobeOptions{Address: off})
+			if err != nil {
+				b.Fatalf("attach floor to %s rustls: %v", path, err)
+			}
+			links = append(links, l)
+		}
 		for sym, p := range info.places {
 			offs := append([]uint64{p.site}, p.guards...)
 			if entry {

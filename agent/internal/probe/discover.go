@@ -454,5 +454,16 @@ func (s *Sensor) attach(path string, info elfInfo) ([]link.Link, []string, error
 			attached = append(attached, strings.TrimSpace(info.lib+" "+p.sym))
 		}
 	}
+	if len(info.rustls) > 0 {
+		for _, off := range info.rustls {
+			l, err := ex.Uprobe(symRustls, s.objs.RustlsEncrypt, &link.UprobeOptions{Address: off})
+			if err != nil {
+				_ = closeLinks(links)
+				return nil, nil, fmt.Errorf("attach %s at %#x: %w", symRustls, off, err)
+			}
+			links = append(links, l)
+		}
+		attached = append(attached, symRustls)
+	}
 	return links, attached, nil
 }

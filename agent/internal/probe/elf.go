@@ -54,6 +54,9 @@ type elfInfo struct {
 	// that is there could not be probed.
 	lib, build string
 	unprobed   error
+	// rustls: file offsets of the encrypt calls of a statically linked
+	// rustls (rustls.go), probed with rustls_encrypt.
+	rustls []uint64
 	// stack names the TLS library the file carries or is, when it is
 	// known and cannot be probed (Stack* values), and stackWhy why it
 	// cannot; "" otherwise.
@@ -61,6 +64,9 @@ type elfInfo struct {
 }
 
 func (i elfInfo) writes() bool {
+	if len(i.rustls) > 0 {
+		return true
+	}
 	for _, sym := range writeSymbols {
 		if i.symbols[sym] != 0 {
 			return true
@@ -137,7 +143,11 @@ func (i *elfInfo) classifyC(f *elf.File, r io.ReaderAt) {
 		i.stack, i.stackWhy = "", ""
 		return
 	}
-	i.findRustls(f)
+	i.findRustls(f, r)
+	if len(i.rustls) > 0 {
+		i.stack, i.stackWhy = "", ""
+		return
+	}
 	if i.unprobed == nil {
 		return
 	}

@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/aarsm/aarsm/agent/internal/rustls"
 )
 
-// rustls (Codex, Deno: Rust, statically linked, stripped) cannot be
-// probed: its plaintext entry, <ConnectionCommon<T> as
-// PlaintextSink>::write(self, buf, len), is reached through a dyn vtable,
-// reports no error of its own and is often inlined into its caller
-// (tokio-rustls). Such a file is reported unprobed, with the rustls
-// version its panic locations name, rather than passed over in silence.
+// rustls (Codex, Deno: Rust, statically linked, stripped) is probed where
+// its record layer hands each record's plaintext to the cipher (the calls
+// agent/internal/rustls finds, program rustls_encrypt), for the releases
+// whose record layer was read. Any other build that carries rustls is
+// reported unprobed, with the rustls version its panic locations name,
+// rather than passed over in silence or probed at a guess.
+
+// symRustls: how the probed rustls calls are listed (Target.Symbols).
+const symRustls = "rustls write"
 
 // rustlsMarker: the start of the crate directory in the source paths of
 // rustls's panic locations (".../rustls-0.23.46/src/conn.rs").
@@ -21,12 +26,24 @@ var rustlsMarker = []byte("/rustls-0.")
 
 // findRustls records, for a file with no TLS function found, that it
 // carries rustls.
-func (i *elfInfo) findRustls(f *elf.File) {
+func (i *elfInfo) findRustls(f *elf.File, r io.ReaderAt) {
 	v := rustlsVersion(f)
 	if v == "" {
 		return
 	}
-	err := fmt.Errorf("TLS through rustls %s, linked statically: its plaintext functions cannot be located without symbols", v)
+	res, err := rustls.Find(f, r)
+	switch {
+	case err == nil:
+		for _, s := range res.Sites {
+			i.rustls = append(i.rustls, s.Offset)
+		}
+		i.lib, i.build = "", res.String()
+		return
+	case !errors.Is(err, rustls.ErrNotRustls):
+		i.unprobed = errors.Join(i.unprobed, fmt.Errorf("TLS through rustls %s, linked statically: %w", v, err))
+		return
+	}
+	err = fmt.Errorf("TLS through rustls %s, linked statically: its plaintext functions cannot be located without symbols", v)
 	if i.embedsOpenSSL {
 		err = fmt.Errorf("%w (it also carries OpenSSL, statically linked and stripped)", err)
 	}

@@ -38,6 +38,18 @@ var (
 		Integrity: "sha512-Wce/AADPVSsX4txVsbtajQ8dHgqUZo5JP6DskT91BUHEMsnzlO4oodZMXpc8skllMfIdj6s3sd6ClGQ6ebnOAg==",
 		Bin:       "claude",
 	}
+	// Deno and Codex link rustls 0.23 statically (stripped; Codex is
+	// a static-pie musl executable).
+	DenoPackage = NPMTarball{
+		Spec:      "@deno/linux-x64-glibc@2.9.6",
+		Integrity: "sha512-3md4TKLCuzsLDmfOoC5KN7NAZaxSVkMgm64vg6foD00JBADCpYS2/5QqXfzgnP5ZQz3iLP9vBQJtEgc116OAoQ==",
+		Bin:       "deno",
+	}
+	CodexPackage = NPMTarball{
+		Spec:      "@openai/codex@0.171.0-linux-x64",
+		Integrity: "sha512-l66NZkQgdk2C3pbcfULDz42yEUB581MVA6I+Y43Wp4OIqEy73HCdmZ0GTjeAHY2ycuH4N00d9VsLrwT1jxshTw==",
+		Bin:       "vendor/x86_64-unknown-linux-musl/bin/codex",
+	}
 )
 
 // NPMExecutable returns the path of p's executable, fetching the package
@@ -193,6 +205,67 @@ func ClaudeCode(t testing.TB, ca *CA, baseURL string) *exec.Cmd {
 	cmd := exec.Command(bin, "-p")
 	cmd.Env = append(os.Environ(), "HOME="+home, "ANTHROPIC_BASE_URL="+baseURL, "ANTHROPIC_API_KEY=sk-ant-aarsm-test-fake",
 		"NODE_EXTRA_CA_CERTS="+ca.CAFile, "DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "DISABLE_AUTOUPDATER=1")
+	killOnCleanup(t, cmd)
+	return cmd
+}
+
+// denoClient is bunClient for Deno (Deno's APIs for files, stdin and
+// stdout); the CA comes through DENO_CERT.
+const denoClient = `const cfg = JSON.parse(await Deno.readTextFile(Deno.args[0]));
+const enc = new TextEncoder();
+async function out(b) { let n = 0; while (n < b.length) n += await Deno.stdout.write(b.subarray(n)); }
+if (cfg.wait) {
+  await out(enc.encode("READY " + Deno.pid + "\n"));
+  const reader = Deno.stdin.readable.getReader();
+  let seen = "";
+  while (!seen.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) { console.error("testenv: stdin closed before the go line"); Deno.exit(2); }
+    seen += new TextDecoder().decode(value);
+  }
+}
+const headers = {};
+for (const [k, v] of cfg.headers) headers[k] = v;
+const body = cfg.body_file ? await Deno.readFile(cfg.body_file) : undefined;
+const res = await fetch(cfg.url, { method: cfg.method, headers, body });
+await out(new Uint8Array(await res.arrayBuffer()));
+if (res.status < 200 || res.status > 299) {
+  console.error("testenv: HTTP status " + res.status);
+  Deno.exit(22);
+}
+`
+
+// Deno returns an unstarted command that sends req to url with Deno's
+// fetch (rustls, linked statically), from the real Deno fetched from npm
+// (DenoPackage), trusting ca, with a Deno directory of its own. Like Bun.
+func Deno(t testing.TB, ca *CA, url string, req Request) *exec.Cmd {
+	t.Helper()
+	bin := NPMExecutable(t, DenoPackage)
+	dir := stateDir(t, "deno-")
+	script, cfg := writeScript(t, dir, "client.mjs", denoClient, newScriptConfig(t, ca, url, req, dir))
+	cmd := exec.Command(bin, "run", "--allow-all", "--no-config", "--no-lock", script, cfg)
+	cmd.Env = append(os.Environ(), "DENO_CERT="+ca.CAFile, "DENO_DIR="+filepath.Join(dir, "deno-dir"), "DENO_NO_UPDATE_CHECK=1", "NO_COLOR=1")
+	killOnCleanup(t, cmd)
+	return cmd
+}
+
+// Codex returns an unstarted command running OpenAI's Codex CLI (its
+// native package from npm: a static Rust executable, rustls) once,
+// non-interactive ("exec"), with prompt, against the OpenAI API at
+// baseURL (a fake one on loopback, ".../v1": the openai_base_url setting), with a
+// fake key, trusting ca (SSL_CERT_FILE), in a home directory of its own.
+// It exits non-zero when the fake API's answer is not a model's.
+func Codex(t testing.TB, ca *CA, baseURL, prompt string) *exec.Cmd {
+	t.Helper()
+	bin := NPMExecutable(t, CodexPackage)
+	home := stateDir(t, "codex-")
+	if err := os.MkdirAll(filepath.Join(home, ".codex"), 0o700); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cmd := exec.Command(bin, "exec", "--skip-git-repo-check", "--color", "never", "-c", fmt.Sprintf("openai_base_url=%q", baseURL), prompt)
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(), "HOME="+home, "CODEX_HOME="+filepath.Join(home, ".codex"),
+		"OPENAI_API_KEY=sk-aarsm-test-fake", "SSL_CERT_FILE="+ca.CAFile, "NO_COLOR=1")
 	killOnCleanup(t, cmd)
 	return cmd
 }

@@ -12,8 +12,11 @@ import (
 )
 
 // waitProbed waits until the file at path is probed and returns its target.
-func (h *harness) waitProbed(path string) {
+func (h *harness) waitProbed(path string, want ...string) {
 	h.t.Helper()
+	if want == nil {
+		want = []string{"boringssl SSL_write", "boringssl SSL_read"}
+	}
 	id, _, err := proc.StatID(path)
 	if err != nil {
 		h.t.Fatal(err)
@@ -24,7 +27,7 @@ func (h *harness) waitProbed(path string) {
 				if !tg.Probed() {
 					h.t.Fatalf("%s examined but not probed: %v", path, tg.Err)
 				}
-				if want := []string{"boringssl SSL_write", "boringssl SSL_read"}; !slices.Equal(tg.Symbols, want) {
+				if !slices.Equal(tg.Symbols, want) {
 					h.t.Errorf("%s probed at %v, want %v", path, tg.Symbols, want)
 				}
 				return true, ""
