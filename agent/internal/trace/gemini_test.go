@@ -3,6 +3,7 @@ package trace
 import (
 	"bytes"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -20,11 +21,26 @@ func TestGeminiCLI(t *testing.T) {
 	cg := testenv.NewCgroup(t)
 	marker := newMarker(t)
 	cmd := testenv.GeminiCLI(t, ca, api.URL(), "Say hello to "+marker)
-	// node is probed before the CLI runs: its first write is seen.
+	// node is probed before the CLI runs: its first write is seen. A
+	// tracer holds nothing, and examines an executable only while a
+	// process runs it: a node that waits on its stdin keeps it running
+	// until it is probed.
 	id, _, err := proc.StatID(cmd.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	keeper := exec.Command(cmd.Path, "-e", "process.stdin.resume()")
+	stdin, err := keeper.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.Start(keeper); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = keeper.Wait()
+	}()
 	testenv.Eventually(t, waitRecord, fmt.Sprintf("%s (%v) probed", cmd.Path, id), func() (bool, string) {
 		for _, tg := range h.tracer.Sensor().Targets() {
 			if tg.ID == id {
