@@ -655,6 +655,27 @@ int probe_floor(struct pt_regs *ctx)
 	return 0;
 }
 
+/* What a write guard does once it knows the thread whose hold to check
+ * (tid; id: the running task's tgid<<32|pid): a hold still recorded means
+ * the thread was resumed by someone else than the agent (which deletes
+ * the hold first). The record goes; under fail-closed the thread is
+ * killed before its write runs. Shared by the OpenSSL-style and Go
+ * guards. */
+static __always_inline int guard_resolve(__u32 tid, __u64 id)
+{
+	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
+	if (!h)
+		return 0;
+	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
+	int closed = h->fail_closed;
+	bpf_map_delete_elem(&holds, &tid);
+	if (!mine || !closed)
+		return 0; /* a record of a thread that died (its id was reused), or fail-open */
+	bpf_send_signal(SIGKILL);
+	count(CNT_GUARD_KILLS);
+	return 0;
+}
+
 /* At the instruction after the write probe, attached only while a
  * fail-closed policy is in force: a thread that gets here while its hold
  * is still recorded was resumed by a SIGCONT that did not come from the
@@ -669,18 +690,7 @@ int ssl_write_guard(struct pt_regs *ctx)
 	__u64 id;
 	if (current_id(&id) < 0)
 		return 0;
-	__u32 tid = (__u32)id;
-	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
-	if (!h)
-		return 0;
-	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
-	int closed = h->fail_closed;
-	bpf_map_delete_elem(&holds, &tid);
-	if (!mine || !closed)
-		return 0; /* a record of a thread that died (its id was reused), or fail-open */
-	bpf_send_signal(SIGKILL);
-	count(CNT_GUARD_KILLS);
-	return 0;
+	return guard_resolve((__u32)id, id);
 }
 
 /* int SSL_get_error(const SSL *s, int ret_code): called by applications
@@ -1455,17 +1465,7 @@ int go_tls_write_guard(struct pt_regs *ctx)
 		return 0;
 	__u32 tid = *t;
 	bpf_map_delete_elem(&go_held, &k);
-	struct hold *h = bpf_map_lookup_elem(&holds, &tid);
-	if (!h)
-		return 0; /* released by the agent: it deletes the hold first */
-	int mine = h->pid == (__u32)(id >> 32) && h->kind == HOLD_WRITE;
-	int closed = h->fail_closed;
-	bpf_map_delete_elem(&holds, &tid);
-	if (!mine || !closed)
-		return 0;
-	bpf_send_signal(SIGKILL);
-	count(CNT_GUARD_KILLS);
-	return 0;
+	return guard_resolve(tid, id);
 }
 
 /* func (c *Conn) Read(b []byte) (int, error), at its Body: remember the
